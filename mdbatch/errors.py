@@ -1,0 +1,46 @@
+"""The exception family: every error mdbatch raises on purpose derives from MdbatchError."""
+
+from __future__ import annotations
+
+
+class MdbatchError(Exception):
+    """Root of mdbatch's errors; the CLI prints these as one line and exits 2."""
+
+    exit_code = 2
+
+
+class UsageError(MdbatchError, ValueError):
+    """Arguments or inputs the user gave cannot be used as given."""
+
+
+class InputError(MdbatchError, ValueError):
+    """A campaign input (root, summary YAML, CSV) is missing or malformed."""
+
+
+class RegistryCorruptError(MdbatchError, ValueError):
+    """A `.analysis/metadata.json` is not valid JSON or does not follow the registry schema."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+        self.reason = message
+
+
+class RegistryLockError(MdbatchError, TimeoutError):
+    """The registry's lock could not be taken in time."""
+
+
+class InvalidNameError(MdbatchError, ValueError):
+    """An analysis or artifact name cannot become a table name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"invalid name {name!r}: use letters, digits and underscore only")
+        self.name = name
+
+
+class CatalogError(MdbatchError, RuntimeError):
+    """The catalog backend is unreachable, misconfigured or refused a write."""
+
+
+class ClusterError(MdbatchError, RuntimeError):
+    """The Dask cluster could not be started or reached."""
