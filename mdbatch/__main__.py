@@ -1,0 +1,3 @@
+from mdbatch.cli import main
+import sys
+sys.exit(main())

@@ -1,0 +1,234 @@
+"""`audit`: discover a campaign, scan it on the cluster, write the catalog, summarize.
+
+Data flows one way: discovery stream -> batches -> scan tasks (workers) -> Arrow tables -> one
+bulk transaction per batch in the catalog, with the run record wrapped around it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from itertools import islice
+from typing import IO, Any
+
+import pandas as pd
+
+from . import __version__
+from .catalog import CatalogBackend, RunInfo, open_catalog
+from .discover import DiscoveryStats, discover
+from .engine import ClusterOptions, Fanout, Progress, batches, plan
+from .errors import MdbatchError
+from .findings import KINDS
+from .records import BatchResult, scan_batch
+from .scan import ScanOptions
+
+
+#: Campaigns with more simulations than this get the Dask dashboard unless told otherwise.
+DASHBOARD_THRESHOLD = 10_000
+
+
+class Interrupted(MdbatchError):
+    """The run was stopped by a signal; completed batches are in the catalog."""
+
+    exit_code = 3
+
+
+@dataclass(slots=True)
+class AuditResult:
+    """What an audit returns: its run id, the JSON summary, and where the findings went."""
+
+    run_id: str
+    summary: dict[str, Any]
+    catalog_url: str
+    findings_path: str | None = None
+    _findings: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when the campaign has no findings, 1 when it has."""
+        return 1 if self.summary["findings_total"] else 0
+
+    def findings(self) -> pd.DataFrame:
+        """Every finding of this run (simulation, kind, item, detail)."""
+        return pd.DataFrame(self._findings, columns=["simulation", "kind", "item", "detail"])
+
+
+def new_run_id() -> str:
+    """Sortable, unique run id: UTC timestamp plus random suffix."""
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+class _Tally:
+    """Running totals of the summary, fed one batch at a time."""
+
+    def __init__(self) -> None:
+        self.simulations = 0
+        self.files = 0
+        self.bytes = 0
+        self.batches = 0
+        self.scan_s = 0.0
+        self.write_s = 0.0
+        self.kinds: Counter[str] = Counter()
+        self.status: Counter[str] = Counter()
+        self.hashes: Counter[str] = Counter()
+        self.sims_with_findings = 0
+
+    def add(self, batch: BatchResult) -> None:
+        self.simulations += batch.simulations
+        self.files += batch.file_count
+        self.bytes += batch.bytes
+        self.batches += 1
+        self.scan_s += batch.elapsed_s
+        self.kinds.update(batch.findings.column("kind").to_pylist())
+        self.sims_with_findings += len(set(batch.findings.column("simulation").to_pylist()))
+        self.status.update(batch.systems.column("status").to_pylist())
+        self.hashes.update(batch.systems.column("hash").to_pylist())
+
+
+def _install_signal_handlers() -> dict[int, Any]:
+    def handler(signum: int, _frame: Any) -> None:
+        raise Interrupted(f"stopped by {signal.Signals(signum).name}; completed batches are saved")
+
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            pass
+    return previous
+
+
+def audit(
+    source: str | os.PathLike[str],
+    *,
+    db: str | None = None,
+    cluster: ClusterOptions | None = None,
+    batch_size: int | None = None,
+    findings_path: str | os.PathLike[str] | None = None,
+    csv_root: str | os.PathLike[str] | None = None,
+    options: ScanOptions | None = None,
+    progress: bool = True,
+    log_stream: IO[str] | None = None,
+    arguments: dict[str, Any] | None = None,
+    keep_findings: bool = True,
+) -> AuditResult:
+    """Audit a campaign (a root directory, a summary YAML or a CSV) into the catalog at `db`.
+
+    Returns the run's summary; raises MdbatchError for fatal problems (bad input, unreachable
+    catalog or cluster). Problems inside simulations are findings, never exceptions.
+    """
+    started = time.monotonic()
+    cluster = cluster or ClusterOptions()
+    stats = DiscoveryStats()
+    root, stream = discover(source, csv_root=csv_root, stats=stats)
+    catalog = open_catalog(db)
+    run_id = new_run_id()
+    tally = _Tally()
+    found: list[dict[str, Any]] = []
+    sink = open(findings_path, "w", encoding="utf-8") if findings_path else None  # noqa: SIM115 - closed below
+    previous: dict[int, Any] = {}
+    status = "failed"
+    info: dict[str, Any] = {}
+    try:
+        catalog.begin_run(RunInfo(run_id, "audit", root, arguments or {}, socket.gethostname(), __version__, datetime.now(timezone.utc).isoformat()))
+        cores = cluster.workers or os.cpu_count() or 1
+        # Peek at the start of the stream: a campaign that ends within it gets a right-sized cluster
+        # and no dashboard (a run of a few seconds is not watched; --dashboard forces it).
+        limit = max(cores * 2 * (batch_size or 250), DASHBOARD_THRESHOLD)
+        head = list(islice(stream, limit + 1))
+        exhausted = len(head) <= limit
+        workers, size = plan(len(head), exhausted, cores, batch_size)
+        disc_started = time.monotonic()
+
+        def paths() -> Iterator[str]:
+            yield from head
+            yield from stream
+
+        bar = Progress("audit", stream=log_stream, enabled=progress)
+        with Fanout(cluster, workers_needed=workers, dashboard=not exhausted) as fan:
+            # Handlers only now: forked workers must not inherit them.
+            previous = _install_signal_handlers()
+            info = {"workers": fan.n_workers, "batch_size": size, "dashboard": fan.dashboard_link}
+            if progress and fan.dashboard_link:
+                (log_stream or _stderr()).write(f"mdbatch: Dask dashboard at {fan.dashboard_link}\n")
+            groups = batches(paths(), size)
+            for batch in fan.stream(scan_batch, groups, root, options or ScanOptions()):
+                t0 = time.monotonic()
+                catalog.write_batch(run_id, root, batch)
+                tally.write_s += time.monotonic() - t0
+                tally.add(batch)
+                rows = batch.findings.to_pylist()
+                if sink is not None:
+                    for row in rows:
+                        sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+                if keep_findings:
+                    found.extend(rows)
+                total = stats.simulations if _stream_done(stats, tally) else None
+                bar.update(batch.simulations, batch.file_count, total)
+        bar.close()
+        info["discovery_s"] = round(time.monotonic() - disc_started, 3)
+        status = "completed"
+    except Interrupted:
+        status = "interrupted"
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if sink is not None:
+            sink.close()
+        summary = _summary(run_id, root, catalog, tally, stats, info, time.monotonic() - started, status)
+        try:
+            catalog.finish_run(run_id, status, summary)
+        finally:
+            catalog.close()
+    return AuditResult(run_id, summary, catalog.display_url, os.fspath(findings_path) if findings_path else None, found)
+
+
+def _stream_done(stats: DiscoveryStats, tally: _Tally) -> bool:
+    return tally.simulations >= stats.simulations
+
+
+def _stderr() -> IO[str]:
+    import sys
+
+    return sys.stderr
+
+
+def _summary(
+    run_id: str, root: str, catalog: CatalogBackend, tally: _Tally, stats: DiscoveryStats, info: dict[str, Any], elapsed: float, status: str
+) -> dict[str, Any]:
+    kinds = {k: tally.kinds.get(k, 0) for k in KINDS}
+    return {
+        "run_id": run_id,
+        "outcome": status,
+        "root": root,
+        "catalog": catalog.display_url,
+        "simulations": tally.simulations,
+        "files": tally.files,
+        "bytes": tally.bytes,
+        "findings": kinds,
+        "findings_total": sum(kinds.values()),
+        "simulations_with_findings": tally.sims_with_findings,
+        "status": dict(sorted(tally.status.items())),
+        "duplicate_hashes": sum(1 for c in tally.hashes.values() if c > 1),
+        "discovery": {
+            "directories_walked": stats.directories,
+            "unreadable_directories": [{"path": p, "error": e} for p, e in stats.unreadable],
+            "listed_outside_root": stats.outside_root,
+            "listed_missing": stats.missing,
+        },
+        "batches": tally.batches,
+        "workers": info.get("workers"),
+        "batch_size": info.get("batch_size"),
+        "dashboard": info.get("dashboard"),
+        "timings": {"scan_task_s": round(tally.scan_s, 3), "catalog_write_s": round(tally.write_s, 3)},
+        "elapsed_s": round(elapsed, 3),
+    }

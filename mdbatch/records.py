@@ -1,0 +1,187 @@
+"""Batches of scans as Arrow tables: the unit that travels from workers to the catalog writer.
+
+`scan_batch` is what a Dask task runs: it scans a list of simulation directories and returns one
+Arrow table per catalog concern (systems, analyses, artifacts, files, findings). Pure: no Dask and
+no database here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime, timezone
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .findings import UNREADABLE, Finding
+from .paths import display, relative_to_root
+from .scan import ScanOptions, SimulationScan, scan_simulation
+
+SYSTEMS_SCHEMA = pa.schema(
+    [
+        ("hash", pa.string()),
+        ("directory", pa.string()),
+        ("path", pa.string()),
+        ("simulation_type", pa.string()),
+        ("engine", pa.string()),
+        ("parametrization", pa.string()),
+        ("status", pa.string()),
+        ("input_data", pa.string()),
+        ("input_data_type", pa.string()),
+        ("scanned_at", pa.string()),
+        ("file_count", pa.int64()),
+        ("bytes", pa.int64()),
+        ("finding_count", pa.int64()),
+    ]
+)
+ANALYSES_SCHEMA = pa.schema(
+    [
+        ("hash", pa.string()),
+        ("directory", pa.string()),
+        ("simulation_type", pa.string()),
+        ("name", pa.string()),
+        ("filename", pa.string()),
+        ("status", pa.string()),
+        ("registered_rows", pa.int64()),
+        ("file_rows", pa.int64()),
+        ("columns", pa.string()),
+        ("file_size", pa.int64()),
+        ("updated_at", pa.string()),
+    ]
+)
+ARTIFACTS_SCHEMA = pa.schema(
+    [
+        ("hash", pa.string()),
+        ("directory", pa.string()),
+        ("simulation_type", pa.string()),
+        ("name", pa.string()),
+        ("status", pa.string()),
+        ("file_count", pa.int64()),
+        ("files", pa.string()),
+        ("checksums", pa.string()),
+        ("updated_at", pa.string()),
+    ]
+)
+FILES_SCHEMA = pa.schema(
+    [
+        ("simulation", pa.string()),
+        ("path", pa.string()),
+        ("path_raw", pa.binary()),
+        ("size", pa.int64()),
+        ("mtime_ns", pa.int64()),
+        ("ctime_ns", pa.int64()),
+        ("inode", pa.int64()),
+        ("device", pa.int64()),
+        ("xxh3_128", pa.string()),
+        ("sha256", pa.string()),
+    ]
+)
+FINDINGS_SCHEMA = pa.schema(
+    [("simulation", pa.string()), ("kind", pa.string()), ("item", pa.string()), ("detail", pa.string())]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """One batch's scans as Arrow tables, plus what the batch cost."""
+
+    index: int
+    systems: pa.Table
+    analyses: pa.Table
+    artifacts: pa.Table
+    files: pa.Table
+    findings: pa.Table
+    elapsed_s: float
+
+    @property
+    def simulations(self) -> int:
+        return self.systems.num_rows
+
+    @property
+    def file_count(self) -> int:
+        return self.files.num_rows
+
+    @property
+    def bytes(self) -> int:
+        total = pc.sum(self.files.column("size")).as_py() if self.files.num_rows else 0
+        return int(total or 0)
+
+
+def _columns(rows: Iterable[tuple[object, ...]], schema: pa.Schema) -> pa.Table:
+    cols = list(zip(*rows, strict=True)) if rows else []
+    if not cols:
+        return schema.empty_table()
+    return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, schema, strict=True)], schema=schema)
+
+
+def to_tables(scans: Sequence[SimulationScan], index: int = 0, elapsed_s: float = 0.0) -> BatchResult:
+    """Columnar form of a list of scans."""
+    systems = [
+        (
+            s.hash, s.directory, s.path, s.simulation_type, s.engine, s.parametrization, s.status,
+            s.input_data, s.input_data_type, s.scanned_at, len(s.files), s.bytes, len(s.findings),
+        )
+        for s in scans
+    ]
+    analyses = [
+        (
+            s.hash, s.directory, s.simulation_type, a.name, a.filename, a.status, a.registered_rows,
+            a.file_rows, json.dumps(list(a.registered_columns)), a.file_size, a.updated_at,
+        )
+        for s in scans
+        for a in s.analyses
+    ]
+    artifacts = [
+        (
+            s.hash, s.directory, s.simulation_type, a.name, a.status, len(a.files), json.dumps(list(a.files)),
+            json.dumps(dict(a.checksums), sort_keys=True), a.updated_at,
+        )
+        for s in scans
+        for a in s.artifacts
+    ]
+    files = [
+        (s.directory, f.path, f.path_raw, f.size, f.mtime_ns, f.ctime_ns, f.inode, f.device, f.xxh3_128, f.sha256)
+        for s in scans
+        for f in s.files
+    ]
+    found = [(f.simulation, f.kind, f.item, f.detail) for s in scans for f in s.findings]
+    return BatchResult(
+        index=index,
+        systems=_columns(systems, SYSTEMS_SCHEMA),
+        analyses=_columns(analyses, ANALYSES_SCHEMA),
+        artifacts=_columns(artifacts, ARTIFACTS_SCHEMA),
+        files=_columns(files, FILES_SCHEMA),
+        findings=_columns(found, FINDINGS_SCHEMA),
+        elapsed_s=elapsed_s,
+    )
+
+
+def scan_batch(paths: Sequence[str], root: str | None, options: ScanOptions | None = None, index: int = 0) -> BatchResult:
+    """Scan every simulation in `paths` and return the batch as Arrow tables (what a task returns)."""
+    started = time.perf_counter()
+    scans = [_scan_guarded(p, root, options) for p in paths]
+    return to_tables(scans, index, time.perf_counter() - started)
+
+
+def _scan_guarded(path: str, root: str | None, options: ScanOptions | None) -> SimulationScan:
+    """scan_simulation, with any unforeseen error turned into a finding: one simulation never stops a batch."""
+    try:
+        return scan_simulation(path, root, options)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for the campaign
+        name = relative_to_root(path, root)
+        return SimulationScan(
+            directory=name, path=display(os.path.abspath(path)), hash=display(os.path.basename(path)),
+            simulation_type=None, engine=None, parametrization=None, status="build", input_data=None,
+            input_data_type=None, analyses=(), artifacts=(), files=(),
+            findings=(Finding(name, UNREADABLE, ".", f"scan failed: {type(exc).__name__}: {exc}"),),
+            scanned_at=datetime.now(timezone.utc).isoformat(), elapsed_s=0.0,
+        )
+
+
+def findings_of(result: BatchResult) -> list[Finding]:
+    """The batch's findings as records."""
+    return [Finding(**row) for row in result.findings.to_pylist()]

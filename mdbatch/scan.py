@@ -1,0 +1,475 @@
+"""The per-simulation scan: one simulation directory in, one immutable record out.
+
+`scan_simulation` touches only the directory it is given, never follows a symlink, reads every
+regular file once (taking xxh3-128, sha256 where the registry holds sha256, the registry JSON and
+the parquet footers from that one read), and turns every problem into a finding instead of an
+exception. Dask only maps it over batches (see `engine.py`); tests call it directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import findings as fk
+from .errors import RegistryCorruptError
+from .findings import Finding
+from .hashing import FileDigest, NotRegularFile, digest_file
+from .naming import is_valid_name
+from .paths import contained, display, raw_bytes, relative_to_root
+from .registry import ANALYSIS_DIRNAME, REGISTRY_FILENAME, parse_registry
+
+REGISTRY_REL = f"{ANALYSIS_DIRNAME}/{REGISTRY_FILENAME}"
+_HASH40 = re.compile(r"[0-9A-Fa-f]{40}")
+_EQUILIBRATION = ("min.gro", "nvt.gro", "npt.gro")
+# The registry and build metadata are parsed from the bytes the inventory read anyway.
+_MAX_REGISTRY_BYTES = 64 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class ScanOptions:
+    """What a scan computes. `hash_files=False` reads only the files the integrity checks need."""
+
+    hash_files: bool = True
+    max_input_bytes: int = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One regular file of a simulation, path relative to the simulation directory."""
+
+    path: str
+    path_raw: bytes | None
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    device: int
+    xxh3_128: str | None
+    sha256: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisEntry:
+    """A registered analysis as the registry states it and as its parquet footer shows it."""
+
+    name: str
+    filename: str
+    status: str  # ok | missing | mismatch | unreadable | unsafe | invalid
+    registered_rows: int | None
+    registered_columns: tuple[str, ...]
+    file_rows: int | None
+    file_columns: tuple[str, ...] | None
+    file_size: int | None
+    updated_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactEntry:
+    """A registered artifact: its files and checksums as recorded, and whether they verified."""
+
+    name: str
+    status: str  # ok | missing | mismatch | unsafe | invalid
+    files: tuple[str, ...]
+    checksums: tuple[tuple[str, str], ...]
+    updated_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SimulationScan:
+    """Everything one scan learned about one simulation directory."""
+
+    directory: str
+    path: str
+    hash: str
+    simulation_type: str | None
+    engine: str | None
+    parametrization: str | None
+    status: str
+    input_data: str | None
+    input_data_type: str | None
+    analyses: tuple[AnalysisEntry, ...]
+    artifacts: tuple[ArtifactEntry, ...]
+    files: tuple[FileEntry, ...]
+    findings: tuple[Finding, ...]
+    scanned_at: str
+    elapsed_s: float
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+@dataclass(slots=True)
+class _Ctx:
+    """Mutable state of one scan; never escapes `scan_simulation`."""
+
+    sim: str
+    name: str
+    options: ScanOptions
+    findings: list[Finding] = field(default_factory=list)
+    digests: dict[str, FileDigest] = field(default_factory=dict)
+    data: dict[str, bytes] = field(default_factory=dict)
+    unreadable: set[str] = field(default_factory=set)
+    changed: set[str] = field(default_factory=set)
+
+    def add(self, kind: str, item: str, detail: str) -> None:
+        self.findings.append(Finding(self.name, kind, item, detail))
+
+
+def simulation_status(top_level_names: set[str] | frozenset[str]) -> str:
+    """MDFactory's status rule from the files at the top of a simulation directory."""
+    if "prod.gro" in top_level_names:
+        return "completed"
+    if "prod.xtc" in top_level_names:
+        return "production"
+    if all(n in top_level_names for n in _EQUILIBRATION):
+        return "equilibrated"
+    return "build"
+
+
+def _walk(ctx: _Ctx) -> dict[str, str]:
+    """Every regular file below the simulation directory (relative path -> absolute path).
+
+    Symlinks (to files or directories, loops included) are never followed and not inventoried.
+    """
+    files: dict[str, str] = {}
+    stack: list[tuple[str, str]] = [("", ctx.sim)]
+    while stack:
+        rel_dir, abs_dir = stack.pop()
+        try:
+            with os.scandir(abs_dir) as it:
+                entries = list(it)
+        except FileNotFoundError:
+            if rel_dir:
+                ctx.add(fk.CHANGED_DURING_SCAN, display(rel_dir), "directory vanished during the scan")
+            else:
+                ctx.add(fk.UNREADABLE, ".", "simulation directory vanished before the scan")
+            continue
+        except OSError as exc:
+            ctx.add(fk.UNREADABLE, display(rel_dir) or ".", exc.strerror or str(exc))
+            continue
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((rel, entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    files[rel] = entry.path
+            except OSError as exc:
+                ctx.add(fk.UNREADABLE, display(rel), exc.strerror or str(exc))
+    return dict(sorted(files.items()))
+
+
+def _read(ctx: _Ctx, rel: str, abspath: str, *, sha256: bool, keep: bool, xxh3: bool) -> FileDigest | None:
+    """Read one file once; record unreadable/changed findings; keep small bytes when asked."""
+    try:
+        d = digest_file(abspath, want_xxh3=xxh3, want_sha256=sha256, keep_small=keep)
+    except (FileNotFoundError, NotRegularFile) as exc:
+        ctx.changed.add(rel)
+        why = "vanished" if isinstance(exc, FileNotFoundError) else "stopped being a regular file"
+        ctx.add(fk.CHANGED_DURING_SCAN, display(rel), f"file {why} during the scan")
+        return None
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP: O_NOFOLLOW met a symlink that replaced the file
+            ctx.changed.add(rel)
+            ctx.add(fk.CHANGED_DURING_SCAN, display(rel), "file was replaced by a symlink during the scan")
+            return None
+        ctx.unreadable.add(rel)
+        ctx.add(fk.UNREADABLE, display(rel), exc.strerror or str(exc))
+        return None
+    if d.changed:
+        ctx.changed.add(rel)
+        ctx.add(fk.CHANGED_DURING_SCAN, display(rel), "size or mtime changed while the file was read")
+    ctx.digests[rel] = d
+    if d.data is not None:
+        ctx.data[rel] = d.data
+    return d
+
+
+def _stat_only(rel: str, abspath: str) -> FileEntry | None:
+    try:
+        st = os.lstat(abspath)
+    except OSError:
+        return None
+    return FileEntry(display(rel), raw_bytes(rel), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, None, None)
+
+
+def _load_registry(ctx: _Ctx, files: dict[str, str]) -> dict[str, Any] | None:
+    if REGISTRY_REL not in files:
+        return None
+    d = _read(ctx, REGISTRY_REL, files[REGISTRY_REL], sha256=False, keep=True, xxh3=ctx.options.hash_files)
+    if d is None or REGISTRY_REL in ctx.changed:
+        return None
+    data = ctx.data.get(REGISTRY_REL)
+    if data is None:  # larger than one read: fetch it whole, bounded
+        if d.size > _MAX_REGISTRY_BYTES:
+            ctx.add(fk.REGISTRY_CORRUPT, REGISTRY_REL, f"registry is {d.size} bytes, over the {_MAX_REGISTRY_BYTES} limit")
+            return None
+        try:
+            with open(files[REGISTRY_REL], "rb") as handle:
+                data = handle.read(_MAX_REGISTRY_BYTES + 1)
+        except OSError as exc:
+            ctx.add(fk.UNREADABLE, REGISTRY_REL, exc.strerror or str(exc))
+            return None
+    try:
+        return parse_registry(data, REGISTRY_REL)
+    except RegistryCorruptError as exc:
+        ctx.add(fk.REGISTRY_CORRUPT, REGISTRY_REL, exc.reason)
+        return None
+
+
+def _artifact_targets(ctx: _Ctx, registry: dict[str, Any] | None) -> set[str]:
+    """Simulation-relative paths whose sha256 the registry records (hashed in the inventory pass)."""
+    wanted: set[str] = set()
+    if registry is None:
+        return wanted
+    for name, entry in registry["artifacts"].items():
+        if not is_valid_name(name):
+            continue
+        for path in entry["files"]:
+            norm = contained(path)
+            if norm is not None:
+                wanted.add(f"{ANALYSIS_DIRNAME}/{norm}")
+    return wanted
+
+
+def _footer(ctx: _Ctx, rel: str, abspath: str) -> tuple[int, tuple[str, ...]] | str:
+    """(rows, columns) from the parquet footer, or the reason it cannot be read."""
+    d = ctx.digests.get(rel)
+    size = d.size if d is not None else None
+    if size == 0:
+        return "empty file"
+    try:
+        data = ctx.data.get(rel)
+        meta = pq.read_metadata(pa.BufferReader(data)) if data is not None else pq.read_metadata(abspath)
+        names = meta.schema.names
+        index_cols = _pandas_index_columns(meta.metadata)
+        columns = tuple(n for n in names if n not in index_cols and not n.startswith("__index_level_"))
+        return meta.num_rows, columns
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+
+
+def _pandas_index_columns(meta: dict[bytes, bytes] | None) -> frozenset[str]:
+    if not meta or b"pandas" not in meta:
+        return frozenset()
+    try:
+        cols = json.loads(meta[b"pandas"]).get("index_columns", [])
+    except (ValueError, AttributeError):
+        return frozenset()
+    return frozenset(c for c in cols if isinstance(c, str))
+
+
+def _check_analyses(ctx: _Ctx, registry: dict[str, Any], files: dict[str, str]) -> tuple[list[AnalysisEntry], set[str]]:
+    entries: list[AnalysisEntry] = []
+    registered: set[str] = set()
+    for name, entry in sorted(registry["analyses"].items()):
+        filename = entry["filename"]
+        rows = entry["row_count"]
+        cols = tuple(entry["columns"])
+        norm = contained(filename)
+        rel = f"{ANALYSIS_DIRNAME}/{norm}" if norm is not None else None
+        if rel is not None:
+            registered.add(rel)
+
+        def record(status: str, frows: int | None = None, fcols: tuple[str, ...] | None = None) -> None:
+            size = ctx.digests[rel].size if rel is not None and rel in ctx.digests else None
+            entries.append(AnalysisEntry(display(name), display(filename), status, rows, cols, frows, fcols, size, entry.get("updated_at")))
+
+        if not is_valid_name(name):
+            ctx.add(fk.INVALID_NAME, display(name), "analysis name cannot be a table name (letters, digits, underscore)")
+            record("invalid")
+            continue
+        if rel is None:
+            ctx.add(fk.UNSAFE_PATH, f"{name}:{display(filename)}", "registry path is absolute or leaves the simulation directory; not opened")
+            record("unsafe")
+            continue
+        if rel not in files:
+            ctx.add(fk.MISSING_FILE, name, f"{rel} is registered but absent (or not a regular file)")
+            record("missing")
+            continue
+        if rel in ctx.unreadable or rel in ctx.changed:
+            record("unreadable")
+            continue
+        footer = _footer(ctx, rel, files[rel])
+        if isinstance(footer, str):
+            ctx.add(fk.PARQUET_UNREADABLE, name, f"{rel}: {footer}")
+            record("unreadable")
+            continue
+        frows, fcols = footer
+        status = "ok"
+        if frows != rows:
+            ctx.add(fk.ROW_COUNT_MISMATCH, name, f"registry says {rows} rows, parquet footer has {frows}")
+            status = "mismatch"
+        if fcols != cols:
+            ctx.add(fk.COLUMNS_MISMATCH, name, f"registry columns {list(cols)}, parquet columns {list(fcols)}")
+            status = "mismatch"
+        record(status, frows, fcols)
+    return entries, registered
+
+
+def _check_artifacts(ctx: _Ctx, registry: dict[str, Any], files: dict[str, str]) -> list[ArtifactEntry]:
+    entries: list[ArtifactEntry] = []
+    for name, entry in sorted(registry["artifacts"].items()):
+        paths = tuple(display(p) for p in entry["files"])
+        sums = tuple(sorted((display(k), v) for k, v in entry["checksums"].items()))
+        if not is_valid_name(name):
+            ctx.add(fk.INVALID_NAME, display(name), "artifact name cannot be a table name (letters, digits, underscore)")
+            entries.append(ArtifactEntry(display(name), "invalid", paths, sums, entry.get("updated_at")))
+            continue
+        status = "ok"
+        for path in entry["files"]:
+            item = f"{name}:{display(path)}"
+            norm = contained(path)
+            if norm is None:
+                ctx.add(fk.UNSAFE_PATH, item, "registry path is absolute or leaves the simulation directory; not opened")
+                status = "unsafe"
+                continue
+            rel = f"{ANALYSIS_DIRNAME}/{norm}"
+            if rel not in files:
+                ctx.add(fk.ARTIFACT_MISSING_FILE, item, f"{rel} is listed but absent (or not a regular file)")
+                status = "missing" if status == "ok" else status
+                continue
+            d = ctx.digests.get(rel)
+            if d is None or rel in ctx.changed:
+                status = "unreadable" if status == "ok" else status
+                continue
+            expected = entry["checksums"].get(path)
+            if expected is None:
+                ctx.add(fk.ARTIFACT_CHECKSUM_MISMATCH, item, "no checksum recorded for this file")
+                status = "mismatch" if status == "ok" else status
+            elif d.sha256 is not None and expected.lower() != d.sha256:
+                ctx.add(fk.ARTIFACT_CHECKSUM_MISMATCH, item, f"registry sha256 {expected[:16]}…, file sha256 {d.sha256[:16]}…")
+                status = "mismatch" if status == "ok" else status
+        entries.append(ArtifactEntry(name, status, paths, sums, entry.get("updated_at")))
+    return entries
+
+
+def _identity(ctx: _Ctx, top: set[str]) -> tuple[str, str | None, str | None, str | None, str | None, str | None]:
+    """(hash, simulation_type, engine, parametrization, input_data, input_data_type)."""
+    base = os.path.basename(os.path.normpath(ctx.sim))
+    meta: dict[str, Any] = {}
+    raw = ctx.data.get("metadata.json")
+    if raw is not None:
+        try:
+            loaded = json.loads(raw)
+            if isinstance(loaded, dict):
+                meta = loaded
+        except ValueError:
+            meta = {}
+    yaml_name = _build_input_name(base, top)
+    yaml_text = None
+    if yaml_name is not None and yaml_name in ctx.data:
+        yaml_text = ctx.data[yaml_name][: ctx.options.max_input_bytes].decode("utf-8", "replace")
+    if not isinstance(meta.get("hash"), str) and yaml_text is not None:
+        meta = {**_yaml_identity(yaml_text), **{k: v for k, v in meta.items() if v is not None}}
+    digest = meta.get("hash")
+    if not isinstance(digest, str) or not digest:
+        stem = yaml_name.rsplit(".", 1)[0] if yaml_name else ""
+        digest = stem if _HASH40.fullmatch(stem) else display(base)
+
+    def text(key: str) -> str | None:
+        value = meta.get(key)
+        return None if value is None else str(value)
+
+    return (digest, text("simulation_type"), text("engine"), text("parametrization"), yaml_text, "yaml" if yaml_text is not None else None)
+
+
+def _build_input_name(base: str, top: set[str]) -> str | None:
+    for candidate in (f"{base}.yaml", "build.yaml"):
+        if candidate in top:
+            return candidate
+    yamls = sorted(n for n in top if n.endswith(".yaml"))
+    return yamls[0] if yamls else None
+
+
+def _yaml_identity(text: str) -> dict[str, Any]:
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        doc = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    return {k: doc.get(k) for k in ("hash", "simulation_type", "engine", "parametrization") if doc.get(k) is not None}
+
+
+def scan_simulation(sim_dir: str | os.PathLike[str], root: str | os.PathLike[str] | None = None, options: ScanOptions | None = None) -> SimulationScan:
+    """Scan one simulation directory: identity, status, registry checks, file inventory, findings.
+
+    Never raises for problems inside the directory; they become findings in the result.
+    """
+    started = time.perf_counter()
+    opts = options or ScanOptions()
+    sim = os.fspath(sim_dir)
+    ctx = _Ctx(sim=sim, name=relative_to_root(sim, None if root is None else os.fspath(root)), options=opts)
+    files = _walk(ctx)
+    top = {rel for rel in files if "/" not in rel}
+    registry = _load_registry(ctx, files)
+    sha_targets = _artifact_targets(ctx, registry)
+    parquet_targets = (
+        {f"{ANALYSIS_DIRNAME}/{n}" for e in registry["analyses"].values() if (n := contained(e["filename"])) is not None}
+        if registry is not None
+        else set()
+    )
+    base = os.path.basename(os.path.normpath(sim))
+    keep_names = {"metadata.json", _build_input_name(base, top)} | parquet_targets
+
+    inventory: list[FileEntry] = []
+    for rel, abspath in files.items():
+        if rel == REGISTRY_REL and rel in ctx.digests:
+            d: FileDigest | None = ctx.digests[rel]
+        elif opts.hash_files or rel in sha_targets or rel in keep_names:
+            d = _read(ctx, rel, abspath, sha256=rel in sha_targets, keep=rel in keep_names, xxh3=opts.hash_files)
+        else:
+            d = None
+        if d is None:
+            if rel not in ctx.changed and (entry := _stat_only(rel, abspath)) is not None:
+                inventory.append(entry)
+            continue
+        trusted = rel not in ctx.changed
+        inventory.append(
+            FileEntry(
+                display(rel), raw_bytes(rel), d.size, d.mtime_ns, d.ctime_ns, d.inode, d.device,
+                d.xxh3_128 if trusted else None, d.sha256 if trusted else None,
+            )
+        )
+
+    analyses: list[AnalysisEntry] = []
+    artifacts: list[ArtifactEntry] = []
+    if registry is not None:
+        analyses, registered = _check_analyses(ctx, registry, files)
+        artifacts = _check_artifacts(ctx, registry, files)
+        for rel in files:
+            if rel.startswith(f"{ANALYSIS_DIRNAME}/") and rel.endswith(".parquet") and rel.count("/") == 1 and rel not in registered:
+                ctx.add(fk.EXTRA_FILE, display(rel), "parquet file in .analysis is not in the registry")
+
+    digest, sim_type, engine, param, input_data, input_type = _identity(ctx, top)
+    return SimulationScan(
+        directory=ctx.name,
+        path=display(os.path.abspath(sim)),
+        hash=digest,
+        simulation_type=sim_type,
+        engine=engine,
+        parametrization=param,
+        status=simulation_status(top),
+        input_data=input_data,
+        input_data_type=input_type,
+        analyses=tuple(analyses),
+        artifacts=tuple(artifacts),
+        files=tuple(inventory),
+        findings=tuple(ctx.findings),
+        scanned_at=datetime.now(timezone.utc).isoformat(),
+        elapsed_s=time.perf_counter() - started,
+    )
