@@ -24,6 +24,7 @@ log = logging.getLogger("mdbatch")
 #: Simulations per task for small-file campaigns: ~1 s of work per task, ~4,000 tasks at 1M sims.
 DEFAULT_BATCH = 250
 MIN_BATCH = 8
+MIN_SIMS_PER_WORKER = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,16 +54,16 @@ def batches(paths: Iterator[str], size: int) -> Iterator[list[str]]:
 def plan(known: int, exhausted: bool, max_workers: int, batch_size: int | None) -> tuple[int, int]:
     """(workers, batch size) for a campaign of which `known` simulations have been found so far.
 
-    A small campaign gets only the workers it can keep busy, and batches small enough that every
-    worker gets several (so one slow batch does not leave the others idle at the end).
+    A small campaign gets only the workers it can keep busy (one per ~50 simulations), and batches
+    small enough that every worker gets several, so one slow batch does not idle the others.
     """
+    workers = max_workers if not exhausted else max(1, min(max_workers, known // MIN_SIMS_PER_WORKER))
     if batch_size is not None:
         size = max(1, batch_size)
     elif exhausted:
-        size = max(MIN_BATCH, min(DEFAULT_BATCH, math.ceil(known / max(1, max_workers * 4))))
+        size = max(MIN_BATCH, min(DEFAULT_BATCH, math.ceil(known / (workers * 4))))
     else:
         size = DEFAULT_BATCH
-    workers = max_workers if not exhausted else max(1, min(max_workers, math.ceil(known / size)))
     return workers, size
 
 

@@ -1,0 +1,108 @@
+"""Audits on a real LocalCluster (processes) into a real SQLite catalog."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+
+import pytest
+
+from mdbatch.audit import audit
+from mdbatch.engine import ClusterOptions, plan
+from mdbatch.findings import KINDS
+
+from .conftest import expected
+
+pytestmark = pytest.mark.integration
+LOCAL = ClusterOptions(workers=2, dashboard=False)
+
+
+def rows(db, sql):
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_audit_writes_the_catalog(make_campaign, tmp_path):
+    result = make_campaign(40, seed=8, faults=True, nested=True, hostile=True)
+    db = tmp_path / "cat.db"
+    res = audit(result.dest, db=f"sqlite:///{db}", cluster=LOCAL, progress=False)
+    s = res.summary
+    want = expected(result)
+    assert s["simulations"] == len(result.simulations)
+    assert s["files"] == result.files and s["bytes"] == result.bytes
+    assert s["findings_total"] == len(want) and set(s["findings"]) == set(KINDS)
+    assert s["outcome"] == "completed" and res.exit_code == 1
+    assert {(f["simulation"], f["kind"], f["item"]) for f in res.findings().to_dict("records")} == want
+    assert rows(db, "SELECT COUNT(*) FROM MDBATCH_FILES")[0][0] == result.files
+    assert set(rows(db, "SELECT simulation, kind, item FROM MDBATCH_FINDINGS")) == want
+    assert rows(db, "SELECT status, command FROM MDBATCH_RUNS") == [("completed", "audit")]
+    manifest = json.loads(result.manifest_path.read_text())
+    assert rows(db, "SELECT COUNT(*) FROM RUN_DATABASE")[0][0] == len({m["hash"] for m in manifest["simulations"]})
+    tables = {r[0] for r in rows(db, "SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "RUN_DATABASE" in tables  # the SQL-ish analysis name dropped nothing
+    assert {t for t in tables if t.startswith(("ANALYSIS_", "ARTIFACT_"))} >= {"ANALYSIS_OVERVIEW", "ANALYSIS_area_per_lipid"}
+    assert not any(";" in t or "'" in t or " " in t for t in tables)
+    # The overview records every registered item, invalid names included (as values, not tables).
+    names = {r[0] for r in rows(db, "SELECT item_name FROM ANALYSIS_OVERVIEW")}
+    assert "x; DROP TABLE RUN_DATABASE;--" in names
+    typed = rows(db, "SELECT typeof(size), typeof(mtime_ns) FROM MDBATCH_FILES LIMIT 1")
+    assert typed == [("integer", "integer")]
+
+
+def test_results_do_not_depend_on_batching(make_campaign, tmp_path):
+    result = make_campaign(30, seed=9, faults=True)
+    dbs = []
+    for size in (1, 7, 250):
+        db = tmp_path / f"b{size}.db"
+        audit(result.dest, db=f"sqlite:///{db}", cluster=LOCAL, batch_size=size, progress=False)
+        dbs.append(db)
+    snapshots = [
+        (
+            rows(db, "SELECT simulation, path, size, xxh3_128, sha256 FROM MDBATCH_FILES ORDER BY simulation, path"),
+            rows(db, "SELECT simulation, kind, item, detail FROM MDBATCH_FINDINGS ORDER BY 1, 2, 3"),
+            rows(db, "SELECT hash, status, simulation_type FROM RUN_DATABASE ORDER BY hash"),
+        )
+        for db in dbs
+    ]
+    assert snapshots[0] == snapshots[1] == snapshots[2]
+
+
+def test_reaudit_replaces_inventory_and_keeps_runs(make_campaign, tmp_path):
+    result = make_campaign(10, seed=10)
+    db = tmp_path / "cat.db"
+    first = audit(result.dest, db=f"sqlite:///{db}", cluster=LOCAL, progress=False)
+    sim = result.dest / result.simulations[0]
+    (sim / "system.pdb").unlink()
+    (sim / "new_file.txt").write_text("hello")
+    second = audit(result.dest, db=f"sqlite:///{db}", cluster=LOCAL, progress=False)
+    assert first.run_id != second.run_id and second.exit_code == 0
+    paths = {r[0] for r in rows(db, f"SELECT path FROM MDBATCH_FILES WHERE simulation = '{result.simulations[0]}'")}
+    assert "system.pdb" not in paths and "new_file.txt" in paths
+    assert rows(db, "SELECT COUNT(*) FROM MDBATCH_FILES")[0][0] == result.files
+    assert [r[0] for r in rows(db, "SELECT status FROM MDBATCH_RUNS ORDER BY started_at")] == ["completed", "completed"]
+
+
+def test_audit_through_a_running_scheduler(make_campaign, tmp_path):
+    from distributed import LocalCluster
+
+    result = make_campaign(20, seed=12, faults=True)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+        res = audit(result.dest, db=f"sqlite:///{tmp_path / 'c.db'}", cluster=ClusterOptions(scheduler=cluster.scheduler_address), progress=False)
+        scheduler_file = tmp_path / "scheduler.json"
+        scheduler_file.write_text(json.dumps({"address": cluster.scheduler_address, "type": "Scheduler"}))
+        res2 = audit(result.dest, db=f"sqlite:///{tmp_path / 'd.db'}", cluster=ClusterOptions(scheduler_file=str(scheduler_file)), progress=False)
+    assert res.summary["workers"] == 1
+    assert res.summary["findings"] == res2.summary["findings"]
+    assert res.summary["findings_total"] == len(expected(result))
+
+
+def test_plan_sizes_small_campaigns_down():
+    assert plan(10, True, 2, None) == (1, 8)
+    assert plan(60, True, 2, None) == (1, 15)
+    assert plan(100, True, 2, None) == (2, 13)
+    assert plan(5000, True, 2, None) == (2, 250)
+    assert plan(500, False, 2, None) == (2, 250)
+    assert plan(100, True, 2, 50) == (2, 50)
+    assert plan(100, True, 2, 500) == (2, 500)
+    assert plan(0, True, 2, None) == (1, 8)

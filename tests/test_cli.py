@@ -1,0 +1,112 @@
+"""The CLI contract scripted audits rely on: exit codes, JSON summary, findings JSONL, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import expected
+
+pytestmark = pytest.mark.integration
+
+
+def mdbatch(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("MDBATCH_DB", None) if env is None or "MDBATCH_DB" not in env else None
+    return subprocess.run(
+        [sys.executable, "-m", "mdbatch", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], fragment: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], proc.stderr
+
+
+def test_clean_campaign_exits_0_with_json_summary(make_campaign, tmp_path):
+    result = make_campaign(15, seed=21)
+    summary = tmp_path / "s.json"
+    proc = mdbatch("audit", str(result.dest), "--db", f"sqlite:///{tmp_path / 'c.db'}", "--json", str(summary), "--quiet", "--no-dashboard")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    s = json.loads(summary.read_text())
+    for key in ("run_id", "root", "simulations", "files", "bytes", "findings", "status", "elapsed_s"):
+        assert key in s
+    assert s["simulations"] == 15 and s["files"] == result.files and s["findings_total"] == 0
+    assert s["root"] == str(result.dest)
+
+
+def test_findings_exit_1_and_jsonl(make_campaign, tmp_path):
+    result = make_campaign(20, seed=22, faults=True)
+    out = tmp_path / "f.jsonl"
+    proc = mdbatch("audit", str(result.dest), "--db", f"sqlite:///{tmp_path / 'c.db'}", "--findings", str(out), "--json", "-", "--no-dashboard")
+    assert proc.returncode == 1, proc.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {(f["simulation"], f["kind"], f["item"]) for f in lines} == expected(result)
+    assert all(set(f) == {"simulation", "kind", "item", "detail"} for f in lines)
+    summary = json.loads(proc.stdout[: proc.stdout.index("\n}\n") + 2])
+    assert summary["findings_total"] == len(lines)
+    assert "findings in" in proc.stdout  # the human summary follows the JSON
+
+
+def test_default_db_in_working_directory_and_env_override(make_campaign, tmp_path):
+    result = make_campaign(5, seed=23)
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = mdbatch("audit", str(result.dest), "--quiet", cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    assert (work / "mdbatch.db").exists()
+    proc = mdbatch("audit", str(result.dest), "--quiet", cwd=work, env={"MDBATCH_DB": f"sqlite:///{tmp_path / 'env.db'}"})
+    assert proc.returncode == 0 and (tmp_path / "env.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["audit", "/nonexistent/campaign"], "does not exist"),
+        (["audit", "."], "--batch-size"),
+        (["audit", ".", "--db", "mysql://u@h/x"], "unsupported catalog URL"),
+        (["audit", ".", "--scheduler-file", "/nonexistent/sched.json"], "does not exist"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(tmp_path, args, fragment):
+    if args[:2] == ["audit", "."] and fragment == "--batch-size":
+        args = [*args, "--batch-size", "0"]
+    proc = mdbatch(*args, cwd=tmp_path)
+    assert_one_line_error(proc, fragment)
+
+
+def test_unreachable_postgres_is_one_line_exit_2(make_campaign, tmp_path):
+    result = make_campaign(3, seed=24)
+    proc = mdbatch("audit", str(result.dest), "--db", "postgresql+psycopg://postgres:secret@127.0.0.1:1/none", "--quiet")
+    assert_one_line_error(proc, "catalog")
+    assert "secret" not in proc.stderr
+
+
+def test_unwritable_sqlite_location_is_one_line_exit_2(make_campaign, tmp_path):
+    result = make_campaign(3, seed=25)
+    proc = mdbatch("audit", str(result.dest), "--db", f"sqlite:///{tmp_path}/no/such/dir/c.db", "--quiet")
+    assert_one_line_error(proc, "catalog")
+
+
+def test_generate_then_audit(tmp_path):
+    proc = mdbatch("generate", str(tmp_path / "camp"), "--sims", "20", "--faults", "--seed", "4")
+    assert proc.returncode == 0, proc.stderr
+    assert "generated 20 simulations" in proc.stdout and (tmp_path / "camp" / "mdbatch-campaign.json").exists()
+
+
+def test_demo_runs_and_explains(tmp_path):
+    proc = mdbatch("demo", "--sims", "40", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "findings in" in proc.stdout and "sqlite3 mdbatch.db" in proc.stdout
+    assert (tmp_path / "mdbatch.db").exists() and (tmp_path / "demo-campaign" / "mdbatch-campaign.json").exists()
+    again = mdbatch("demo", "--sims", "40", cwd=tmp_path)
+    assert again.returncode == 0 and "reusing" in again.stdout

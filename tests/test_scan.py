@@ -1,0 +1,290 @@
+"""The per-simulation scan on real generated simulations: every finding kind, no false positives."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import stat
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import xxhash
+
+from mdbatch import findings as fk
+from mdbatch.hashing import SMALL_FILE_LIMIT, digest_file
+from mdbatch.scan import ScanOptions, scan_simulation, simulation_status
+
+from .conftest import IS_ROOT, expected
+
+
+def scan_all(result, **kw):
+    return [scan_simulation(result.dest / rel, result.dest, **kw) for rel in result.simulations]
+
+
+def found(scans):
+    return {(f.simulation, f.kind, f.item) for s in scans for f in s.findings}
+
+
+def test_every_injected_fault_is_found_and_nothing_else(make_campaign):
+    result = make_campaign(40, seed=3, faults=True, nested=True, hostile=True)
+    scans = scan_all(result)
+    assert found(scans) == expected(result)
+    kinds = {k for _, k, _ in expected(result)}
+    # Every kind the generator can inject statically is covered (unreadable needs a non-root user).
+    assert kinds >= set(fk.KINDS) - {fk.CHANGED_DURING_SCAN, fk.UNREADABLE}
+
+
+def test_clean_campaign_has_no_findings(make_campaign):
+    result = make_campaign(30, seed=11, hostile=True)
+    scans = scan_all(result)
+    assert [f for s in scans for f in s.findings] == []
+    assert sum(len(s.files) for s in scans) == result.files
+    assert sum(s.bytes for s in scans) == result.bytes
+
+
+def test_identity_status_and_registry_facts(make_campaign):
+    result = make_campaign(16, seed=5)
+    manifest = json.loads(result.manifest_path.read_text())
+    by_dir = {s["dir"]: s for s in manifest["simulations"]}
+    for scan in scan_all(result):
+        sim = by_dir[scan.directory]
+        assert scan.hash == sim["hash"]
+        assert len(scan.hash) == 40 and scan.hash == scan.hash.upper()
+        assert scan.status == sim["status"]
+        assert scan.simulation_type == sim["simulation_type"]
+        assert scan.engine == "gromacs"
+        assert scan.input_data_type == "yaml" and scan.input_data
+        for a in scan.analyses:
+            assert a.status == "ok" and a.file_rows == a.registered_rows and a.file_columns == a.registered_columns
+
+
+def test_inventory_digests_match_reference_hashes(make_campaign):
+    result = make_campaign(6, seed=2)
+    for scan in scan_all(result):
+        base = result.dest / scan.directory
+        for entry in scan.files:
+            data = (base / entry.path).read_bytes()
+            assert entry.size == len(data)
+            assert entry.xxh3_128 == xxhash.xxh3_128_hexdigest(data)
+        art = [f for f in scan.files if f.path.startswith(".analysis/artifacts/")]
+        for entry in art:
+            assert entry.sha256 == hashlib.sha256((base / entry.path).read_bytes()).hexdigest()
+
+
+def test_known_digest_pinned(tmp_path):
+    (tmp_path / "abc").write_bytes(b"abc")
+    d = digest_file(str(tmp_path / "abc"), want_sha256=True)
+    assert d.xxh3_128 == "06b05ab6733a618578af5f94892f3950"  # xxhsum -H2
+    assert d.sha256 == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_large_file_streams_with_constant_buffer(tmp_path):
+    data = os.urandom(3 * SMALL_FILE_LIMIT + 12345) * 4  # > 12 MiB: crosses the 8 MiB chunk
+    (tmp_path / "big.xtc").write_bytes(data)
+    d = digest_file(str(tmp_path / "big.xtc"), want_sha256=True, keep_small=True)
+    assert d.data is None and not d.changed
+    assert d.xxh3_128 == xxhash.xxh3_128_hexdigest(data)
+    assert d.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_status_rule():
+    assert simulation_status({"prod.gro", "prod.xtc"}) == "completed"
+    assert simulation_status({"prod.xtc", "min.gro"}) == "production"
+    assert simulation_status({"min.gro", "nvt.gro", "npt.gro"}) == "equilibrated"
+    assert simulation_status({"min.gro", "nvt.gro"}) == "build"
+    assert simulation_status(set()) == "build"
+
+
+def _one_clean_sim(make_campaign):
+    result = make_campaign(8, seed=7)
+    rel = next(r for r in result.simulations if (result.dest / r / ".analysis" / "metadata.json").exists()
+               and json.loads((result.dest / r / ".analysis" / "metadata.json").read_text())["analyses"])
+    return result, result.dest / rel
+
+
+def test_identity_falls_back_to_yaml_then_directory(make_campaign):
+    result, sim = _one_clean_sim(make_campaign)
+    expected_hash = scan_simulation(sim, result.dest).hash
+    (sim / "metadata.json").unlink()
+    assert scan_simulation(sim, result.dest).hash == expected_hash  # from <HASH>.yaml
+    renamed = sim.parent / "plain_dir"
+    sim.rename(renamed)
+    for y in renamed.glob("*.yaml"):
+        y.unlink()
+    assert scan_simulation(renamed, result.dest).hash == "plain_dir"
+
+
+def test_symlinks_are_never_followed(make_campaign, tmp_path):
+    result, sim = _one_clean_sim(make_campaign)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.dat").write_bytes(b"x" * 100)
+    os.symlink(outside, sim / "escape")
+    os.symlink(".", sim / "loop")
+    os.symlink(sim / "loop", sim / "loop2")
+    os.symlink("/nonexistent/target", sim / "dangling")
+    scan = scan_simulation(sim, result.dest)
+    assert scan.findings == ()
+    assert not any("secret" in f.path or f.path.startswith(("escape", "loop", "dangling")) for f in scan.files)
+
+
+def test_registry_artifact_symlink_is_missing_not_followed(make_campaign, tmp_path):
+    result, sim = _one_clean_sim(make_campaign)
+    reg = json.loads((sim / ".analysis" / "metadata.json").read_text())
+    name, entry = next(iter(reg["artifacts"].items()))
+    target = sim / ".analysis" / entry["files"][0]
+    data = target.read_bytes()
+    (tmp_path / "elsewhere").write_bytes(data)
+    target.unlink()
+    os.symlink(tmp_path / "elsewhere", target)
+    scan = scan_simulation(sim, result.dest)
+    assert {(f.kind, f.item) for f in scan.findings} == {(fk.ARTIFACT_MISSING_FILE, f"{name}:{entry['files'][0]}")}
+
+
+def test_non_utf8_and_quoted_names(make_campaign):
+    result, sim = _one_clean_sim(make_campaign)
+    raw = os.fsencode(str(sim)) + b"/caf\xe9 'x\";--.dat"
+    with open(raw, "wb") as handle:
+        handle.write(b"hostile")
+    scan = scan_simulation(sim, result.dest)
+    assert scan.findings == ()
+    entry = next(f for f in scan.files if f.path_raw is not None)
+    assert entry.path_raw == b"caf\xe9 'x\";--.dat"
+    assert entry.path == "caf\\xe9 'x\";--.dat"
+    entry.path.encode("utf-8")  # storable as text
+
+
+@pytest.mark.skipif(not hasattr(os, "setuid"), reason="needs POSIX user switching")
+def test_unreadable_file_is_a_finding(make_campaign):
+    result, sim = _one_clean_sim(make_campaign)
+    (sim / "nvt.mdp").chmod(0)
+    if not IS_ROOT:
+        scan = scan_simulation(sim, result.dest)
+    else:
+        # Root reads anything: scan as 'nobody' in a child process to get a real EACCES, on a copy
+        # in a directory 'nobody' may enter (pytest's tmp dirs are private to root).
+        public = Path(tempfile.mkdtemp(prefix="mdbatch-unreadable-"))
+        try:
+            public.chmod(0o755)
+            copy = public / sim.name
+            shutil.copytree(sim, copy, symlinks=True)
+            for p in [copy, *copy.rglob("*")]:
+                if not p.is_symlink() and p.name != "nvt.mdp":
+                    p.chmod(p.stat().st_mode | stat.S_IROTH | (stat.S_IXOTH if p.is_dir() else 0))
+            (copy / "nvt.mdp").chmod(0)
+            ctx = multiprocessing.get_context("fork")
+            queue = ctx.Queue()
+            proc = ctx.Process(target=_scan_as_nobody, args=(str(copy), str(public), queue))
+            proc.start()
+            scan = queue.get(timeout=60)
+            proc.join(10)
+        finally:
+            shutil.rmtree(public)
+    kinds = {(f.kind, f.item) for f in scan.findings}
+    assert kinds == {(fk.UNREADABLE, "nvt.mdp")}
+    assert any(f.path == "nvt.mdp" and f.xxh3_128 is None for f in scan.files)
+
+
+def _scan_as_nobody(sim: str, root: str, queue) -> None:  # pragma: no cover - runs in a child
+    os.setgid(65534)
+    os.setuid(65534)
+    queue.put(scan_simulation(sim, root))
+
+
+def test_file_changing_during_scan_is_reported(tmp_path, make_campaign):
+    result, sim = _one_clean_sim(make_campaign)
+    big = sim / "prod.trr"
+    big.write_bytes(os.urandom(64 << 20))
+    ctx = multiprocessing.get_context("fork")
+    stop = ctx.Event()
+    writer = ctx.Process(target=_keep_writing, args=(str(big), stop))
+    writer.start()
+    try:
+        time.sleep(0.2)
+        scan = None
+        for _ in range(20):
+            scan = scan_simulation(sim, result.dest)
+            if scan.findings:
+                break
+    finally:
+        stop.set()
+        writer.join(10)
+    assert {(f.kind, f.item) for f in scan.findings} == {(fk.CHANGED_DURING_SCAN, "prod.trr")}
+    assert next(f for f in scan.files if f.path == "prod.trr").xxh3_128 is None
+
+
+def _keep_writing(path: str, stop) -> None:  # pragma: no cover - runs in a child
+    n = 0
+    with open(path, "r+b") as handle:
+        while not stop.is_set():
+            handle.seek((n * 4096) % (32 << 20))
+            handle.write(os.urandom(4096))
+            handle.flush()
+            n += 1
+
+
+def test_missing_simulation_directory_is_a_finding(tmp_path):
+    scan = scan_simulation(tmp_path / "gone", tmp_path)
+    assert [(f.kind, f.item) for f in scan.findings] == [(fk.UNREADABLE, ".")]
+
+
+def test_registry_corrupt_variants(make_campaign):
+    result, sim = _one_clean_sim(make_campaign)
+    reg = sim / ".analysis" / "metadata.json"
+    for payload in (b"", b"\xff\xfe{}", b"[1, 2]", b'{"analyses": []}', b'{"analyses": {"a": {"filename": "a.parquet", "row_count": true, "columns": []}}}'):
+        reg.write_bytes(payload)
+        kinds = [(f.kind, f.item) for f in scan_simulation(sim, result.dest).findings]
+        assert kinds == [(fk.REGISTRY_CORRUPT, ".analysis/metadata.json")], payload
+
+
+def test_pandas_index_columns_are_not_data_columns(make_campaign):
+    import pandas as pd
+
+    result, sim = _one_clean_sim(make_campaign)
+    reg_path = sim / ".analysis" / "metadata.json"
+    reg = json.loads(reg_path.read_text())
+    df = pd.DataFrame({"time_ps": [1.0, 2.0, 3.0], "value": [4.0, 5.0, 6.0]}, index=[10, 20, 30])
+    df.to_parquet(sim / ".analysis" / "indexed.parquet")
+    reg["analyses"]["indexed"] = {"filename": "indexed.parquet", "row_count": 3, "columns": ["time_ps", "value"],
+                                  "created_at": "2025-01-01T00:00:00+00:00", "updated_at": "2025-01-01T00:00:00+00:00", "extras": {}}
+    reg_path.write_text(json.dumps(reg, indent=2))
+    assert scan_simulation(sim, result.dest).findings == ()
+
+
+def test_hash_files_off_reads_only_what_checks_need(make_campaign):
+    result, sim = _one_clean_sim(make_campaign)
+    scan = scan_simulation(sim, result.dest, ScanOptions(hash_files=False))
+    assert scan.findings == ()
+    assert all(f.xxh3_128 is None for f in scan.files)
+    assert any(f.sha256 for f in scan.files)
+
+
+def test_large_parquet_footer_read_from_file(make_campaign):
+    result, sim = _one_clean_sim(make_campaign)
+    reg_path = sim / ".analysis" / "metadata.json"
+    reg = json.loads(reg_path.read_text())
+    n = 300_000
+    table = pa.table({"frame": pa.array(range(n), pa.int64()), "noise": pa.array(os.urandom(n * 8)).cast(pa.binary()) if False else pa.array([float(i) for i in range(n)])})
+    pq.write_table(table, sim / ".analysis" / "big.parquet", compression="none")
+    assert (sim / ".analysis" / "big.parquet").stat().st_size > SMALL_FILE_LIMIT
+    reg["analyses"]["big"] = {"filename": "big.parquet", "row_count": n + 1, "columns": ["frame", "noise"],
+                              "created_at": "2025-01-01T00:00:00+00:00", "updated_at": "2025-01-01T00:00:00+00:00", "extras": {}}
+    reg_path.write_text(json.dumps(reg, indent=2))
+    kinds = [(f.kind, f.item) for f in scan_simulation(sim, result.dest).findings]
+    assert kinds == [(fk.ROW_COUNT_MISMATCH, "big")]
+
+
+def test_scan_of_copied_simulation_is_identical_but_for_location(make_campaign, tmp_path):
+    result, sim = _one_clean_sim(make_campaign)
+    copy = tmp_path / "copy" / sim.name
+    shutil.copytree(sim, copy, symlinks=True)
+    a, b = scan_simulation(sim, result.dest), scan_simulation(copy, tmp_path / "copy")
+    assert a.hash == b.hash and a.status == b.status
+    assert [(f.path, f.size, f.xxh3_128) for f in a.files] == [(f.path, f.size, f.xxh3_128) for f in b.files]
