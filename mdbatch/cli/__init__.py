@@ -1,0 +1,53 @@
+"""The `mdbatch` command: parses arguments, calls the library, renders results.
+
+Each subcommand lives in its own module with a `register(subparsers)` that adds its parser and
+sets `func`. Exit codes: 0 success and no findings; 1 findings exist; 2 usage or fatal error (one
+line on stderr, traceback only with --debug); 3 interrupted by a signal (completed batches are
+saved); 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import MdbatchError
+from . import audit as _audit
+from .common import Parser
+
+#: Subcommand modules, in the order `mdbatch --help` lists them.
+MODULES = (_audit,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="mdbatch", description="Audit, catalogue and deduplicate large simulation campaigns on Dask.")
+    parser.add_argument("--version", action="version", version=f"mdbatch {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for module in MODULES:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args))
+    except MdbatchError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into exit 2
+        if debug:
+            traceback.print_exc()
+        print(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        return 2
