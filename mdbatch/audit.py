@@ -17,9 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
-from typing import IO, Any
-
-import pandas as pd
+from typing import IO, TYPE_CHECKING, Any
 
 from . import __version__
 from .catalog import CatalogBackend, RunInfo, open_catalog
@@ -29,6 +27,9 @@ from .errors import MdbatchError
 from .findings import KINDS
 from .records import BatchResult, scan_batch
 from .scan import ScanOptions
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 #: Campaigns with more simulations than this get the Dask dashboard unless told otherwise.
@@ -58,6 +59,8 @@ class AuditResult:
 
     def findings(self) -> pd.DataFrame:
         """Every finding of this run (simulation, kind, item, detail)."""
+        import pandas as pd
+
         return pd.DataFrame(self._findings, columns=["simulation", "kind", "item", "detail"])
 
 
@@ -76,6 +79,9 @@ class _Tally:
         self.batches = 0
         self.scan_s = 0.0
         self.write_s = 0.0
+        self.peek_s = 0.0
+        self.cluster_s = 0.0
+        self.first_result_s: float | None = None
         self.kinds: Counter[str] = Counter()
         self.status: Counter[str] = Counter()
         self.hashes: Counter[str] = Counter()
@@ -143,7 +149,9 @@ def audit(
         # Peek at the start of the stream: a campaign that ends within it gets a right-sized cluster
         # and no dashboard (a run of a few seconds is not watched; --dashboard forces it).
         limit = max(cores * 2 * (batch_size or 250), DASHBOARD_THRESHOLD)
+        t_peek = time.monotonic()
         head = list(islice(stream, limit + 1))
+        tally.peek_s = time.monotonic() - t_peek
         exhausted = len(head) <= limit
         workers, size = plan(len(head), exhausted, cores, batch_size)
         disc_started = time.monotonic()
@@ -153,7 +161,9 @@ def audit(
             yield from stream
 
         bar = Progress("audit", stream=log_stream, enabled=progress)
+        t_cluster = time.monotonic()
         with Fanout(cluster, workers_needed=workers, dashboard=not exhausted) as fan:
+            tally.cluster_s = time.monotonic() - t_cluster
             # Handlers only now: forked workers must not inherit them.
             previous = _install_signal_handlers()
             info = {"workers": fan.n_workers, "batch_size": size, "dashboard": fan.dashboard_link}
@@ -162,6 +172,8 @@ def audit(
             groups = batches(paths(), size)
             for batch in fan.stream(scan_batch, groups, root, options or ScanOptions()):
                 t0 = time.monotonic()
+                if tally.first_result_s is None:
+                    tally.first_result_s = t0 - started
                 catalog.write_batch(run_id, root, batch)
                 tally.write_s += time.monotonic() - t0
                 tally.add(batch)
@@ -174,7 +186,7 @@ def audit(
                 total = stats.simulations if _stream_done(stats, tally) else None
                 bar.update(batch.simulations, batch.file_count, total)
         bar.close()
-        info["discovery_s"] = round(time.monotonic() - disc_started, 3)
+        info["fanout_s"] = round(time.monotonic() - disc_started, 3)
         status = "completed"
     except Interrupted:
         status = "interrupted"
@@ -229,6 +241,13 @@ def _summary(
         "workers": info.get("workers"),
         "batch_size": info.get("batch_size"),
         "dashboard": info.get("dashboard"),
-        "timings": {"scan_task_s": round(tally.scan_s, 3), "catalog_write_s": round(tally.write_s, 3)},
+        "timings": {
+            "peek_discovery_s": round(tally.peek_s, 3),
+            "cluster_start_s": round(tally.cluster_s, 3),
+            "first_result_s": None if tally.first_result_s is None else round(tally.first_result_s, 3),
+            "fanout_s": info.get("fanout_s"),
+            "scan_task_s": round(tally.scan_s, 3),
+            "catalog_write_s": round(tally.write_s, 3),
+        },
         "elapsed_s": round(elapsed, 3),
     }

@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import pyarrow as pa
 from sqlalchemy import Engine, create_engine, event, inspect, select, text, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -21,6 +20,9 @@ from ..naming import is_valid_name
 from ..records import BatchResult
 from . import schema
 from .base import CatalogBackend, RunInfo
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _SQLITE_BUSY_S = 60.0
 _RETRIES = 8
@@ -229,6 +231,8 @@ class SQLCatalog(CatalogBackend):
     # -- reading ------------------------------------------------------------------------------
 
     def read_table(self, name: str) -> pd.DataFrame:
+        import pandas as pd
+
         if not inspect(self.engine).has_table(name):
             return pd.DataFrame()
         with self.engine.connect() as conn:
