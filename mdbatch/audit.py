@@ -187,6 +187,7 @@ def audit(
                 bar.update(batch.simulations, batch.file_count, total)
         bar.close()
         info["fanout_s"] = round(time.monotonic() - disc_started, 3)
+        info["duplicates"] = catalog.duplicate_summary(root)
         status = "completed"
     except Interrupted:
         status = "interrupted"
@@ -231,6 +232,7 @@ def _summary(
         "simulations_with_findings": tally.sims_with_findings,
         "status": dict(sorted(tally.status.items())),
         "duplicate_hashes": sum(1 for c in tally.hashes.values() if c > 1),
+        "duplicates": info.get("duplicates"),
         "discovery": {
             "directories_walked": stats.directories,
             "unreadable_directories": [{"path": p, "error": e} for p, e in stats.unreadable],

@@ -106,3 +106,34 @@ def test_plan_sizes_small_campaigns_down():
     assert plan(100, True, 2, 50) == (2, 50)
     assert plan(100, True, 2, 500) == (2, 500)
     assert plan(0, True, 2, None) == (1, 8)
+
+
+def test_duplicates_in_summary_match_the_files(make_campaign, tmp_path):
+    import os
+    from collections import defaultdict
+
+    import xxhash
+
+    result = make_campaign(30, seed=13)
+    # A hardlinked pair shares an inode: it is one copy on disk, nothing to reclaim between them.
+    first = result.dest / result.simulations[0]
+    os.link(first / "topology.top", first / "topology_link.top")
+    res = audit(result.dest, db=f"sqlite:///{tmp_path / 'c.db'}", cluster=LOCAL, progress=False)
+    groups: dict[tuple[int, str], set[tuple[int, int]]] = defaultdict(set)
+    counts: dict[tuple[int, str], int] = defaultdict(int)
+    for path in result.dest.rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.name != "mdbatch-campaign.json":
+            data = path.read_bytes()
+            if data:
+                st = path.stat()
+                key = (len(data), xxhash.xxh3_128_hexdigest(data))
+                groups[key].add((st.st_dev, st.st_ino))
+                counts[key] += 1
+    dup = {k for k, n in counts.items() if n > 1}
+    want = {
+        "groups": len(dup),
+        "files": sum(counts[k] for k in dup),
+        "reclaimable_bytes": sum((len(groups[k]) - 1) * k[0] for k in dup),
+    }
+    assert want["groups"] > 0 and want["reclaimable_bytes"] > 0
+    assert res.summary["duplicates"] == want

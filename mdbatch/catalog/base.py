@@ -48,6 +48,14 @@ class CatalogBackend(abc.ABC):
         """Mark a run completed, failed or interrupted and store its summary."""
 
     @abc.abstractmethod
+    def duplicate_summary(self, root: str) -> dict[str, int]:
+        """Identical non-empty files under `root` per the inventory: {groups, files, reclaimable_bytes}.
+
+        Files are identical when size and xxh3-128 agree; paths already sharing an inode count once
+        towards what can be reclaimed.
+        """
+
+    @abc.abstractmethod
     def read_table(self, name: str) -> pd.DataFrame:
         """A whole catalog table as a DataFrame (empty frame when the table does not exist)."""
 

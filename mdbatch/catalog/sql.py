@@ -230,6 +230,24 @@ class SQLCatalog(CatalogBackend):
 
     # -- reading ------------------------------------------------------------------------------
 
+    def duplicate_summary(self, root: str) -> dict[str, int]:
+        q = self._q("MDBATCH_FILES")
+        inode = "device || ':' || inode" if self.is_sqlite else "CAST(device AS TEXT) || ':' || CAST(inode AS TEXT)"
+        sql = (
+            f"SELECT COUNT(*), COALESCE(SUM(n), 0), COALESCE(SUM((n_inodes - 1) * size), 0) FROM ("
+            f"SELECT size, COUNT(*) AS n, COUNT(DISTINCT {inode}) AS n_inodes FROM {q} "
+            f"WHERE root = {self._p()} AND xxh3_128 IS NOT NULL AND size > 0 GROUP BY size, xxh3_128 "
+            f"HAVING COUNT(*) > 1) AS groups"
+        )
+
+        def go() -> dict[str, int]:
+            with self.engine.connect() as conn:
+                groups, files, reclaim = conn.exec_driver_sql(sql, (root,)).one()
+            return {"groups": int(groups), "files": int(files), "reclaimable_bytes": int(reclaim)}
+
+        self._ensure_schema()
+        return self._retry(go)
+
     def read_table(self, name: str) -> pd.DataFrame:
         import pandas as pd
 
