@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +11,7 @@ from ..records import BatchResult
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,14 @@ class CatalogBackend(abc.ABC):
         Files are identical when size and xxh3-128 agree; paths already sharing an inode count once
         towards what can be reclaimed.
         """
+
+    @abc.abstractmethod
+    def file_inventory(self, root: str, chunk_rows: int = 100_000) -> Iterator[pa.Table]:
+        """The recorded inventory of `root` (MDBATCH_FILES rows, FILES_SCHEMA columns) in chunks."""
+
+    @abc.abstractmethod
+    def scanned_simulations(self, run_id: str) -> set[str]:
+        """Simulations (relative to the root) that run `run_id` has written so far."""
 
     @abc.abstractmethod
     def read_table(self, name: str) -> pd.DataFrame:

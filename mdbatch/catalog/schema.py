@@ -99,6 +99,14 @@ RUNS = Table(
     Column("summary", Text),
 )
 
+#: Which simulations a run has written (for --resume); emptied when the run completes.
+SCANNED = Table(
+    "MDBATCH_SCANNED",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("simulation", Text, primary_key=True),
+)
+
 SCHEMA_INFO = Table(
     "MDBATCH_SCHEMA",
     metadata,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -123,6 +124,8 @@ class SQLCatalog(CatalogBackend):
     def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
         def go() -> None:
             with self.engine.begin() as conn:
+                if status == "completed":  # resume bookkeeping is only needed for unfinished runs
+                    conn.execute(schema.SCANNED.delete().where(schema.SCANNED.c.run_id == run_id))
                 conn.execute(
                     update(schema.RUNS)
                     .where(schema.RUNS.c.run_id == run_id)
@@ -191,6 +194,11 @@ class SQLCatalog(CatalogBackend):
                 ]
                 self._upsert(conn, schema.artifact_table(name), ["hash"], rows)
             self._write_files(conn, run_id, root, batch.files, systems["directory"])
+            self._executemany(
+                conn,
+                f"INSERT INTO {self._q('MDBATCH_SCANNED')} (run_id, simulation) VALUES ({self._p(2)}) ON CONFLICT DO NOTHING",
+                [(run_id, d) for d in systems["directory"]],
+            )
             found = batch.findings.to_pydict()
             self._executemany(
                 conn,
@@ -247,6 +255,24 @@ class SQLCatalog(CatalogBackend):
 
         self._ensure_schema()
         return self._retry(go)
+
+    def file_inventory(self, root: str, chunk_rows: int = 100_000) -> Iterator[pa.Table]:
+        from ..records import FILES_SCHEMA
+
+        self._ensure_schema()
+        names = [f.name for f in FILES_SCHEMA]
+        sql = f"SELECT {', '.join(names)} FROM {self._q('MDBATCH_FILES')} WHERE root = {self._p()} ORDER BY simulation, path"
+        with self.engine.connect() as conn:
+            result = conn.exec_driver_sql(sql, (root,))
+            while rows := result.fetchmany(chunk_rows):
+                cols = list(zip(*rows, strict=True))
+                yield pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, FILES_SCHEMA, strict=True)], schema=FILES_SCHEMA)
+
+    def scanned_simulations(self, run_id: str) -> set[str]:
+        self._ensure_schema()
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(schema.SCANNED.c.simulation).where(schema.SCANNED.c.run_id == run_id)).all()
+        return {r[0] for r in rows}
 
     def read_table(self, name: str) -> pd.DataFrame:
         import pandas as pd
