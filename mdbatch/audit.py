@@ -11,6 +11,7 @@ import os
 import secrets
 import signal
 import socket
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,9 +24,10 @@ from . import __version__
 from .catalog import CatalogBackend, RunInfo, open_catalog
 from .discover import DiscoveryStats, discover
 from .engine import ClusterOptions, Fanout, Progress, batches, plan
-from .errors import MdbatchError
+from .errors import MdbatchError, UsageError
 from .findings import KINDS
 from .records import BatchResult, scan_batch
+from .paths import relative_to_root
 from .scan import ScanOptions
 
 if TYPE_CHECKING:
@@ -54,7 +56,9 @@ class AuditResult:
 
     @property
     def exit_code(self) -> int:
-        """0 when the campaign has no findings, 1 when it has."""
+        """0 when the campaign has no findings, 1 when it has, 3 when the run was interrupted."""
+        if self.summary["outcome"] == "interrupted":
+            return Interrupted.exit_code
         return 1 if self.summary["findings_total"] else 0
 
     def findings(self) -> pd.DataFrame:
@@ -87,6 +91,16 @@ class _Tally:
         self.hashes: Counter[str] = Counter()
         self.sims_with_findings = 0
 
+    def seed(self, summary: dict[str, Any]) -> None:
+        """Start from the counts an interrupted run had recorded (for --resume)."""
+        self.simulations = int(summary.get("simulations", 0))
+        self.files = int(summary.get("files", 0))
+        self.bytes = int(summary.get("bytes", 0))
+        self.batches = int(summary.get("batches", 0))
+        self.kinds.update({k: int(v) for k, v in (summary.get("findings") or {}).items()})
+        self.status.update({k: int(v) for k, v in (summary.get("status") or {}).items()})
+        self.sims_with_findings = int(summary.get("simulations_with_findings") or 0)
+
     def add(self, batch: BatchResult) -> None:
         self.simulations += batch.simulations
         self.files += batch.file_count
@@ -99,17 +113,50 @@ class _Tally:
         self.hashes.update(batch.systems.column("hash").to_pylist())
 
 
-def _install_signal_handlers() -> dict[int, Any]:
-    def handler(signum: int, _frame: Any) -> None:
-        raise Interrupted(f"stopped by {signal.Signals(signum).name}; completed batches are saved")
+class _Stop:
+    """Signal state: a stop is requested; it interrupts only while the client waits for results."""
 
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self.waiting = False
+
+    def handler(self, signum: int, _frame: Any) -> None:
+        self.requested = signal.Signals(signum).name
+        if self.waiting:
+            raise Interrupted(f"stopped by {self.requested}")
+
+
+def _install_signal_handlers(stop: _Stop) -> dict[int, Any]:
+    """SIGTERM and SIGUSR1 (what Slurm sends before the walltime) stop the run gracefully."""
     previous: dict[int, Any] = {}
     for sig in (signal.SIGTERM, signal.SIGUSR1):
         try:
-            previous[sig] = signal.signal(sig, handler)
-        except ValueError:  # not the main thread
+            previous[sig] = signal.signal(sig, stop.handler)
+        except ValueError:  # not the main thread: no graceful stop, the default action stands
             pass
     return previous
+
+
+def _resume_state(catalog: CatalogBackend, resume: str, root: str) -> tuple[str, dict[str, Any], set[str]]:
+    """(run id, its summary so far, simulations it already wrote) for `--resume RUN_ID|last`."""
+    runs = catalog.read_table("MDBATCH_RUNS")
+    if runs.empty:
+        raise UsageError("nothing to resume: the catalog has no runs")
+    runs = runs[(runs["command"] == "audit") & (runs["root"] == root)]
+    if resume == "last":
+        runs = runs.sort_values("started_at")
+        if runs.empty:
+            raise UsageError(f"nothing to resume: no audit of {root} in the catalog")
+        row = runs.iloc[-1]
+    else:
+        match = runs[runs["run_id"] == resume]
+        if match.empty:
+            raise UsageError(f"no audit run {resume!r} of {root} in the catalog")
+        row = match.iloc[0]
+    if row["status"] == "completed":
+        raise UsageError(f"run {row['run_id']} completed; nothing to resume")
+    summary = json.loads(row["summary"]) if isinstance(row["summary"], str) and row["summary"] else {}
+    return str(row["run_id"]), summary, catalog.scanned_simulations(str(row["run_id"]))
 
 
 def audit(
@@ -125,26 +172,39 @@ def audit(
     log_stream: IO[str] | None = None,
     arguments: dict[str, Any] | None = None,
     keep_findings: bool = True,
+    resume: str | None = None,
 ) -> AuditResult:
     """Audit a campaign (a root directory, a summary YAML or a CSV) into the catalog at `db`.
 
-    Returns the run's summary; raises MdbatchError for fatal problems (bad input, unreachable
-    catalog or cluster). Problems inside simulations are findings, never exceptions.
+    Returns the run's summary (outcome `completed`, or `interrupted` after SIGTERM/SIGUSR1, with
+    every completed batch written). `resume` ("last" or a run id) continues an interrupted or failed
+    audit of the same root, scanning only the simulations it had not written. Raises MdbatchError
+    for fatal problems (bad input, unreachable catalog or cluster); problems inside simulations are
+    findings, never exceptions.
     """
     started = time.monotonic()
     cluster = cluster or ClusterOptions()
     stats = DiscoveryStats()
     root, stream = discover(source, csv_root=csv_root, stats=stats)
     catalog = open_catalog(db)
-    run_id = new_run_id()
     tally = _Tally()
     found: list[dict[str, Any]] = []
-    sink = open(findings_path, "w", encoding="utf-8") if findings_path else None  # noqa: SIM115 - closed below
+    stop = _Stop()
     previous: dict[int, Any] = {}
     status = "failed"
     info: dict[str, Any] = {}
+    sink: IO[str] | None = None
+    run_id = ""
     try:
-        catalog.begin_run(RunInfo(run_id, "audit", root, arguments or {}, socket.gethostname(), __version__, datetime.now(timezone.utc).isoformat()))
+        if resume:
+            run_id, before, done = _resume_state(catalog, resume, root)
+            tally.seed(before)
+            stream = (p for p in stream if relative_to_root(p, root) not in done)
+            catalog.finish_run(run_id, "running", before)
+        else:
+            run_id = new_run_id()
+            catalog.begin_run(RunInfo(run_id, "audit", root, arguments or {}, socket.gethostname(), __version__, datetime.now(timezone.utc).isoformat()))
+        sink = open(findings_path, "w", encoding="utf-8") if findings_path else None  # noqa: SIM115 - closed below
         cores = cluster.workers or os.cpu_count() or 1
         # Peek at the start of the stream: a campaign that ends within it gets a right-sized cluster
         # and no dashboard (a run of a few seconds is not watched; --dashboard forces it).
@@ -154,42 +214,64 @@ def audit(
         tally.peek_s = time.monotonic() - t_peek
         exhausted = len(head) <= limit
         workers, size = plan(len(head), exhausted, cores, batch_size)
-        disc_started = time.monotonic()
+        walk_done = [exhausted]
 
         def paths() -> Iterator[str]:
             yield from head
             yield from stream
+            walk_done[0] = True
+
+        def handle(batch: BatchResult) -> None:
+            t0 = time.monotonic()
+            if tally.first_result_s is None:
+                tally.first_result_s = t0 - started
+            catalog.write_batch(run_id, root, batch)
+            tally.write_s += time.monotonic() - t0
+            tally.add(batch)
+            rows = batch.findings.to_pylist()
+            if sink is not None:
+                sink.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+            if keep_findings:
+                found.extend(rows)
+            bar.update(batch.simulations, batch.file_count, stats.simulations if walk_done[0] else None)
 
         bar = Progress("audit", stream=log_stream, enabled=progress)
         t_cluster = time.monotonic()
         with Fanout(cluster, workers_needed=workers, dashboard=not exhausted) as fan:
             tally.cluster_s = time.monotonic() - t_cluster
             # Handlers only now: forked workers must not inherit them.
-            previous = _install_signal_handlers()
+            previous = _install_signal_handlers(stop)
             info = {"workers": fan.n_workers, "batch_size": size, "dashboard": fan.dashboard_link}
             if progress and fan.dashboard_link:
-                (log_stream or _stderr()).write(f"mdbatch: Dask dashboard at {fan.dashboard_link}\n")
-            groups = batches(paths(), size)
-            for batch in fan.stream(scan_batch, groups, root, options or ScanOptions()):
-                t0 = time.monotonic()
-                if tally.first_result_s is None:
-                    tally.first_result_s = t0 - started
-                catalog.write_batch(run_id, root, batch)
-                tally.write_s += time.monotonic() - t0
-                tally.add(batch)
-                rows = batch.findings.to_pylist()
-                if sink is not None:
-                    for row in rows:
-                        sink.write(json.dumps(row, ensure_ascii=False) + "\n")
-                if keep_findings:
-                    found.extend(rows)
-                total = stats.simulations if _stream_done(stats, tally) else None
-                bar.update(batch.simulations, batch.file_count, total)
+                (log_stream or sys.stderr).write(f"mdbatch: Dask dashboard at {fan.dashboard_link}\n")
+            t_fan = time.monotonic()
+            with fan.performance_report():
+                results = fan.stream(scan_batch, batches(paths(), size), root, options or ScanOptions())
+                try:
+                    while True:
+                        stop.waiting = True
+                        if stop.requested:
+                            raise Interrupted(f"stopped by {stop.requested}")
+                        try:
+                            batch = next(results)
+                        except StopIteration:
+                            break
+                        finally:
+                            stop.waiting = False
+                        handle(batch)
+                except (Interrupted, KeyboardInterrupt):
+                    # Keep what already finished: write completed batches, cancel the rest.
+                    status = "interrupted"
+                    for batch in fan.drain():
+                        handle(batch)
+                    if not stop.requested:
+                        raise
+            info["fanout_s"] = round(time.monotonic() - t_fan, 3)
         bar.close()
-        info["fanout_s"] = round(time.monotonic() - disc_started, 3)
-        info["duplicates"] = catalog.duplicate_summary(root)
-        status = "completed"
-    except Interrupted:
+        if status != "interrupted":
+            info["duplicates"] = catalog.duplicate_summary(root)
+            status = "completed"
+    except KeyboardInterrupt:
         status = "interrupted"
         raise
     finally:
@@ -199,20 +281,11 @@ def audit(
             sink.close()
         summary = _summary(run_id, root, catalog, tally, stats, info, time.monotonic() - started, status)
         try:
-            catalog.finish_run(run_id, status, summary)
+            if run_id:
+                catalog.finish_run(run_id, status, summary)
         finally:
             catalog.close()
     return AuditResult(run_id, summary, catalog.display_url, os.fspath(findings_path) if findings_path else None, found)
-
-
-def _stream_done(stats: DiscoveryStats, tally: _Tally) -> bool:
-    return tally.simulations >= stats.simulations
-
-
-def _stderr() -> IO[str]:
-    import sys
-
-    return sys.stderr
 
 
 def _summary(

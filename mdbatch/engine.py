@@ -29,14 +29,31 @@ MIN_SIMS_PER_WORKER = 50
 
 @dataclass(frozen=True, slots=True)
 class ClusterOptions:
-    """Where the fan-out runs: a LocalCluster sized to the machine, or a running scheduler."""
+    """Where the fan-out runs: a LocalCluster sized to the machine, a Slurm cluster through
+    dask-jobqueue, or a running scheduler (address or scheduler file)."""
 
+    kind: str = "local"  # local | slurm
     workers: int | None = None
     scheduler: str | None = None
     scheduler_file: str | None = None
     #: True/False force the dashboard on/off; None starts it only for campaigns big enough to watch.
     dashboard: bool | None = None
     dashboard_address: str = ":8787"
+    # Slurm (dask-jobqueue SLURMCluster); None means "from the jobqueue YAML / Dask config".
+    jobs: int | None = None
+    min_jobs: int | None = None
+    max_jobs: int | None = None
+    cores: int | None = None
+    processes: int | None = None
+    memory: str | None = None
+    walltime: str | None = None
+    partition: str | None = None
+    account: str | None = None
+    job_extra: tuple[str, ...] = ()
+    interface: str | None = None
+    jobqueue_config: str | None = None
+    worker_timeout_s: float = 600.0
+    performance_report: str | None = None
 
 
 def batches(paths: Iterator[str], size: int) -> Iterator[list[str]]:
@@ -145,7 +162,9 @@ class Fanout:
         from distributed import Client
 
         opts = self.options
-        if opts.scheduler or opts.scheduler_file:
+        if opts.kind == "slurm":
+            self._start_slurm()
+        elif opts.scheduler or opts.scheduler_file:
             target = opts.scheduler or None
             try:
                 if opts.scheduler_file:
@@ -183,6 +202,68 @@ class Fanout:
         if self.want_dashboard:
             self.dashboard_link = _dashboard(self.client)
 
+    def _start_slurm(self) -> None:
+        """SLURMCluster from dask-jobqueue: defaults from the jobqueue YAML, overridden by options."""
+        import dask
+        from distributed import Client
+
+        try:
+            from dask_jobqueue import SLURMCluster
+        except ImportError as exc:
+            raise ClusterError("--cluster slurm needs dask-jobqueue: pip install 'mdbatch[slurm]'") from exc
+        opts = self.options
+        path = opts.jobqueue_config or os.environ.get("MDBATCH_JOBQUEUE_CONFIG")
+        if path:
+            load_jobqueue_config(path)
+        kwargs: dict[str, Any] = {
+            key: value
+            for key, value in {
+                "cores": opts.cores, "processes": opts.processes, "memory": opts.memory, "walltime": opts.walltime,
+                "queue": opts.partition, "account": opts.account, "interface": opts.interface,
+            }.items()
+            if value is not None
+        }
+        if opts.job_extra:
+            kwargs["job_extra_directives"] = list(opts.job_extra)
+        cfg = dask.config.get("jobqueue.slurm", {})
+        kwargs.setdefault("cores", cfg.get("cores") or 1)
+        kwargs.setdefault("memory", cfg.get("memory") or "2GB")
+        if kwargs.get("interface") is None and cfg.get("interface") is None:
+            # Workers must reach the scheduler: bind it where this host is reachable.
+            kwargs["scheduler_options"] = {"host": os.environ.get("MDBATCH_SCHEDULER_HOST", "127.0.0.1")}
+        want_dash = self.want_dashboard and _have_bokeh()
+        kwargs["scheduler_options"] = {**kwargs.get("scheduler_options", {}), "dashboard_address": opts.dashboard_address if want_dash else None}
+        try:
+            self.cluster = SLURMCluster(silence_logs="error", **kwargs)
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise ClusterError(f"cannot configure the Slurm cluster: {exc}") from exc
+        if opts.min_jobs is not None or opts.max_jobs is not None:
+            self.cluster.adapt(minimum_jobs=opts.min_jobs or 1, maximum_jobs=max(opts.max_jobs or 1, opts.min_jobs or 1))
+            first = opts.min_jobs or 1
+        else:
+            first = opts.jobs or 1
+            self.cluster.scale(jobs=first)
+        self.client = Client(self.cluster)
+        per_job = int(self.cluster._dummy_job.worker_processes) if hasattr(self.cluster, "_dummy_job") else 1
+        log.info("mdbatch: submitted %d Slurm job(s); waiting for workers", first)
+        try:
+            self.client.wait_for_workers(1, timeout=opts.worker_timeout_s)
+        except TimeoutError as exc:
+            raise ClusterError(
+                f"no Slurm worker connected within {opts.worker_timeout_s:.0f}s: check squeue, the partition/account and the job logs"
+            ) from exc
+        self.n_workers = max(1, first * per_job)
+
+    def performance_report(self) -> Any:
+        """Dask's performance report around the run when asked for, else a no-op context."""
+        import contextlib
+
+        if not self.options.performance_report:
+            return contextlib.nullcontext()
+        from distributed import performance_report
+
+        return performance_report(filename=self.options.performance_report)
+
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
@@ -203,6 +284,8 @@ class Fanout:
 
         At most `in_flight` tasks are outstanding (default: three per worker), so the client's
         memory does not grow with the campaign. Task keys read `scan-000042-<run>` on the dashboard.
+        If the iteration is interrupted (a signal raising in the client), :meth:`drain` hands back
+        the results that had already completed.
         """
         from distributed import as_completed
 
@@ -210,30 +293,56 @@ class Fanout:
         limit = in_flight or max(2, 3 * self.n_workers)
         it = iter(groups)
         index = 0
-        pending = as_completed()
-        outstanding = 0
+        self._pending = as_completed()
 
-        def submit_next() -> bool:
-            nonlocal index, outstanding
+        def submit_next() -> None:
+            nonlocal index
             group = next(it, None)
-            if group is None:
-                return False
-            future = self.client.submit(fn, group, *args, index=index, key=f"{prefix}-{index:06d}-{token}", pure=False)
-            pending.add(future)
-            index += 1
-            outstanding += 1
-            return True
+            if group is not None:
+                future = self.client.submit(fn, group, *args, index=index, key=f"{prefix}-{index:06d}-{token}", pure=False)
+                self._pending.add(future)
+                index += 1
 
-        while outstanding < limit and submit_next():
-            pass
-        for future in pending:
-            outstanding -= 1
+        for _ in range(limit):
+            submit_next()
+        for future in self._pending:
             try:
                 result = future.result()
             finally:
                 future.release()
             submit_next()
             yield result
+
+    def drain(self) -> Iterator[Any]:
+        """Results of tasks that already finished; everything still queued or running is cancelled."""
+        pending = getattr(self, "_pending", None)
+        if pending is None:
+            return
+        futures = list(pending.futures)
+        pending.clear()
+        for future in futures:
+            if future.status == "finished":
+                try:
+                    yield future.result(timeout=30)
+                finally:
+                    future.release()
+            else:
+                future.cancel()
+
+
+def load_jobqueue_config(path: str) -> None:
+    """Merge a jobqueue-style YAML (`jobqueue: slurm: ...`) into the Dask config."""
+    import dask
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            doc = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ClusterError(f"cannot read jobqueue config {path!r}: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ClusterError(f"jobqueue config {path!r} is not a mapping")
+    dask.config.update(dask.config.config, doc, priority="new")
 
 
 def _have_bokeh() -> bool:

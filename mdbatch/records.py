@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -163,7 +164,12 @@ def to_tables(scans: Sequence[SimulationScan], index: int = 0, elapsed_s: float 
 def scan_batch(paths: Sequence[str], root: str | None, options: ScanOptions | None = None, index: int = 0) -> BatchResult:
     """Scan every simulation in `paths` and return the batch as Arrow tables (what a task returns)."""
     started = time.perf_counter()
-    scans = [_scan_guarded(p, root, options) for p in paths]
+    threads = options.io_threads if options is not None else 1
+    if threads > 1 and len(paths) > 1:
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mdbatch-io") as pool:
+            scans = list(pool.map(lambda p: _scan_guarded(p, root, options), paths))
+    else:
+        scans = [_scan_guarded(p, root, options) for p in paths]
     return to_tables(scans, index, time.perf_counter() - started)
 
 

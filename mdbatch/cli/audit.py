@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ def register(sub: Any) -> None:
     a.add_argument("--findings", metavar="FINDINGS.jsonl", help="write every finding as one JSON object per line")
     a.add_argument("--batch-size", type=positive, help="simulations per task (default: 250, smaller for small campaigns)")
     a.add_argument("--quiet", action="store_true", help="no progress and no human summary")
+    a.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted audit of the same root ('last' for the latest)")
+    a.add_argument("--io-concurrency", type=positive, default=1, help="files each worker reads at once (threads; 2-4 help on cold or high-latency storage; default 1)")
     add_cluster_args(a)
     a.set_defaults(func=_cmd_audit)
 
@@ -45,6 +48,7 @@ def register(sub: Any) -> None:
 
 def _cmd_audit(args: argparse.Namespace) -> int:
     from ..audit import audit
+    from ..scan import ScanOptions
 
     if args.scheduler_file and not os.path.exists(args.scheduler_file):
         raise UsageError(f"scheduler file {args.scheduler_file!r} does not exist")
@@ -58,10 +62,14 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         arguments={k: v for k, v in vars(args).items() if k not in ("func",)},
         keep_findings=not args.quiet,
+        resume=args.resume,
+        options=ScanOptions(io_threads=args.io_concurrency),
     )
     write_json(args.json, result.summary)
     if not args.quiet:
         print(render_summary(result.summary, result.findings().to_dict("records")))
+    if result.summary["outcome"] == "interrupted":
+        print(f"error: interrupted; completed batches are saved. Continue with: mdbatch audit {args.root} --resume {result.run_id}", file=sys.stderr)
     return result.exit_code
 
 
