@@ -1,0 +1,93 @@
+"""mdbatch on a real Slurm: dask-jobqueue worker jobs, and one allocation running Dask via srun.
+
+Needs the local single-node Slurm of deploy/slurm/local-test-cluster.sh (.ci/run starts it and
+exports SLURM_CONF). Skips locally without it; fails under CI=true.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mdbatch.audit import audit
+from mdbatch.engine import ClusterOptions
+
+from .conftest import need_service
+from .test_resilience import catalog_snapshot
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[1]
+
+
+def slurm_available() -> bool:
+    if not shutil.which("sbatch") or not os.environ.get("SLURM_CONF"):
+        return False
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and any(s.strip() in ("idle", "mix", "alloc") for s in out.stdout.split())
+
+
+@pytest.fixture
+def slurm() -> None:
+    need_service(slurm_available(), "no local Slurm (run deploy/slurm/local-test-cluster.sh start and eval its env)")
+
+
+def local_reference(result, tmp_path):
+    db = tmp_path / "local.db"
+    ref = audit(result.dest, db=f"sqlite:///{db}", cluster=ClusterOptions(workers=2, dashboard=False), progress=False)
+    return db, ref
+
+
+def test_audit_with_slurm_worker_jobs_matches_local(slurm, make_campaign, tmp_path):
+    result = make_campaign(40, seed=41, faults=True)
+    db = tmp_path / "slurm.db"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mdbatch", "audit", str(result.dest), "--db", f"sqlite:///{db}", "--cluster", "slurm",
+         "--jobs", "1", "--cores", "1", "--memory", "1GB", "--walltime", "00:10:00", "--interface", "lo",
+         "--jobqueue-config", str(REPO / "deploy" / "jobqueue.yaml"), "--job-extra=--comment=mdbatch-test",
+         "--json", str(tmp_path / "s.json"), "--quiet"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 1, proc.stderr
+    ref_db, ref = local_reference(result, tmp_path)
+    import json
+
+    run_id = json.loads((tmp_path / "s.json").read_text())["run_id"]
+    assert catalog_snapshot(db, run_id) == catalog_snapshot(ref_db, ref.run_id)
+
+
+def test_one_allocation_with_srun_and_scheduler_file(slurm, make_campaign, tmp_path):
+    result = make_campaign(30, seed=42, faults=True)
+    db = tmp_path / "alloc.db"
+    env = {**os.environ, "MDBATCH_DB": f"sqlite:///{db}", "MDBATCH_INTERFACE": "lo", "PYTHON": sys.executable, "TMPDIR": str(tmp_path)}
+    job = subprocess.run(
+        ["sbatch", "--parsable", "--export=ALL", f"--chdir={tmp_path}", str(REPO / "deploy" / "slurm" / "audit-allocation.sbatch"), str(result.dest)],
+        capture_output=True, text=True, env=env, timeout=60, check=True,
+    ).stdout.strip().split(";")[0]
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if not subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip():
+            break
+        time.sleep(0.5)
+    else:
+        subprocess.run(["scancel", job])
+        pytest.fail(f"job {job} did not finish")
+    log = (tmp_path / f"mdbatch-alloc-{job}.log").read_text()
+    summary = tmp_path / f"mdbatch-summary-{job}.json"
+    assert summary.exists(), log
+    import json
+
+    got = json.loads(summary.read_text())
+    ref_db, ref = local_reference(result, tmp_path)
+    assert got["outcome"] == "completed" and got["findings"] == ref.summary["findings"], log
+    assert catalog_snapshot(db, got["run_id"]) == catalog_snapshot(ref_db, ref.run_id)
+    findings = (tmp_path / f"mdbatch-findings-{job}.jsonl").read_text().splitlines()
+    assert len(findings) == ref.summary["findings_total"]
