@@ -173,6 +173,7 @@ def audit(
     arguments: dict[str, Any] | None = None,
     keep_findings: bool = True,
     resume: str | None = None,
+    walk_threads: int = 1,
 ) -> AuditResult:
     """Audit a campaign (a root directory, a summary YAML or a CSV) into the catalog at `db`.
 
@@ -185,7 +186,7 @@ def audit(
     started = time.monotonic()
     cluster = cluster or ClusterOptions()
     stats = DiscoveryStats()
-    root, stream = discover(source, csv_root=csv_root, stats=stats)
+    root, stream = discover(source, csv_root=csv_root, stats=stats, threads=walk_threads)
     catalog = open_catalog(db)
     tally = _Tally()
     found: list[dict[str, Any]] = []

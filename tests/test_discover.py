@@ -17,6 +17,13 @@ def test_walk_finds_nested_simulations_in_sorted_order(make_campaign):
     assert found == sorted(found, key=lambda p: p.split(os.sep))
 
 
+def test_threaded_walk_finds_the_same_simulations(make_campaign):
+    result = make_campaign(25, seed=3, nested=True, hostile=True)
+    stats = DiscoveryStats()
+    found = {os.path.relpath(p, result.dest) for p in walk_root(result.dest, stats, threads=4)}
+    assert found == set(result.simulations) and stats.simulations == len(found)
+
+
 def test_walk_does_not_follow_symlinks_or_descend_into_simulations(make_campaign, tmp_path):
     result = make_campaign(5, seed=2)
     other = make_campaign(3, seed=9)

@@ -23,6 +23,7 @@ def register(sub: Any) -> None:
     a.add_argument("--batch-size", type=positive, help="simulations per task (default: 250, smaller for small campaigns)")
     a.add_argument("--quiet", action="store_true", help="no progress and no human summary")
     a.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted audit of the same root ('last' for the latest)")
+    a.add_argument("--walk-threads", type=positive, default=1, help="directory listings in flight during discovery (raise on parallel filesystems; default 1)")
     a.add_argument("--io-concurrency", type=positive, default=1, help="files each worker reads at once (threads; 2-4 help on cold or high-latency storage; default 1)")
     add_cluster_args(a)
     a.set_defaults(func=_cmd_audit)
@@ -63,6 +64,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         arguments={k: v for k, v in vars(args).items() if k not in ("func",)},
         keep_findings=not args.quiet,
         resume=args.resume,
+        walk_threads=args.walk_threads,
         options=ScanOptions(io_threads=args.io_concurrency),
     )
     write_json(args.json, result.summary)
