@@ -21,7 +21,7 @@ from itertools import islice
 from typing import IO, TYPE_CHECKING, Any
 
 from . import __version__
-from .catalog import CatalogBackend, RunInfo, open_catalog
+from .catalog import CatalogBackend, RunInfo, open_catalog, resolve_url
 from .discover import DiscoveryStats, discover
 from .engine import ClusterOptions, Fanout, Progress, batches, plan
 from .errors import MdbatchError, UsageError
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+#: Findings of each kind kept in memory for the end-of-run summary (the catalog has them all).
+EXAMPLES_PER_KIND = 20
 #: Campaigns with more simulations than this get the Dask dashboard unless told otherwise.
 DASHBOARD_THRESHOLD = 10_000
 
@@ -52,7 +54,9 @@ class AuditResult:
     summary: dict[str, Any]
     catalog_url: str
     findings_path: str | None = None
-    _findings: list[dict[str, Any]] = field(default_factory=list)
+    catalog_url_full: str = field(default="", repr=False)
+    #: A few findings of each kind (at most EXAMPLES_PER_KIND), for summaries; all are in the catalog.
+    examples: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -62,10 +66,15 @@ class AuditResult:
         return 1 if self.summary["findings_total"] else 0
 
     def findings(self) -> pd.DataFrame:
-        """Every finding of this run (simulation, kind, item, detail)."""
+        """Every finding of this run (simulation, kind, item, detail), read back from the catalog."""
         import pandas as pd
 
-        return pd.DataFrame(self._findings, columns=["simulation", "kind", "item", "detail"])
+        columns = ["simulation", "kind", "item", "detail"]
+        with open_catalog(self.catalog_url_full) as catalog:
+            table = catalog.read_table("MDBATCH_FINDINGS")
+        if table.empty:
+            return pd.DataFrame(columns=columns)
+        return table.loc[table["run_id"] == self.run_id, columns].sort_values(columns).reset_index(drop=True)
 
 
 def new_run_id() -> str:
@@ -171,7 +180,6 @@ def audit(
     progress: bool = True,
     log_stream: IO[str] | None = None,
     arguments: dict[str, Any] | None = None,
-    keep_findings: bool = True,
     resume: str | None = None,
     walk_threads: int = 1,
 ) -> AuditResult:
@@ -189,7 +197,8 @@ def audit(
     root, stream = discover(source, csv_root=csv_root, stats=stats, threads=walk_threads)
     catalog = open_catalog(db)
     tally = _Tally()
-    found: list[dict[str, Any]] = []
+    examples: list[dict[str, Any]] = []
+    per_kind: Counter[str] = Counter()
     stop = _Stop()
     previous: dict[int, Any] = {}
     status = "failed"
@@ -232,8 +241,10 @@ def audit(
             rows = batch.findings.to_pylist()
             if sink is not None:
                 sink.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-            if keep_findings:
-                found.extend(rows)
+            for row in rows:
+                if per_kind[row["kind"]] < EXAMPLES_PER_KIND:
+                    per_kind[row["kind"]] += 1
+                    examples.append(row)
             bar.update(batch.simulations, batch.file_count, stats.simulations if walk_done[0] else None)
 
         bar = Progress("audit", stream=log_stream, enabled=progress)
@@ -286,7 +297,10 @@ def audit(
                 catalog.finish_run(run_id, status, summary)
         finally:
             catalog.close()
-    return AuditResult(run_id, summary, catalog.display_url, os.fspath(findings_path) if findings_path else None, found)
+    return AuditResult(
+        run_id=run_id, summary=summary, catalog_url=catalog.display_url,
+        findings_path=os.fspath(findings_path) if findings_path else None, catalog_url_full=resolve_url(db), examples=examples,
+    )
 
 
 def _summary(

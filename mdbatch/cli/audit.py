@@ -62,14 +62,13 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         csv_root=args.csv_root,
         progress=not args.quiet,
         arguments={k: v for k, v in vars(args).items() if k not in ("func",)},
-        keep_findings=not args.quiet,
         resume=args.resume,
         walk_threads=args.walk_threads,
         options=ScanOptions(io_threads=args.io_concurrency),
     )
     write_json(args.json, result.summary)
     if not args.quiet:
-        print(render_summary(result.summary, result.findings().to_dict("records")))
+        print(render_summary(result.summary, result.examples))
     if result.summary["outcome"] == "interrupted":
         print(f"error: interrupted; completed batches are saved. Continue with: mdbatch audit {args.root} --resume {result.run_id}", file=sys.stderr)
     return result.exit_code
@@ -130,7 +129,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"2/2 auditing it on a local Dask cluster into {url} ...")
     result = audit(dest, db=url, cluster=cluster_options(args), arguments={"command": "demo"})
     print()
-    print(render_summary(result.summary, result.findings().to_dict("records"), examples=1))
+    print(render_summary(result.summary, result.examples, examples=1))
     print()
     print("What happened: every simulation directory was scanned in parallel; each registry")
     print("(.analysis/metadata.json) was checked against its parquet footers and artifact checksums,")
