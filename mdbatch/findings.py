@@ -17,6 +17,7 @@ UNSAFE_PATH = "unsafe_path"
 INVALID_NAME = "invalid_name"
 UNREADABLE = "unreadable"
 CHANGED_DURING_SCAN = "changed_during_scan"
+SILENT_CORRUPTION = "silent_corruption"
 
 #: Every kind an audit can report, in the order summaries list them.
 KINDS: tuple[str, ...] = (
@@ -32,6 +33,7 @@ KINDS: tuple[str, ...] = (
     INVALID_NAME,
     UNREADABLE,
     CHANGED_DURING_SCAN,
+    SILENT_CORRUPTION,
 )
 
 

@@ -18,10 +18,9 @@ import json
 import os
 import random
 import stat
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -235,11 +234,11 @@ def _gro_body(simulation_type: str, parametrization: str, stage: str) -> bytes:
     return ("  180\n" + "".join(lines)).encode()
 
 
-@lru_cache(maxsize=64)
 def trajectory_bytes(trajectory: int, size: int | None = None) -> bytes:
     """Incompressible prod.xtc content for trajectory id `trajectory` (XTC magic first).
 
-    `size` None gives 24-40 KB chosen from the id.
+    `size` None gives 24-40 KB chosen from the id. Not cached: copies regenerate their bytes, which
+    keeps memory flat in the "bytes" profile.
     """
     rng = random.Random(trajectory ^ 0x787463)
     if size is None:
@@ -299,13 +298,10 @@ def _registry(spec: SimulationSpec, rng: random.Random) -> tuple[dict[str, Any] 
         payload, rows, columns = parquet_payload(name, rng.randrange(_PARQUET_VARIANTS))
         created = _EPOCH + timedelta(seconds=rng.randrange(90 * 86400))
         files[f"{name}.parquet"] = payload
+        updated = created + timedelta(seconds=rng.randrange(3 * 86400))
         registry["analyses"][name] = {
-            "filename": f"{name}.parquet",
-            "row_count": rows,
-            "columns": list(columns),
-            "created_at": created.isoformat(),
-            "updated_at": (created + timedelta(seconds=rng.randrange(3 * 86400))).isoformat(),
-            "extras": {},
+            "filename": f"{name}.parquet", "row_count": rows, "columns": list(columns),
+            "created_at": created.isoformat(), "updated_at": updated.isoformat(), "extras": {},
         }
     if completed:
         artifact, filenames = _ARTIFACTS[spec.simulation_type]
@@ -408,11 +404,6 @@ def write_simulation(
     return _write_spec(Path(parent) / name, spec)
 
 
-def _read_registry(sim_dir: Path) -> tuple[Path, dict[str, Any]]:
-    path = sim_dir / ".analysis" / "metadata.json"
-    return path, json.loads(path.read_bytes())
-
-
 def inject_fault(sim_dir: str | os.PathLike[str], kind: str, variant: int = 0) -> dict[str, Any]:
     """Damage a clean completed simulation so an audit reports exactly one finding of `kind`.
 
@@ -421,7 +412,8 @@ def inject_fault(sim_dir: str | os.PathLike[str], kind: str, variant: int = 0) -
     """
     sim = Path(sim_dir)
     analysis_dir = sim / ".analysis"
-    registry_path, registry = _read_registry(sim)
+    registry_path = analysis_dir / "metadata.json"
+    registry = json.loads(registry_path.read_bytes())
     first = next(iter(registry["analyses"]))
     entry = registry["analyses"][first]
     artifact_name, artifact = next(iter(registry["artifacts"].items()))
@@ -563,7 +555,7 @@ def _relative_dir(index: int, sim_hash: str, sims: int, nested: bool) -> str:
 
 def generate_campaign(
     dest: str | os.PathLike[str], sims: int, *, seed: int = 0, faults: bool = False, profile: str = "metadata",
-    traj_mb: float | None = None, nested: bool = False, hostile: bool = False, workers: int | None = None,
+    traj_mb: float | None = None, nested: bool = False, hostile: bool = False,
 ) -> GenerateResult:
     """Write a synthetic campaign of `sims` simulations under `dest` (missing or empty) and its manifest.
 
@@ -599,9 +591,8 @@ def generate_campaign(
     if len(set(hashes)) != len(hashes):
         raise RuntimeError("simulation hash collision; choose another seed")
 
-    pool_size = workers if workers is not None else min(4, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=max(1, pool_size)) as pool:
-        records = list(pool.map(_write_spec, [root / rel for rel in rel_dirs], specs))
+    # Serial on purpose: file creation is kernel-bound and threads only contend (measured).
+    records = [_write_spec(root / rel, spec) for rel, spec in zip(rel_dirs, specs, strict=True)]
     tallies = [(record.files, record.bytes) for record in records]
 
     expected: list[dict[str, Any]] = []
@@ -625,13 +616,14 @@ def generate_campaign(
         tallies[index] = _tally(root / rel_dirs[index])
     expected.sort(key=lambda finding: (finding["simulation"], finding["kind"], finding["item"]))
 
+    total_files, total_bytes = sum(count for count, _ in tallies), sum(size for _, size in tallies)
     manifest = {
         "generator": "mdbatch.generate",
         "manifest_version": MANIFEST_VERSION,
         "parameters": {"sims": sims, "seed": seed, "faults": faults, "profile": profile, "traj_mb": traj_mb,
                        "nested": nested, "hostile": hostile},
-        "files": sum(files for files, _ in tallies),
-        "bytes": sum(size for _, size in tallies),
+        "files": total_files,
+        "bytes": total_bytes,
         "simulations": [
             {"hash": record.hash, "status": record.status, "simulation_type": record.simulation_type,
              "parametrization": record.parametrization, "dir": rel_dir}
@@ -642,4 +634,4 @@ def generate_campaign(
     }
     manifest_path = root / MANIFEST_NAME
     atomic_write_bytes(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode(), mode=0o644)
-    return GenerateResult(root, rel_dirs, manifest["files"], manifest["bytes"], expected, manifest_path)
+    return GenerateResult(root, rel_dirs, total_files, total_bytes, expected, manifest_path)

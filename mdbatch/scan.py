@@ -14,7 +14,8 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -43,6 +44,28 @@ class ScanOptions:
     #: Simulations of a batch scanned at once by one worker (threads): the bound on concurrent file
     #: opens per worker. 1 is fastest on a warm page cache; 2-4 keep reads in flight on cold storage.
     io_threads: int = 1
+    #: "cache": trust the hash cache for files whose stat is unchanged; "full": read everything and
+    #: report files whose bytes changed while their stat did not (silent corruption).
+    verify: str = "cache"
+
+
+class CachedFile(NamedTuple):
+    """What the hash cache knows of a file, valid only while every stat field still matches."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    xxh3_128: str | None
+    sha256: str | None
+    facts: str | None
+
+    def matches(self, st: os.stat_result) -> bool:
+        return (
+            st.st_ino == self.inode and st.st_dev == self.device and st.st_size == self.size
+            and st.st_mtime_ns == self.mtime_ns and st.st_ctime_ns == self.ctime_ns
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +81,10 @@ class FileEntry:
     device: int
     xxh3_128: str | None
     sha256: str | None
+    #: Parquet footer facts as JSON ({"rows": n, "columns": [...]}) for registered analyses.
+    facts: str | None = None
+    #: True when the digests came from the hash cache instead of a read.
+    cached: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +148,7 @@ class _Ctx:
     findings: list[Finding] = field(default_factory=list)
     digests: dict[str, FileDigest] = field(default_factory=dict)
     data: dict[str, bytes] = field(default_factory=dict)
+    facts: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
     unreadable: set[str] = field(default_factory=set)
     changed: set[str] = field(default_factory=set)
 
@@ -246,7 +274,9 @@ def _artifact_targets(ctx: _Ctx, registry: dict[str, Any] | None) -> set[str]:
 
 
 def _footer(ctx: _Ctx, rel: str, abspath: str) -> tuple[int, tuple[str, ...]] | str:
-    """(rows, columns) from the parquet footer, or the reason it cannot be read."""
+    """(rows, columns) from the parquet footer (or the hash cache), or the reason it cannot be read."""
+    if rel in ctx.facts:
+        return ctx.facts[rel]
     d = ctx.digests.get(rel)
     size = d.size if d is not None else None
     if size == 0:
@@ -257,6 +287,7 @@ def _footer(ctx: _Ctx, rel: str, abspath: str) -> tuple[int, tuple[str, ...]] | 
         names = meta.schema.names
         index_cols = _pandas_index_columns(meta.metadata)
         columns = tuple(n for n in names if n not in index_cols and not n.startswith("__index_level_"))
+        ctx.facts[rel] = (meta.num_rows, columns)
         return meta.num_rows, columns
     except (OSError, ValueError, pa.ArrowException) as exc:
         return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
@@ -408,10 +439,59 @@ def _yaml_identity(text: str) -> dict[str, Any]:
     return {k: doc.get(k) for k in ("hash", "simulation_type", "engine", "parametrization") if doc.get(k) is not None}
 
 
-def scan_simulation(sim_dir: str | os.PathLike[str], root: str | os.PathLike[str] | None = None, options: ScanOptions | None = None) -> SimulationScan:
+def _from_cache(ctx: _Ctx, rel: str, abspath: str, cached: CachedFile | None, need_sha: bool, need_facts: bool) -> FileEntry | None:
+    """The inventory entry of an unchanged file from the hash cache, or None when it must be read."""
+    if cached is None or cached.xxh3_128 is None or (need_sha and cached.sha256 is None) or (need_facts and cached.facts is None):
+        return None
+    try:
+        st = os.lstat(abspath)
+    except OSError:
+        return None
+    if not cached.matches(st):
+        return None
+    if need_facts:
+        try:
+            doc = json.loads(cached.facts or "")
+            ctx.facts[rel] = (int(doc["rows"]), tuple(str(c) for c in doc["columns"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+    ctx.digests[rel] = FileDigest(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, cached.xxh3_128, cached.sha256, None, False)
+    return FileEntry(
+        display(rel), raw_bytes(rel), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev,
+        cached.xxh3_128, cached.sha256, cached.facts, cached=True,
+    )
+
+
+def _with_facts(entry: FileEntry, facts: str) -> FileEntry:
+    return FileEntry(
+        entry.path, entry.path_raw, entry.size, entry.mtime_ns, entry.ctime_ns, entry.inode, entry.device,
+        entry.xxh3_128, entry.sha256, facts, entry.cached,
+    )
+
+
+def _check_silent_change(ctx: _Ctx, rel: str, d: FileDigest, cached: CachedFile) -> None:
+    """--verify full: the stat says unchanged but the bytes differ from what the cache recorded."""
+    same_stat = (d.inode, d.device, d.size, d.mtime_ns, d.ctime_ns) == (cached.inode, cached.device, cached.size, cached.mtime_ns, cached.ctime_ns)
+    if same_stat and not d.changed and cached.xxh3_128 is not None and d.xxh3_128 is not None and d.xxh3_128 != cached.xxh3_128:
+        ctx.add(fk.SILENT_CORRUPTION, display(rel), "bytes changed while size, mtime and ctime did not (xxh3 differs from the hash cache)")
+
+
+def _facts_json(ctx: _Ctx, rel: str) -> str | None:
+    fact = ctx.facts.get(rel)
+    return None if fact is None else json.dumps({"rows": fact[0], "columns": list(fact[1])}, separators=(",", ":"))
+
+
+def scan_simulation(
+    sim_dir: str | os.PathLike[str],
+    root: str | os.PathLike[str] | None = None,
+    options: ScanOptions | None = None,
+    cache: Mapping[str, CachedFile] | None = None,
+) -> SimulationScan:
     """Scan one simulation directory: identity, status, registry checks, file inventory, findings.
 
-    Never raises for problems inside the directory; they become findings in the result.
+    `cache` maps inventory paths to what the hash cache knows; a file whose device, inode, size,
+    mtime_ns and ctime_ns all match is not read again. Never raises for problems inside the
+    directory; they become findings in the result.
     """
     started = time.perf_counter()
     opts = options or ScanOptions()
@@ -427,16 +507,27 @@ def scan_simulation(sim_dir: str | os.PathLike[str], root: str | os.PathLike[str
         else set()
     )
     base = os.path.basename(os.path.normpath(sim))
-    keep_names = {"metadata.json", _build_input_name(base, top)} | parquet_targets
+    identity_names = {"metadata.json", _build_input_name(base, top)}
+    keep_names = identity_names | parquet_targets
+    use_cache = cache is not None and opts.hash_files and opts.verify != "full"
 
     inventory: list[FileEntry] = []
     for rel, abspath in files.items():
         if rel == REGISTRY_REL and rel in ctx.digests:
             d: FileDigest | None = ctx.digests[rel]
-        elif opts.hash_files or rel in sha_targets or rel in keep_names:
-            d = _read(ctx, rel, abspath, sha256=rel in sha_targets, keep=rel in keep_names, xxh3=opts.hash_files)
         else:
-            d = None
+            cached = cache.get(display(rel)) if cache is not None else None
+            if use_cache and rel not in identity_names:
+                hit = _from_cache(ctx, rel, abspath, cached, rel in sha_targets, rel in parquet_targets)
+                if hit is not None:
+                    inventory.append(hit)
+                    continue
+            if opts.hash_files or rel in sha_targets or rel in keep_names:
+                d = _read(ctx, rel, abspath, sha256=rel in sha_targets, keep=rel in keep_names, xxh3=opts.hash_files)
+                if d is not None and cached is not None and opts.verify == "full":
+                    _check_silent_change(ctx, rel, d, cached)
+            else:
+                d = None
         if d is None:
             if rel not in ctx.changed and (entry := _stat_only(rel, abspath)) is not None:
                 inventory.append(entry)
@@ -458,6 +549,12 @@ def scan_simulation(sim_dir: str | os.PathLike[str], root: str | os.PathLike[str
             if rel.startswith(f"{ANALYSIS_DIRNAME}/") and rel.endswith(".parquet") and rel.count("/") == 1 and rel not in registered:
                 ctx.add(fk.EXTRA_FILE, display(rel), "parquet file in .analysis is not in the registry")
 
+    if ctx.facts:
+        inventory = [
+            e if e.cached or e.xxh3_128 is None or (facts := _facts_json(ctx, f"{ANALYSIS_DIRNAME}/{e.path[len(ANALYSIS_DIRNAME) + 1:]}")) is None
+            else _with_facts(e, facts)
+            for e in inventory
+        ]
     digest, sim_type, engine, param, input_data, input_type = _identity(ctx, top)
     return SimulationScan(
         directory=ctx.name,

@@ -37,8 +37,9 @@ def test_every_injected_fault_is_found_and_nothing_else(make_campaign):
     scans = scan_all(result)
     assert found(scans) == expected(result)
     kinds = {k for _, k, _ in expected(result)}
-    # Every kind the generator can inject statically is covered (unreadable needs a non-root user).
-    assert kinds >= set(fk.KINDS) - {fk.CHANGED_DURING_SCAN, fk.UNREADABLE}
+    # Every kind the generator can inject statically is covered (unreadable needs a non-root user;
+    # changed_during_scan and silent_corruption need a live writer and a cache: tested below).
+    assert kinds >= set(fk.KINDS) - {fk.CHANGED_DURING_SCAN, fk.UNREADABLE, fk.SILENT_CORRUPTION}
 
 
 def test_clean_campaign_has_no_findings(make_campaign):
@@ -288,3 +289,66 @@ def test_scan_of_copied_simulation_is_identical_but_for_location(make_campaign, 
     a, b = scan_simulation(sim, result.dest), scan_simulation(copy, tmp_path / "copy")
     assert a.hash == b.hash and a.status == b.status
     assert [(f.path, f.size, f.xxh3_128) for f in a.files] == [(f.path, f.size, f.xxh3_128) for f in b.files]
+
+
+def cache_of(scan):
+    from mdbatch.scan import CachedFile
+
+    return {
+        f.path: CachedFile(f.device, f.inode, f.size, f.mtime_ns, f.ctime_ns, f.xxh3_128, f.sha256, f.facts)
+        for f in scan.files
+    }
+
+
+def test_unchanged_files_come_from_the_cache(make_campaign):
+    result, sim = _one_clean_sim(make_campaign)
+    first = scan_simulation(sim, result.dest)
+    assert any(f.facts for f in first.files if f.path.endswith(".parquet"))
+    second = scan_simulation(sim, result.dest, cache=cache_of(first))
+    assert second.findings == ()
+    strip = lambda s: [(f.path, f.size, f.xxh3_128, f.sha256, f.facts) for f in s.files]  # noqa: E731
+    assert strip(second) == strip(first)
+    hits = {f.path for f in second.files if f.cached}
+    # Only the identity inputs (metadata.json, build YAML) and the registry are read again.
+    assert {f.path for f in second.files} - hits == {"metadata.json", ".analysis/metadata.json", *(f.path for f in second.files if f.path.endswith(".yaml"))}
+
+
+def test_cache_never_outlives_a_change(make_campaign):
+    result, sim = _one_clean_sim(make_campaign)
+    first = scan_simulation(sim, result.dest)
+    target = sim / "topology.top"
+    st = target.stat()
+    data = bytearray(target.read_bytes())
+    data[10] ^= 0xFF
+    time.sleep(0.01)
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime; ctime moved
+    second = scan_simulation(sim, result.dest, cache=cache_of(first))
+    entry = next(f for f in second.files if f.path == "topology.top")
+    assert not entry.cached and entry.xxh3_128 == xxhash.xxh3_128_hexdigest(bytes(data))
+
+
+def test_cached_parquet_facts_still_drive_the_checks(make_campaign):
+    result, sim = _one_clean_sim(make_campaign)
+    first = scan_simulation(sim, result.dest)
+    reg_path = sim / ".analysis" / "metadata.json"
+    reg = json.loads(reg_path.read_text())
+    name = sorted(reg["analyses"])[0]
+    reg["analyses"][name]["row_count"] += 1
+    reg_path.write_text(json.dumps(reg, indent=2))
+    second = scan_simulation(sim, result.dest, cache=cache_of(first))
+    assert [(f.kind, f.item) for f in second.findings] == [(fk.ROW_COUNT_MISMATCH, name)]
+    assert next(f for f in second.files if f.path == f".analysis/{name}.parquet").cached
+
+
+def test_verify_full_reports_silent_corruption(make_campaign):
+    result, sim = _one_clean_sim(make_campaign)
+    first = scan_simulation(sim, result.dest)
+    cache = cache_of(first)
+    # The cache recorded other bytes for a file whose stat has not moved since: silent corruption.
+    cache["system.pdb"] = cache["system.pdb"]._replace(xxh3_128="0" * 32)
+    trusting = scan_simulation(sim, result.dest, cache=cache)
+    assert trusting.findings == ()
+    full = scan_simulation(sim, result.dest, ScanOptions(verify="full"), cache=cache)
+    assert [(f.kind, f.item) for f in full.findings] == [(fk.SILENT_CORRUPTION, "system.pdb")]
+    assert not any(f.cached for f in full.files)
