@@ -1,0 +1,63 @@
+"""Change classification between two runs (pure functions)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from mdbatch.records import FILES_SCHEMA
+from mdbatch.runs import (
+    Change,
+    ChangeCounts,
+    PreviousFile,
+    describe,
+    file_changes,
+    finding_changes,
+    pair_moves,
+    removed_simulations,
+    simulation_changes,
+)
+
+
+def files_table(rows):
+    full = [(s, p, None, size, 1, 2, ino, 9, d, None, None, False) for s, p, size, ino, d in rows]
+    cols = list(zip(*full, strict=True))
+    return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, FILES_SCHEMA, strict=True)], schema=FILES_SCHEMA)
+
+
+def test_file_changes_and_identical_simulations():
+    previous = {
+        "a": {"x": PreviousFile(3, 1, 2, 10, 9, "d1"), "y": PreviousFile(4, 1, 2, 11, 9, "d2"), "gone": PreviousFile(5, 1, 2, 12, 9, "d3")},
+        "b": {"k": PreviousFile(1, 1, 2, 20, 9, "e1")},
+    }
+    now = files_table([("a", "x", 3, 10, "d1"), ("a", "y", 4, 11, "CHANGED"), ("a", "fresh", 7, 13, "d4"), ("b", "k", 1, 20, "e1")])
+    changes, unchanged, identical = file_changes(previous, now, ["a", "b", "c"])
+    assert sorted((c.change, c.simulation, c.item) for c in changes) == [
+        ("changed", "a", "y"), ("missing", "a", "gone"), ("new", "a", "fresh")]
+    assert unchanged == 2 and identical == {"b"}
+
+
+def test_moves_pair_across_simulations():
+    new = [Change("file", "new", "s2", "traj.xtc", 100, "aa"), Change("file", "new", "s2", "other", 5, "bb")]
+    missing = [Change("file", "missing", "s1", "traj.xtc", 100, "aa"), Change("file", "missing", "s1", "lost", 7, "cc")]
+    moves, left_new, left_missing = pair_moves(new, missing)
+    assert [(m.simulation, m.item, m.detail) for m in moves] == [("s2", "traj.xtc", "from s1/traj.xtc")]
+    assert [c.item for c in left_new] == ["other"] and [c.item for c in left_missing] == ["lost"]
+
+
+def test_simulations_and_findings():
+    assert [(c.change, c.item, c.detail) for c in simulation_changes({"a": "production"}, {"a": "completed", "b": "build"})] == [
+        ("status_changed", "a", "production -> completed"), ("new", "b", "build")]
+    assert [c.item for c in removed_simulations(["a", "b", "z"], {"a"})] == ["b", "z"]
+    records, persisting = finding_changes([("a", "missing_file", "x"), ("b", "extra_file", "y")], [("a", "missing_file", "x"), ("c", "unreadable", "z")])
+    assert [(c.change, c.simulation, c.item) for c in records] == [("new", "c", "unreadable:z"), ("resolved", "b", "extra_file:y")]
+    assert persisting == 1
+
+
+def test_counts_and_description():
+    counts = ChangeCounts()
+    counts.add([Change("file", "new", "a", "x"), Change("simulation", "removed", "b", "b"), Change("finding", "resolved", "a", "k:i")])
+    counts.files["unchanged"] += 5
+    d = counts.to_dict()
+    assert d["files"]["new"] == 1 and d["files"]["unchanged"] == 5 and d["simulations"]["removed"] == 1
+    assert describe(d, None).startswith("First audit")
+    assert "1 new" in describe(d, "R1") and "5 unchanged" in describe(d, "R1")
