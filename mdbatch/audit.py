@@ -26,7 +26,9 @@ from .discover import DiscoveryStats, discover
 from .engine import ClusterOptions, Fanout, Progress, batches, plan
 from .errors import MdbatchError, UsageError
 from .findings import KINDS
-from .records import BatchResult, scan_batch
+from .catalog.ops import batch_ops
+from .records import BatchResult
+from .tracking import RunTracker, scan_group
 from .paths import relative_to_root
 from .scan import ScanOptions
 
@@ -205,6 +207,7 @@ def audit(
     info: dict[str, Any] = {}
     sink: IO[str] | None = None
     run_id = ""
+    tracker: RunTracker | None = None
     try:
         if resume:
             run_id, before, done = _resume_state(catalog, resume, root)
@@ -214,6 +217,9 @@ def audit(
         else:
             run_id = new_run_id()
             catalog.begin_run(RunInfo(run_id, "audit", root, arguments or {}, socket.gethostname(), __version__, datetime.now(timezone.utc).isoformat()))
+        tracker = RunTracker(catalog, run_id, root, complete_walk=os.path.isdir(os.fspath(source)))
+        if resume:
+            tracker.seed(before.get("changes_partial"))
         sink = open(findings_path, "w", encoding="utf-8") if findings_path else None  # noqa: SIM115 - closed below
         cores = cluster.workers or os.cpu_count() or 1
         # Peek at the start of the stream: a campaign that ends within it gets a right-sized cluster
@@ -235,7 +241,8 @@ def audit(
             t0 = time.monotonic()
             if tally.first_result_s is None:
                 tally.first_result_s = t0 - started
-            catalog.write_batch(run_id, root, batch)
+            history, unchanged = tracker.batch_ops(batch)
+            catalog.apply([*batch_ops(run_id, root, batch, keep_inventory=unchanged), *history])
             tally.write_s += time.monotonic() - t0
             tally.add(batch)
             rows = batch.findings.to_pylist()
@@ -258,7 +265,7 @@ def audit(
                 (log_stream or sys.stderr).write(f"mdbatch: Dask dashboard at {fan.dashboard_link}\n")
             t_fan = time.monotonic()
             with fan.performance_report():
-                results = fan.stream(scan_batch, batches(paths(), size), root, options or ScanOptions())
+                results = fan.stream(scan_group, tracker.groups(batches(paths(), size)), root, options or ScanOptions())
                 try:
                     while True:
                         stop.waiting = True
@@ -282,6 +289,10 @@ def audit(
         bar.close()
         if status != "interrupted":
             info["duplicates"] = catalog.duplicate_summary(root)
+            t_changes = time.monotonic()
+            stages = _stages(tally, stats, tracker, info)
+            info["changes"] = tracker.finish(stages)
+            info["changes_s"] = round(time.monotonic() - t_changes, 3)
             status = "completed"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -291,6 +302,12 @@ def audit(
             signal.signal(sig, handler)
         if sink is not None:
             sink.close()
+        if tracker is not None and status != "completed":
+            info["changes_partial"] = tracker.counts.to_dict()
+            try:
+                tracker.record_stages(_stages(tally, stats, tracker, info))
+            except MdbatchError:
+                pass  # the run record below still says how far it got
         summary = _summary(run_id, root, catalog, tally, stats, info, time.monotonic() - started, status)
         try:
             if run_id:
@@ -301,6 +318,18 @@ def audit(
         run_id=run_id, summary=summary, catalog_url=catalog.display_url,
         findings_path=os.fspath(findings_path) if findings_path else None, catalog_url_full=resolve_url(db), examples=examples,
     )
+
+
+def _stages(tally: _Tally, stats: DiscoveryStats, tracker: RunTracker, info: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per-stage snapshots of the run (stored in MDBATCH_STAGES and the summary)."""
+    info["cache"] = {"hits": tracker.cache_hits, "files_read": tracker.files_read, "bytes_read": tracker.bytes_read, "lookup_s": round(tracker.lookup_s, 3)}
+    stages = {
+        "discover": {"items": stats.simulations, "elapsed_s": tally.peek_s, "errors": len(stats.unreadable), "directories": stats.directories},
+        "scan": {"items": tally.files, "bytes": tracker.bytes_read, "elapsed_s": tally.scan_s, "errors": tally.kinds.get("unreadable", 0), "cache_hits": tracker.cache_hits},
+        "write": {"items": tally.batches, "elapsed_s": tally.write_s, "lookup_s": tracker.lookup_s},
+    }
+    info["stages"] = stages
+    return stages
 
 
 def _summary(
@@ -321,6 +350,9 @@ def _summary(
         "status": dict(sorted(tally.status.items())),
         "duplicate_hashes": sum(1 for c in tally.hashes.values() if c > 1),
         "duplicates": info.get("duplicates"),
+        "changes": info.get("changes"),
+        "changes_partial": info.get("changes_partial"),
+        "cache": info.get("cache"),
         "discovery": {
             "directories_walked": stats.directories,
             "unreadable_directories": [{"path": p, "error": e} for p, e in stats.unreadable],
@@ -331,6 +363,7 @@ def _summary(
         "workers": info.get("workers"),
         "batch_size": info.get("batch_size"),
         "dashboard": info.get("dashboard"),
+        "stages": info.get("stages"),
         "timings": {
             "peek_discovery_s": round(tally.peek_s, 3),
             "cluster_start_s": round(tally.cluster_s, 3),

@@ -44,3 +44,21 @@ class CatalogError(MdbatchError, RuntimeError):
 
 class ClusterError(MdbatchError, RuntimeError):
     """The Dask cluster could not be started or reached."""
+
+
+class DuplicateKeysError(CatalogError):
+    """A push met keys that are already in the catalog (default mode: nothing is written)."""
+
+    def __init__(self, count: int, tables: dict[str, int] | None = None, *, concurrent: bool = False) -> None:
+        where = ", ".join(f"{n} in {t}" for t, n in sorted((tables or {}).items()))
+        how = "were pushed concurrently by another process" if concurrent else "already exist in the catalog"
+        super().__init__(
+            f"{count} record{'s' if count != 1 else ''} {how}{f' ({where})' if where else ''}; "
+            "use --diff to skip existing keys or --force to overwrite them"
+        )
+        self.count = count
+        self.tables = dict(tables or {})
+
+
+class ConfigError(MdbatchError, ValueError):
+    """The mdbatch config file cannot be read or holds invalid settings."""

@@ -12,7 +12,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from .findings import UNREADABLE, Finding
 from .paths import display, relative_to_root
-from .scan import ScanOptions, SimulationScan, scan_simulation
+from .scan import CachedFile, ScanOptions, SimulationScan, scan_simulation
 
 SYSTEMS_SCHEMA = pa.schema(
     [
@@ -79,6 +79,8 @@ FILES_SCHEMA = pa.schema(
         ("device", pa.int64()),
         ("xxh3_128", pa.string()),
         ("sha256", pa.string()),
+        ("facts", pa.string()),
+        ("cached", pa.bool_()),
     ]
 )
 FINDINGS_SCHEMA = pa.schema(
@@ -145,7 +147,7 @@ def to_tables(scans: Sequence[SimulationScan], index: int = 0, elapsed_s: float 
         for a in s.artifacts
     ]
     files = [
-        (s.directory, f.path, f.path_raw, f.size, f.mtime_ns, f.ctime_ns, f.inode, f.device, f.xxh3_128, f.sha256)
+        (s.directory, f.path, f.path_raw, f.size, f.mtime_ns, f.ctime_ns, f.inode, f.device, f.xxh3_128, f.sha256, f.facts, f.cached)
         for s in scans
         for f in s.files
     ]
@@ -161,22 +163,37 @@ def to_tables(scans: Sequence[SimulationScan], index: int = 0, elapsed_s: float 
     )
 
 
-def scan_batch(paths: Sequence[str], root: str | None, options: ScanOptions | None = None, index: int = 0) -> BatchResult:
-    """Scan every simulation in `paths` and return the batch as Arrow tables (what a task returns)."""
+def scan_batch(
+    paths: Sequence[str],
+    root: str | None,
+    options: ScanOptions | None = None,
+    index: int = 0,
+    cache: Mapping[str, Mapping[str, CachedFile]] | None = None,
+) -> BatchResult:
+    """Scan every simulation in `paths` and return the batch as Arrow tables (what a task returns).
+
+    `cache` maps a simulation (relative to `root`) to its hash-cache entries, looked up by the
+    client in one query per batch.
+    """
     started = time.perf_counter()
     threads = options.io_threads if options is not None else 1
+    lookup = cache or {}
+
+    def one(path: str) -> SimulationScan:
+        return _scan_guarded(path, root, options, lookup.get(relative_to_root(path, root)) if lookup else None)
+
     if threads > 1 and len(paths) > 1:
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mdbatch-io") as pool:
-            scans = list(pool.map(lambda p: _scan_guarded(p, root, options), paths))
+            scans = list(pool.map(one, paths))
     else:
-        scans = [_scan_guarded(p, root, options) for p in paths]
+        scans = [one(p) for p in paths]
     return to_tables(scans, index, time.perf_counter() - started)
 
 
-def _scan_guarded(path: str, root: str | None, options: ScanOptions | None) -> SimulationScan:
+def _scan_guarded(path: str, root: str | None, options: ScanOptions | None, cache: Mapping[str, CachedFile] | None = None) -> SimulationScan:
     """scan_simulation, with any unforeseen error turned into a finding: one simulation never stops a batch."""
     try:
-        return scan_simulation(path, root, options)
+        return scan_simulation(path, root, options, cache)
     except Exception as exc:  # noqa: BLE001 - the last line of defence for the campaign
         name = relative_to_root(path, root)
         return SimulationScan(

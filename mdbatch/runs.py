@@ -170,3 +170,108 @@ def describe(changes: Mapping[str, Mapping[str, int]], previous_run: str | None)
 def changes_table(changes: Iterable[Change]) -> list[dict[str, Any]]:
     """Change records as plain dicts (for JSON lines and DataFrames)."""
     return [c._asdict() for c in changes]
+
+
+# -- queries over a catalog's history ------------------------------------------------------------
+
+RUN_COLUMNS = ["run_id", "command", "root", "status", "started_at", "ended_at", "host", "version"]
+CHANGE_COLUMNS = ["run_id", "scope", "change", "simulation", "item", "size", "digest", "detail"]
+
+
+def _runs_frame(catalog: Any, root: str | None = None) -> Any:
+    import pandas as pd
+
+    runs = catalog.read_table("MDBATCH_RUNS")
+    if runs.empty:
+        return pd.DataFrame(columns=RUN_COLUMNS)
+    if root is not None:
+        runs = runs[runs["root"] == root]
+    return runs.sort_values(["started_at", "run_id"]).reset_index(drop=True)
+
+
+def list_runs(catalog: Any, root: str | None = None) -> Any:
+    """Every recorded run (oldest first) with the headline numbers of its summary, as a DataFrame."""
+    import json
+
+    runs = _runs_frame(catalog, root)
+    out = runs[[c for c in RUN_COLUMNS if c in runs.columns]].copy()
+    summaries = [json.loads(s) if isinstance(s, str) and s else {} for s in runs.get("summary", [])]
+    for key in ("simulations", "files", "bytes", "findings_total", "elapsed_s"):
+        out[key] = [s.get(key) for s in summaries]
+    return out
+
+
+def resolve_run(catalog: Any, run: str, root: str | None = None, command: str | None = None) -> dict[str, Any]:
+    """The run row for an id, or for 'last' (the newest, optionally of `root`/`command`)."""
+    import json
+
+    from .errors import UsageError
+
+    runs = _runs_frame(catalog, root)
+    if command is not None and not runs.empty:
+        runs = runs[runs["command"] == command]
+    if runs.empty:
+        raise UsageError("no runs recorded in this catalog" + (f" for {root}" if root else ""))
+    row = runs.iloc[-1] if run == "last" else runs[runs["run_id"] == run].iloc[0] if (runs["run_id"] == run).any() else None
+    if row is None:
+        raise UsageError(f"no run {run!r} in this catalog")
+    record = {k: (None if _isna(v) else v) for k, v in row.to_dict().items()}
+    for key in ("summary", "arguments"):
+        if isinstance(record.get(key), str) and record[key]:
+            record[key] = json.loads(record[key])
+    return record
+
+
+def _isna(value: Any) -> bool:
+    try:
+        import pandas as pd
+
+        return bool(pd.isna(value)) if not isinstance(value, (list, dict, tuple)) else False
+    except (TypeError, ValueError):
+        return False
+
+
+def diff_runs(catalog: Any, a: str | None = None, b: str | None = None, root: str | None = None) -> Any:
+    """What changed between runs `a` and `b` of one root (default: its last two audits).
+
+    File and simulation records are the change log of every audit after `a` up to `b`; findings
+    are compared exactly between the two runs' findings.
+    """
+    import pandas as pd
+
+    from .errors import UsageError
+
+    last = resolve_run(catalog, b or "last", root, command="audit")
+    root = last["root"]
+    audits = _runs_frame(catalog, root)
+    audits = audits[audits["command"] == "audit"].reset_index(drop=True)
+    ids = list(audits["run_id"])
+    if a is None:
+        pos = ids.index(last["run_id"])
+        if pos == 0:
+            raise UsageError(f"run {last['run_id']} is the first audit of {root}: nothing to compare with")
+        a = ids[pos - 1]
+    if a not in ids:
+        raise UsageError(f"no audit run {a!r} of {root} in this catalog")
+    lo, hi = ids.index(a), ids.index(last["run_id"])
+    if lo >= hi:
+        raise UsageError(f"run {a} is not older than run {last['run_id']}")
+    between = set(ids[lo + 1 : hi + 1])
+    changes = catalog.read_table("MDBATCH_CHANGES")
+    if changes.empty:
+        changes = pd.DataFrame(columns=CHANGE_COLUMNS)
+    changes = changes[changes["run_id"].isin(between) & (changes["scope"] != "finding")][CHANGE_COLUMNS]
+    found = catalog.read_table("MDBATCH_FINDINGS")
+
+    def keys(run_id: str) -> list[tuple[str, str, str]]:
+        if found.empty:
+            return []
+        sel = found[found["run_id"] == run_id]
+        return list(zip(sel["simulation"], sel["kind"], sel["item"], strict=True))
+
+    records, _ = finding_changes(keys(a), keys(last["run_id"]))
+    findings = pd.DataFrame([{"run_id": last["run_id"], **c._asdict()} for c in records], columns=CHANGE_COLUMNS)
+    frames = [f for f in (changes, findings) if not f.empty]
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CHANGE_COLUMNS)
+    out["size"] = out["size"].astype("Int64")
+    return out.sort_values(["scope", "change", "simulation", "item"]).reset_index(drop=True)

@@ -2,10 +2,14 @@
 
 Analysis and artifact names become table names (`ANALYSIS_<name>`, `ARTIFACT_<name>`) only after
 `naming.is_valid_name`; everything else reaches the database as bound parameters, never as SQL.
+Every backend (SQLite, PostgreSQL, CSV) takes its column names, keys and types from here, and
+the Arrow schema of every table (what reads return and writes accept) is derived from the same
+definitions, so the three backends cannot drift apart.
 """
 
 from __future__ import annotations
 
+import pyarrow as pa
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -19,20 +23,30 @@ from sqlalchemy import (
     Text,
 )
 
-from ..errors import InvalidNameError
+from ..errors import InvalidNameError, UsageError
 from ..naming import is_valid_name
 
-SCHEMA_VERSION = 1
+#: Version 2: `ANALYSIS_<name>.data_csv_bytes`, `MDBATCH_FILES.facts`; user-derived strings are unbounded TEXT.
+#: Version 3: run history (`MDBATCH_SIMULATIONS`, `MDBATCH_CHANGES`, `MDBATCH_STAGES`), `MDBATCH_FILES.cache_version`.
+SCHEMA_VERSION = 3
+
+#: Version of what MDBATCH_FILES records as a hash cache (digests, footer facts).
+HASH_CACHE_VERSION = 1
+
+RUN_TABLE = "RUN_DATABASE"
+OVERVIEW_TABLE = "ANALYSIS_OVERVIEW"
+ANALYSIS_PREFIX = "ANALYSIS_"
+ARTIFACT_PREFIX = "ARTIFACT_"
 
 metadata = MetaData()
 
 RUN_DATABASE = Table(
-    "RUN_DATABASE",
+    RUN_TABLE,
     metadata,
-    Column("hash", String(64), primary_key=True),
-    Column("engine", String(64)),
-    Column("parametrization", String(128)),
-    Column("simulation_type", String(128)),
+    Column("hash", Text, primary_key=True),
+    Column("engine", Text),
+    Column("parametrization", Text),
+    Column("simulation_type", Text),
     Column("input_data", Text),
     Column("input_data_type", String(32)),
     Column("directory", Text),
@@ -41,12 +55,12 @@ RUN_DATABASE = Table(
 )
 
 ANALYSIS_OVERVIEW = Table(
-    "ANALYSIS_OVERVIEW",
+    OVERVIEW_TABLE,
     metadata,
-    Column("hash", String(64), primary_key=True),
+    Column("hash", Text, primary_key=True),
     Column("item_type", String(16), primary_key=True),
-    Column("item_name", String(256), primary_key=True),
-    Column("simulation_type", String(128)),
+    Column("item_name", Text, primary_key=True),
+    Column("simulation_type", Text),
     Column("directory", Text),
     Column("status", String(32)),
     Column("row_count", BigInteger),
@@ -69,6 +83,11 @@ FILES = Table(
     Column("xxh3_128", String(32)),
     Column("sha256", String(64)),
     Column("run_id", String(64), nullable=False),
+    #: Parquet footer facts as JSON ({"rows", "columns"}) for registered analyses (the hash cache's).
+    Column("facts", Text),
+    #: The hash cache's version (HASH_CACHE_VERSION) when the digests were taken; the algorithms are
+    #: the column names (xxh3_128, sha256).
+    Column("cache_version", Integer),
 )
 Index("ix_files_digest", FILES.c.size, FILES.c.xxh3_128)
 
@@ -107,6 +126,44 @@ SCANNED = Table(
     Column("simulation", Text, primary_key=True),
 )
 
+#: The current state of each simulation of each root (what change detection compares against).
+SIMULATIONS = Table(
+    "MDBATCH_SIMULATIONS",
+    metadata,
+    Column("root", Text, primary_key=True),
+    Column("simulation", Text, primary_key=True),
+    Column("hash", Text),
+    Column("status", String(32)),
+    Column("run_id", String(64), nullable=False),
+)
+
+#: What each run found changed since the previous one (files, simulations, findings).
+CHANGES = Table(
+    "MDBATCH_CHANGES",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("scope", String(16), primary_key=True),
+    Column("change", String(16), primary_key=True),
+    Column("simulation", Text, primary_key=True),
+    Column("item", Text, primary_key=True),
+    Column("size", BigInteger),
+    Column("digest", String(32)),
+    Column("detail", Text),
+)
+
+#: Per-stage snapshots of each run: discover, scan, write, changes.
+STAGES = Table(
+    "MDBATCH_STAGES",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("stage", String(16), primary_key=True),
+    Column("items", BigInteger),
+    Column("bytes", BigInteger),
+    Column("elapsed_ms", BigInteger),
+    Column("errors", BigInteger),
+    Column("detail", Text),
+)
+
 SCHEMA_INFO = Table(
     "MDBATCH_SCHEMA",
     metadata,
@@ -114,31 +171,40 @@ SCHEMA_INFO = Table(
     Column("value", Text, nullable=False),
 )
 
+#: The fixed tables, in creation order.
+FIXED_TABLES: tuple[Table, ...] = tuple(metadata.sorted_tables)
+_FIXED = {t.name: t for t in FIXED_TABLES}
+
+#: Column that must be non-NULL for a row to count as already pushed (`--diff`, duplicate check).
+#: An audit records each analysis without its data; a later push fills `data_csv` in.
+PRESENT_COLUMN = {"analysis": "data_csv_bytes"}
+
 
 def analysis_table(name: str, meta: MetaData | None = None) -> Table:
     """The `ANALYSIS_<name>` table (one row per simulation hash)."""
     return Table(
-        f"ANALYSIS_{_checked(name)}",
+        f"{ANALYSIS_PREFIX}{checked_name(name)}",
         meta if meta is not None else MetaData(),
-        Column("hash", String(64), primary_key=True),
+        Column("hash", Text, primary_key=True),
         Column("directory", Text),
-        Column("simulation_type", String(128)),
+        Column("simulation_type", Text),
         Column("row_count", BigInteger),
         Column("columns", Text),
         Column("data_csv", Text),
         Column("data_path", Text),
         Column("timestamp_utc", DateTime(timezone=True)),
+        Column("data_csv_bytes", BigInteger),
     )
 
 
 def artifact_table(name: str, meta: MetaData | None = None) -> Table:
     """The `ARTIFACT_<name>` table (one row per simulation hash)."""
     return Table(
-        f"ARTIFACT_{_checked(name)}",
+        f"{ARTIFACT_PREFIX}{checked_name(name)}",
         meta if meta is not None else MetaData(),
-        Column("hash", String(64), primary_key=True),
+        Column("hash", Text, primary_key=True),
         Column("directory", Text),
-        Column("simulation_type", String(128)),
+        Column("simulation_type", Text),
         Column("file_count", Integer),
         Column("files", Text),
         Column("checksums", Text),
@@ -146,7 +212,81 @@ def artifact_table(name: str, meta: MetaData | None = None) -> Table:
     )
 
 
-def _checked(name: str) -> str:
+def checked_name(name: str) -> str:
+    """`name` when it may become part of a table name, else InvalidNameError."""
     if not is_valid_name(name):
         raise InvalidNameError(name)
     return name
+
+
+def item_kind(table_name: str) -> str | None:
+    """'analysis' for `ANALYSIS_<name>`, 'artifact' for `ARTIFACT_<name>`, else None."""
+    if table_name == OVERVIEW_TABLE:
+        return None
+    if table_name.startswith(ANALYSIS_PREFIX) and is_valid_name(table_name[len(ANALYSIS_PREFIX):]):
+        return "analysis"
+    if table_name.startswith(ARTIFACT_PREFIX) and is_valid_name(table_name[len(ARTIFACT_PREFIX):]):
+        return "artifact"
+    return None
+
+
+def item_table_name(kind: str, name: str) -> str:
+    """`ANALYSIS_<name>` or `ARTIFACT_<name>` after validating `name`."""
+    prefix = ANALYSIS_PREFIX if kind == "analysis" else ARTIFACT_PREFIX
+    return f"{prefix}{checked_name(name)}"
+
+
+def table_for(name: str) -> Table:
+    """The table definition behind a catalog table name (fixed, `ANALYSIS_<n>` or `ARTIFACT_<n>`).
+
+    Anything else is a UsageError: table names are never taken from input unchecked.
+    """
+    if name in _FIXED:
+        return _FIXED[name]
+    kind = item_kind(name)
+    if kind == "analysis":
+        return analysis_table(name[len(ANALYSIS_PREFIX):])
+    if kind == "artifact":
+        return artifact_table(name[len(ARTIFACT_PREFIX):])
+    for prefix in (ANALYSIS_PREFIX, ARTIFACT_PREFIX):
+        if name.startswith(prefix):
+            raise InvalidNameError(name[len(prefix):])
+    raise UsageError(f"{name!r} is not a catalog table (RUN_DATABASE, ANALYSIS_OVERVIEW, ANALYSIS_<name>, ARTIFACT_<name>, MDBATCH_*)")
+
+
+def key_columns(table: Table) -> tuple[str, ...]:
+    """The columns that identify a row; () for append-only tables with a generated id."""
+    keys = tuple(c.name for c in table.primary_key.columns)
+    if len(keys) == 1 and table.c[keys[0]].autoincrement is True:
+        return ()
+    return keys
+
+
+def present_column(table: Table) -> str | None:
+    """The column whose NULL means "recorded, but not yet pushed" (see PRESENT_COLUMN)."""
+    kind = item_kind(table.name)
+    return PRESENT_COLUMN.get(kind) if kind else None
+
+
+def insert_columns(table: Table) -> list[str]:
+    """The columns a write supplies (generated ids excluded)."""
+    skip = set(table.primary_key.columns.keys()) if not key_columns(table) else set()
+    return [c.name for c in table.columns if c.name not in skip]
+
+
+def arrow_type(column: Column) -> pa.DataType:  # type: ignore[type-arg]
+    """The Arrow type every backend reads and writes for `column`."""
+    kind = column.type
+    if isinstance(kind, (BigInteger, Integer)):
+        return pa.int64()
+    if isinstance(kind, DateTime):
+        return pa.timestamp("us", tz="UTC")
+    if isinstance(kind, LargeBinary):
+        return pa.binary()
+    return pa.string()
+
+
+def arrow_schema(table: Table, columns: list[str] | None = None) -> pa.Schema:
+    """The Arrow schema of `table` (or of the named `columns`, in that order)."""
+    names = columns if columns is not None else [c.name for c in table.columns]
+    return pa.schema([pa.field(n, arrow_type(table.c[n])) for n in names])

@@ -1,250 +1,260 @@
-"""The SQL catalog (SQLAlchemy 2 Core): SQLite by default, PostgreSQL through the same code.
+"""What the SQL catalogs (SQLite and PostgreSQL, through SQLAlchemy 2 Core) have in common.
 
-Bulk writes go through the driver's executemany with tuples (`exec_driver_sql`), one transaction
-per batch: on SQLite that is ~5x faster than Core `insert()` with dicts.
+Schema creation and migration, typed streaming reads, counts, clears and the retry policy live
+here; how a batch of rows reaches the database (executemany of tuples on SQLite, COPY into a
+staging table then `INSERT … ON CONFLICT` on PostgreSQL) is each dialect's `_apply_ops`. Table
+names come only from `schema` (validated, then quoted by the dialect); every value is a bound
+parameter or COPY data, never SQL text.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
-from sqlalchemy import Engine, create_engine, event, inspect, select, text, update
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy import Engine, Table, func, inspect, select, text
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.schema import CreateIndex, CreateTable
 
-from ..errors import CatalogError
-from ..naming import is_valid_name
-from ..records import BatchResult
+from ..errors import CatalogError, DuplicateKeysError, MdbatchError
 from . import schema
-from .base import CatalogBackend, RunInfo
+from .base import CatalogBackend
+from .ops import Op, Upsert, typed
 
-if TYPE_CHECKING:
-    import pandas as pd
+T = TypeVar("T")
 
-_SQLITE_BUSY_S = 60.0
-_RETRIES = 8
-
-
-def parse_ts(value: str | None) -> datetime | None:
-    """An ISO 8601 timestamp as an aware UTC datetime (None stays None; junk becomes None)."""
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+_RETRIES = 10
+#: Parameters per statement in chunked lookups (SQLite's historical limit is 999).
+LOOKUP_PARAMS = 900
 
 
 class SQLCatalog(CatalogBackend):
-    """A catalog in a SQL database reachable through SQLAlchemy."""
+    """A catalog in a SQL database reachable through SQLAlchemy (subclassed per dialect)."""
 
     def __init__(self, url: str) -> None:
-        from . import redact
+        from . import redact, url_password
 
         self.url = url
         self.display_url = redact(url)
+        self._secret = url_password(url)
         self.is_sqlite = url.startswith("sqlite")
         try:
             self.engine: Engine = self._create_engine(url)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
-            raise CatalogError(f"cannot open catalog {self.display_url}: {_one_line(exc)}") from exc
+            raise CatalogError(f"cannot open catalog {self.display_url}: {self._one_line(exc)}") from exc
         self._known_tables: set[str] = set()
         self._schema_ready = False
 
+    # -- dialect hooks --------------------------------------------------------------------------
+
     def _create_engine(self, url: str) -> Engine:
-        if not self.is_sqlite:
-            return create_engine(url, pool_pre_ping=True)
-        engine = create_engine(url, connect_args={"timeout": _SQLITE_BUSY_S})
+        raise NotImplementedError
 
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_S * 1000)}")
-            cur.close()
+    def _write_engine(self) -> Engine:
+        """The engine write transactions run on (SQLite: one that begins IMMEDIATE)."""
+        return self.engine
 
-        return engine
+    def _lock_ddl(self, conn: Any) -> None:
+        """Serialize schema changes between processes (PostgreSQL: an advisory lock)."""
+
+    def _apply_ops(self, conn: Any, ops: Sequence[Op]) -> list[int]:
+        raise NotImplementedError
+
+    def _lookup(
+        self, conn: Any, table: Table, keys: list[str], rows: pa.Table, present: str | None, select: list[str]
+    ) -> list[tuple[Any, ...]]:
+        """Rows (the `select` columns) of `table` equal to a row of `rows` on `keys`, by index lookups."""
+        raise NotImplementedError
+
+    def _retryable(self, exc: DBAPIError) -> bool:
+        return False
 
     # -- schema -------------------------------------------------------------------------------
 
     def init_schema(self, force: bool = False) -> None:
+        if self._schema_ready and not force:
+            return
+
         def run() -> None:
-            with self.engine.begin() as conn:
+            with self._write_engine().begin() as conn:
+                self._lock_ddl(conn)
                 if force:
+                    for name in inspect(conn).get_table_names():
+                        if schema.item_kind(name) is not None:
+                            schema.table_for(name).drop(conn)
                     schema.metadata.drop_all(conn)
-                schema.metadata.create_all(conn)
+                    self._known_tables.clear()
+                self._create(conn, schema.FIXED_TABLES)
                 version = conn.execute(select(schema.SCHEMA_INFO.c.value).where(schema.SCHEMA_INFO.c.key == "schema_version")).scalar()
                 if version is None:
                     conn.execute(schema.SCHEMA_INFO.insert().values(key="schema_version", value=str(schema.SCHEMA_VERSION)))
                 elif int(version) > schema.SCHEMA_VERSION:
                     raise CatalogError(
-                        f"catalog {self.display_url} has schema version {version}, newer than this mdbatch ({schema.SCHEMA_VERSION})"
+                        f"catalog {self.display_url} has schema version {version}, newer than this mdbatch ({schema.SCHEMA_VERSION}); upgrade mdbatch"
+                    )
+                elif int(version) < schema.SCHEMA_VERSION:
+                    self._migrate(conn, int(version))
+                    conn.execute(
+                        schema.SCHEMA_INFO.update().where(schema.SCHEMA_INFO.c.key == "schema_version").values(value=str(schema.SCHEMA_VERSION))
                     )
 
         self._retry(run)
         self._schema_ready = True
 
-    def _ensure_schema(self) -> None:
-        if not self._schema_ready:
-            self.init_schema()
+    def _create(self, conn: Any, tables: Sequence[Table]) -> None:
+        for table in tables:
+            conn.execute(CreateTable(table, if_not_exists=True))
+            for index in sorted(table.indexes, key=lambda i: str(i.name)):
+                conn.execute(CreateIndex(index, if_not_exists=True))
+            self._known_tables.add(table.name)
 
-    def _ensure_item_tables(self, conn: Any, analyses: list[str], artifacts: list[str]) -> None:
-        wanted = [(n, schema.analysis_table) for n in analyses] + [(n, schema.artifact_table) for n in artifacts]
-        for name, factory in wanted:
-            table = factory(name)
-            if table.name not in self._known_tables:
-                table.create(conn, checkfirst=True)
-                self._known_tables.add(table.name)
+    def _migrate(self, conn: Any, version: int) -> None:
+        """Bring a catalog of schema `version` up to `schema.SCHEMA_VERSION` (inside the DDL lock)."""
+        if version < 2:
+            insp = inspect(conn)
+            if "facts" not in {c["name"] for c in insp.get_columns(schema.FILES.name)}:
+                conn.exec_driver_sql(f"ALTER TABLE {self._q(schema.FILES.name)} ADD COLUMN facts TEXT")
+            for name in insp.get_table_names():
+                if schema.item_kind(name) == "analysis":
+                    present = {c["name"] for c in insp.get_columns(name)}
+                    if "data_csv_bytes" not in present:
+                        q = self._q(name)
+                        conn.exec_driver_sql(f"ALTER TABLE {q} ADD COLUMN data_csv_bytes BIGINT")
+                        size = "length(CAST(data_csv AS BLOB))" if self.is_sqlite else "octet_length(data_csv)"
+                        conn.exec_driver_sql(f"UPDATE {q} SET data_csv_bytes = {size} WHERE data_csv IS NOT NULL")
+        if version < 3:  # run history tables are created with the fixed tables; the cache gains a version
+            if "cache_version" not in {c["name"] for c in inspect(conn).get_columns(schema.FILES.name)}:
+                conn.exec_driver_sql(f"ALTER TABLE {self._q(schema.FILES.name)} ADD COLUMN cache_version INTEGER")
 
-    # -- runs ---------------------------------------------------------------------------------
-
-    def begin_run(self, run: RunInfo) -> None:
-        self._ensure_schema()
-
-        def go() -> None:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    schema.RUNS.insert().values(
-                        run_id=run.run_id, command=run.command, root=run.root, arguments=json.dumps(run.arguments, default=str),
-                        host=run.host, version=run.version, catalog=self.display_url,
-                        started_at=parse_ts(run.started_at) or datetime.now(timezone.utc), status="running",
-                    )
-                )
-
-        self._retry(go)
-
-    def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
-        def go() -> None:
-            with self.engine.begin() as conn:
-                if status == "completed":  # resume bookkeeping is only needed for unfinished runs
-                    conn.execute(schema.SCANNED.delete().where(schema.SCANNED.c.run_id == run_id))
-                conn.execute(
-                    update(schema.RUNS)
-                    .where(schema.RUNS.c.run_id == run_id)
-                    .values(status=status, ended_at=datetime.now(timezone.utc), summary=json.dumps(summary, default=str))
-                )
-
-        self._retry(go)
-
-    # -- bulk writes --------------------------------------------------------------------------
-
-    def write_batch(self, run_id: str, root: str, batch: BatchResult) -> None:
-        self._ensure_schema()
-        self._retry(lambda: self._write(run_id, root, batch))
-
-    def _write(self, run_id: str, root: str, batch: BatchResult) -> None:
-        now = self._ts(datetime.now(timezone.utc).isoformat())
-        systems = batch.systems.to_pydict()
-        analyses = batch.analyses.to_pydict()
-        artifacts = batch.artifacts.to_pydict()
-        an_names = sorted({n for n in analyses["name"] if is_valid_name(n)})
-        ar_names = sorted({n for n in artifacts["name"] if is_valid_name(n)})
-        with self.engine.begin() as conn:
-            self._ensure_item_tables(conn, an_names, ar_names)
-            self._upsert(
-                conn, schema.RUN_DATABASE, ["hash"],
-                list(zip(
-                    systems["hash"], systems["engine"], systems["parametrization"], systems["simulation_type"],
-                    systems["input_data"], systems["input_data_type"], systems["path"], systems["status"],
-                    [self._ts(t) for t in systems["scanned_at"]], strict=True,
-                )),
-            )
-            # The overview mirrors each scanned simulation's registry exactly: replace its rows.
-            self._executemany(conn, f"DELETE FROM {self._q('ANALYSIS_OVERVIEW')} WHERE hash = {self._p()}", [(h,) for h in systems["hash"]])
-            overview = [
-                (h, "analysis", n, t, d, s, r, 1, self._ts(u))
-                for h, n, t, d, s, r, u in zip(
-                    analyses["hash"], analyses["name"], analyses["simulation_type"], analyses["directory"],
-                    analyses["status"], analyses["file_rows"], analyses["updated_at"], strict=True,
-                )
-            ] + [
-                (h, "artifact", n, t, d, s, None, c, self._ts(u))
-                for h, n, t, d, s, c, u in zip(
-                    artifacts["hash"], artifacts["name"], artifacts["simulation_type"], artifacts["directory"],
-                    artifacts["status"], artifacts["file_count"], artifacts["updated_at"], strict=True,
-                )
-            ]
-            self._upsert(conn, schema.ANALYSIS_OVERVIEW, ["hash", "item_type", "item_name"], overview)
-            for name in an_names:
-                rows = [
-                    (h, d, t, r, c, None, f".analysis/{fn}", now)
-                    for h, d, t, n, r, c, fn in zip(
-                        analyses["hash"], analyses["directory"], analyses["simulation_type"], analyses["name"],
-                        analyses["file_rows"], analyses["columns"], analyses["filename"], strict=True,
-                    )
-                    if n == name
-                ]
-                self._upsert(conn, schema.analysis_table(name), ["hash"], rows, keep=("data_csv",))
-            for name in ar_names:
-                rows = [
-                    (h, d, t, c, f, s, now)
-                    for h, d, t, n, c, f, s in zip(
-                        artifacts["hash"], artifacts["directory"], artifacts["simulation_type"], artifacts["name"],
-                        artifacts["file_count"], artifacts["files"], artifacts["checksums"], strict=True,
-                    )
-                    if n == name
-                ]
-                self._upsert(conn, schema.artifact_table(name), ["hash"], rows)
-            self._write_files(conn, run_id, root, batch.files, systems["directory"])
-            self._executemany(
-                conn,
-                f"INSERT INTO {self._q('MDBATCH_SCANNED')} (run_id, simulation) VALUES ({self._p(2)}) ON CONFLICT DO NOTHING",
-                [(run_id, d) for d in systems["directory"]],
-            )
-            found = batch.findings.to_pydict()
-            self._executemany(
-                conn,
-                f"INSERT INTO {self._q('MDBATCH_FINDINGS')} (run_id, simulation, kind, item, detail) VALUES ({self._p(5)})",
-                [(run_id, s, k, i, d) for s, k, i, d in zip(found["simulation"], found["kind"], found["item"], found["detail"], strict=True)],
-            )
-
-    def _write_files(self, conn: Any, run_id: str, root: str, files: pa.Table, simulations: list[str]) -> None:
-        """Replace the inventory of every simulation in the batch (vanished files disappear)."""
-        q = self._q("MDBATCH_FILES")
-        self._executemany(conn, f"DELETE FROM {q} WHERE root = {self._p()} AND simulation = {self._p()}", [(root, s) for s in simulations])
-        cols = files.to_pydict()
-        n = files.num_rows
-        rows = list(zip(
-            [root] * n, cols["simulation"], cols["path"], cols["path_raw"], cols["size"], cols["mtime_ns"], cols["ctime_ns"],
-            cols["inode"], cols["device"], cols["xxh3_128"], cols["sha256"], [run_id] * n, strict=True,
-        ))
-        names = "root, simulation, path, path_raw, size, mtime_ns, ctime_ns, inode, device, xxh3_128, sha256, run_id"
-        self._executemany(conn, f"INSERT INTO {q} ({names}) VALUES ({self._p(12)})", rows)
-
-    def _upsert(self, conn: Any, table: Any, keys: list[str], rows: list[tuple[Any, ...]], keep: tuple[str, ...] = ()) -> None:
-        if not rows:
+    def _ensure_tables(self, names: Sequence[str]) -> None:
+        """Create the item tables among `names` that this process has not seen yet (own transaction)."""
+        missing = [n for n in dict.fromkeys(names) if n not in self._known_tables]
+        if not missing:
             return
-        cols = [c.name for c in table.columns]
-        if len(rows[0]) != len(cols):
-            raise CatalogError(f"internal: {table.name} expects {len(cols)} values, got {len(rows[0])}")
-        updates = ", ".join(f"{self._q(c)} = excluded.{self._q(c)}" for c in cols if c not in keys and c not in keep)
-        sql = (
-            f"INSERT INTO {self._q(table.name)} ({', '.join(self._q(c) for c in cols)}) VALUES ({self._p(len(cols))}) "
-            f"ON CONFLICT ({', '.join(self._q(k) for k in keys)}) DO UPDATE SET {updates}"
-        )
-        self._executemany(conn, sql, rows)
 
-    def _executemany(self, conn: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        if rows:
-            conn.exec_driver_sql(sql, rows)
+        def run() -> None:
+            with self._write_engine().begin() as conn:
+                self._lock_ddl(conn)
+                self._create(conn, [schema.table_for(n) for n in missing])
 
-    # -- reading ------------------------------------------------------------------------------
+        self._retry(run)
+
+    def schema_version(self) -> int | None:
+        def go() -> int | None:
+            with self.engine.connect() as conn:
+                if not inspect(conn).has_table(schema.SCHEMA_INFO.name):
+                    return None
+                value = conn.execute(select(schema.SCHEMA_INFO.c.value).where(schema.SCHEMA_INFO.c.key == "schema_version")).scalar()
+            return None if value is None else int(value)
+
+        return self._retry(go)
+
+    def tables(self) -> list[str]:
+        def go() -> list[str]:
+            with self.engine.connect() as conn:
+                names = inspect(conn).get_table_names()
+            return sorted(n for n in names if n in {t.name for t in schema.FIXED_TABLES} or schema.item_kind(n) is not None)
+
+        return self._retry(go)
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def apply(self, ops: Sequence[Op]) -> list[int]:
+        self.init_schema()
+        self._ensure_tables([op.table for op in ops if schema.item_kind(op.table) is not None])
+
+        def run() -> list[int]:
+            with self._write_engine().begin() as conn:
+                return self._apply_ops(conn, ops)
+
+        return self._retry(run)
+
+    def existing_keys(self, table: str, keys: pa.Table) -> pa.Table:
+        definition = schema.table_for(table)
+        names = list(schema.key_columns(definition))
+        return self._match(definition, keys.select(names), names, schema.present_column(definition))
+
+    def rows_matching(self, table: str, match: pa.Table, columns: Sequence[str] | None = None) -> pa.Table:
+        definition = schema.table_for(table)
+        return self._match(definition, match, list(columns) if columns is not None else [c.name for c in definition.columns], None)
+
+    def _match(self, definition: Table, wanted: pa.Table, select: list[str], present: str | None) -> pa.Table:
+        arrow = schema.arrow_schema(definition, select)
+        if wanted.num_rows == 0 or not self._exists(definition.name):
+            return arrow.empty_table()
+        wanted = typed(definition, wanted)
+
+        def go() -> list[tuple[Any, ...]]:
+            with self.engine.connect() as conn:
+                return self._lookup(conn, definition, wanted.column_names, wanted, present, select)
+
+        found = self._retry(go)
+        if not found:
+            return arrow.empty_table()
+        cols = list(zip(*found, strict=True))
+        return pa.Table.from_arrays([_arrow_column(c, f.type) for c, f in zip(cols, arrow, strict=True)], schema=arrow)
+
+    def clear(self, targets: Sequence[tuple[str, Mapping[str, Any]]]) -> list[int]:
+        existing = set(self._table_names())
+
+        def run() -> list[int]:
+            counts = []
+            with self._write_engine().begin() as conn:
+                for name, where in targets:
+                    if name not in existing:
+                        counts.append(0)
+                        continue
+                    table = schema.table_for(name)
+                    counts.append(int(conn.execute(table.delete().where(*self._conditions(table, where))).rowcount or 0))
+            return counts
+
+        return self._retry(run)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def iter_rows(
+        self, table: str, where: Mapping[str, Any] | None = None, columns: Sequence[str] | None = None, chunk_rows: int = 50_000
+    ) -> Iterator[pa.Table]:
+        definition = schema.table_for(table)
+        if not self._exists(table):
+            raise CatalogError(f"catalog {self.display_url} has no table {table} (nothing pushed there yet; `mdbatch init-db` creates the schema)")
+        names = list(columns) if columns is not None else [c.name for c in definition.columns]
+        arrow = schema.arrow_schema(definition, names)
+        keys = [definition.c[k] for k in schema.key_columns(definition)] or list(definition.primary_key.columns)
+        stmt = select(*[definition.c[n] for n in names]).where(*self._conditions(definition, where or {})).order_by(*keys)
+        try:
+            with self.engine.connect() as conn:
+                result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(stmt)
+                for part in result.partitions(chunk_rows):
+                    cols = list(zip(*part, strict=True))
+                    yield pa.Table.from_arrays([_arrow_column(c, f.type) for c, f in zip(cols, arrow, strict=True)], schema=arrow)
+        except SQLAlchemyError as exc:
+            raise CatalogError(f"catalog {self.display_url}: {self._one_line(exc)}") from exc
+
+    def count_rows(self, table: str, where: Mapping[str, Any] | None = None) -> int:
+        definition = schema.table_for(table)
+        if not self._exists(table):
+            return 0
+
+        def go() -> int:
+            with self.engine.connect() as conn:
+                stmt = select(func.count()).select_from(definition).where(*self._conditions(definition, where or {}))
+                return int(conn.execute(stmt).scalar() or 0)
+
+        return self._retry(go)
 
     def duplicate_summary(self, root: str) -> dict[str, int]:
-        q = self._q("MDBATCH_FILES")
+        self.init_schema()
+        q = self._q(schema.FILES.name)
         inode = "device || ':' || inode" if self.is_sqlite else "CAST(device AS TEXT) || ':' || CAST(inode AS TEXT)"
+        mark = self._p()
         sql = (
             f"SELECT COUNT(*), COALESCE(SUM(n), 0), COALESCE(SUM((n_inodes - 1) * size), 0) FROM ("
             f"SELECT size, COUNT(*) AS n, COUNT(DISTINCT {inode}) AS n_inodes FROM {q} "
-            f"WHERE root = {self._p()} AND xxh3_128 IS NOT NULL AND size > 0 GROUP BY size, xxh3_128 "
+            f"WHERE root = {mark} AND xxh3_128 IS NOT NULL AND size > 0 GROUP BY size, xxh3_128 "
             f"HAVING COUNT(*) > 1) AS groups"
         )
 
@@ -253,71 +263,115 @@ class SQLCatalog(CatalogBackend):
                 groups, files, reclaim = conn.exec_driver_sql(sql, (root,)).one()
             return {"groups": int(groups), "files": int(files), "reclaimable_bytes": int(reclaim)}
 
-        self._ensure_schema()
         return self._retry(go)
 
-    def file_inventory(self, root: str, chunk_rows: int = 100_000) -> Iterator[pa.Table]:
-        from ..records import FILES_SCHEMA
-
-        self._ensure_schema()
-        names = [f.name for f in FILES_SCHEMA]
-        sql = f"SELECT {', '.join(names)} FROM {self._q('MDBATCH_FILES')} WHERE root = {self._p()} ORDER BY simulation, path"
-        with self.engine.connect() as conn:
-            result = conn.exec_driver_sql(sql, (root,))
-            while rows := result.fetchmany(chunk_rows):
-                cols = list(zip(*rows, strict=True))
-                yield pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, FILES_SCHEMA, strict=True)], schema=FILES_SCHEMA)
-
-    def scanned_simulations(self, run_id: str) -> set[str]:
-        self._ensure_schema()
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(schema.SCANNED.c.simulation).where(schema.SCANNED.c.run_id == run_id)).all()
-        return {r[0] for r in rows}
-
-    def read_table(self, name: str) -> pd.DataFrame:
-        import pandas as pd
-
-        if not inspect(self.engine).has_table(name):
-            return pd.DataFrame()
-        with self.engine.connect() as conn:
-            return pd.read_sql_query(text(f"SELECT * FROM {self._q(name)}"), conn)
+    def read_table(self, name: str) -> Any:
+        schema.table_for(name)  # a name that is not a catalog table never reaches SQL
+        return super().read_table(name)
 
     def close(self) -> None:
         self.engine.dispose()
 
-    # -- dialect details ----------------------------------------------------------------------
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _exists(self, name: str) -> bool:
+        """Whether table `name` exists (tables seen once are remembered: no catalog query per lookup)."""
+        if name in self._known_tables:
+            return True
+        names = self._table_names()
+        self._known_tables.update(n for n in names if n == name or schema.item_kind(n) is not None)
+        return name in names
+
+    def _table_names(self) -> list[str]:
+        def go() -> list[str]:
+            with self.engine.connect() as conn:
+                return list(inspect(conn).get_table_names())
+
+        return self._retry(go)
+
+    def _conditions(self, table: Table, where: Mapping[str, Any]) -> list[Any]:
+        for name in where:
+            if name not in table.c:
+                raise CatalogError(f"internal: {table.name} has no column {name!r}")
+        return [table.c[k] == v for k, v in where.items()] or [text("1 = 1")]
 
     def _q(self, name: str) -> str:
-        return self.engine.dialect.identifier_preparer.quote(name)
+        return str(self.engine.dialect.identifier_preparer.quote(name))
 
     def _p(self, n: int = 1) -> str:
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         return ", ".join([mark] * n)
 
-    def _ts(self, iso: str | None) -> Any:
-        parsed = parse_ts(iso)
-        if parsed is None or not self.is_sqlite:
-            return parsed
-        # SQLAlchemy's SQLite DateTime storage format, so typed reads round-trip.
-        return parsed.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+    def _set_clause(self, table: Table, op: Upsert, keys: Sequence[str]) -> str:
+        """`col = excluded.col, …` for an upsert's provided non-key columns, honouring `keep`."""
+        q, tq = self._q, self._q(table.name)
+        parts = [f"{q(c)} = excluded.{q(c)}" for c in op.rows.column_names if c not in keys and c not in op.keep]
+        if op.keep:
+            same = " AND ".join(f"{tq}.{q(c)} {self._null_safe_eq()} excluded.{q(c)}" for c in op.keep_if_same) or "1 = 1"
+            parts += [f"{q(c)} = CASE WHEN {same} THEN {tq}.{q(c)} ELSE excluded.{q(c)} END" for c in op.keep]
+        return ", ".join(parts)
 
-    def _retry(self, action: Any) -> Any:
-        """Run `action`, retrying with backoff while SQLite reports the database locked."""
+    def _null_safe_eq(self) -> str:
+        return "IS" if self.is_sqlite else "IS NOT DISTINCT FROM"
+
+    def _upsert_sql(self, table: Table, op: Upsert, source: str) -> str:
+        """`INSERT INTO t (cols) <source> ON CONFLICT …` for one Upsert; `source` is VALUES or SELECT."""
+        keys = schema.key_columns(table)
+        cols = ", ".join(self._q(c) for c in op.rows.column_names)
+        sql = f"INSERT INTO {self._q(table.name)} ({cols}) {source}"
+        if not keys:
+            return sql
+        target = ", ".join(self._q(k) for k in keys)
+        present = schema.present_column(table)
+        if op.on_conflict == "replace":
+            sets = self._set_clause(table, op, keys)
+            return f"{sql} ON CONFLICT ({target}) " + (f"DO UPDATE SET {sets}" if sets else "DO NOTHING")
+        if present is not None:  # fill in rows recorded without data; leave pushed ones alone
+            sets = self._set_clause(table, Upsert(op.table, op.rows), keys)
+            if sets:
+                return f"{sql} ON CONFLICT ({target}) DO UPDATE SET {sets} WHERE {self._q(table.name)}.{self._q(present)} IS NULL"
+        return f"{sql} ON CONFLICT ({target}) DO NOTHING"
+
+    @staticmethod
+    def _check_written(op: Upsert, written: int, expected: int) -> None:
+        if op.on_conflict == "error" and written < expected:
+            raise DuplicateKeysError(expected - written, {op.table: expected - written}, concurrent=True)
+
+    def _one_line(self, exc: BaseException) -> str:
+        msg = str(getattr(exc, "orig", None) or exc).strip()
+        line = msg.splitlines()[0] if msg else type(exc).__name__
+        return line.replace(self._secret, "***") if self._secret else line
+
+    def _retry(self, action: Callable[[], T]) -> T:
+        """Run `action`, retrying with backoff while the database is locked or a transaction must be retried."""
         delay = 0.05
         for attempt in range(_RETRIES):
             try:
                 return action()
-            except OperationalError as exc:
-                locked = "locked" in str(exc).lower() or "busy" in str(exc).lower()
-                if not locked or attempt == _RETRIES - 1:
-                    raise CatalogError(f"catalog {self.display_url}: {_one_line(exc)}") from exc
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+            except MdbatchError:
+                raise
+            except DBAPIError as exc:
+                if not self._retryable(exc) or attempt == _RETRIES - 1:
+                    raise CatalogError(f"catalog {self.display_url}: {self._one_line(exc)}") from exc
             except SQLAlchemyError as exc:
-                raise CatalogError(f"catalog {self.display_url}: {_one_line(exc)}") from exc
-        return None
+                raise CatalogError(f"catalog {self.display_url}: {self._one_line(exc)}") from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        raise CatalogError(f"catalog {self.display_url}: gave up after {_RETRIES} attempts")
 
 
-def _one_line(exc: BaseException) -> str:
-    msg = str(getattr(exc, "orig", None) or exc)
-    return msg.strip().splitlines()[0] if msg.strip() else type(exc).__name__
+def _arrow_column(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
+    if pa.types.is_timestamp(kind):
+        values = [_utc(v) for v in values]
+    return pa.array(values, type=kind)
+
+
+def _utc(value: Any) -> Any:
+    if isinstance(value, str):  # a timestamp SQLite holds as text written by something else
+        from .ops import parse_ts
+
+        return parse_ts(value)
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+

@@ -16,10 +16,14 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import MdbatchError
 from . import audit as _audit
+from . import dedupe as _dedupe
+from . import report as _report
+from . import runs as _runs
+from . import sync as _sync
 from .common import Parser
 
 #: Subcommand modules, in the order `mdbatch --help` lists them.
-MODULES = (_audit,)
+MODULES = (_audit, _runs, _sync, _dedupe, _report)
 
 
 def build_parser() -> argparse.ArgumentParser:

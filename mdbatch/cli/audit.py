@@ -22,7 +22,9 @@ def register(sub: Any) -> None:
     a.add_argument("--findings", metavar="FINDINGS.jsonl", help="write every finding as one JSON object per line")
     a.add_argument("--batch-size", type=positive, help="simulations per task (default: 250, smaller for small campaigns)")
     a.add_argument("--quiet", action="store_true", help="no progress and no human summary")
+    a.add_argument("--report", metavar="REPORT.html", help="write the HTML report of this audit at the end (see `mdbatch report`)")
     a.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted audit of the same root ('last' for the latest)")
+    a.add_argument("--verify", choices=("cache", "full"), default="cache", help="'full' re-reads every file and reports bytes that changed while the stat did not (default: trust the hash cache)")
     a.add_argument("--walk-threads", type=positive, default=1, help="directory listings in flight during discovery (raise on parallel filesystems; default 1)")
     a.add_argument("--io-concurrency", type=positive, default=1, help="files each worker reads at once (threads; 2-4 help on cold or high-latency storage; default 1)")
     add_cluster_args(a)
@@ -64,11 +66,18 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         arguments={k: v for k, v in vars(args).items() if k not in ("func",)},
         resume=args.resume,
         walk_threads=args.walk_threads,
-        options=ScanOptions(io_threads=args.io_concurrency),
+        options=ScanOptions(io_threads=args.io_concurrency, verify=args.verify),
     )
     write_json(args.json, result.summary)
     if not args.quiet:
         print(render_summary(result.summary, result.examples))
+    if args.report:
+        from ..report import write_report
+        from .report import describe
+
+        info = write_report(result.catalog_url_full, args.report, result.run_id)
+        if not args.quiet:
+            print(describe(info))
     if result.summary["outcome"] == "interrupted":
         print(f"error: interrupted; completed batches are saved. Continue with: mdbatch audit {args.root} --resume {result.run_id}", file=sys.stderr)
     return result.exit_code
@@ -95,6 +104,12 @@ def render_summary(summary: dict[str, Any], findings: list[dict[str, Any]] | Non
                 lines.append(f"    {kind:<28} {count}")
                 for f in by_kind.get(kind, [])[:examples]:
                     lines.append(f"      {f['simulation']}: {f['item']} — {f['detail']}")
+    changes = summary.get("changes")
+    if changes:
+        lines.append(f"  changes: {changes['summary']}")
+    cache = summary.get("cache")
+    if cache and cache.get("hits"):
+        lines.append(f"  hash cache: {cache['hits']} unchanged files not read again, {cache['files_read']} read")
     lines.append(f"  catalog: {summary['catalog']}")
     return "\n".join(lines)
 

@@ -91,3 +91,28 @@ def human_bytes(n: int) -> str:
             return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
         size /= 1024
     return f"{n} B"
+
+
+def output_frame(frame: Any, output: str | None, *, max_rows: int = 50) -> None:
+    """A DataFrame as a readable table on stdout, or to `output` as .csv or .json (JSON lines)."""
+    if output:
+        from ..atomic import atomic_write_text
+
+        lower = output.lower()
+        if lower.endswith(".json") or lower.endswith(".jsonl"):
+            atomic_write_text(output, frame.to_json(orient="records", lines=True, date_format="iso", force_ascii=False))
+        elif lower.endswith(".csv"):
+            atomic_write_text(output, frame.to_csv(index=False))
+        else:
+            raise UsageError(f"--output {output!r}: use a .csv or .json file name")
+        print(f"wrote {len(frame)} rows to {output}")
+        return
+    if frame.empty:
+        print("(no rows)")
+        return
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", max_rows, "display.max_columns", 20, "display.width", 160, "display.max_colwidth", 60):
+        print(frame.to_string(index=False, max_rows=max_rows))
+    if len(frame) > max_rows:
+        print(f"... {len(frame)} rows in all; use --output FILE.csv for everything")

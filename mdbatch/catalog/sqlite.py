@@ -1,0 +1,126 @@
+"""The embedded default catalog: SQLite in WAL mode, safe with many writers at once.
+
+Write transactions begin IMMEDIATE (they take the write lock up front, so a transaction that reads
+before it writes cannot fail half-way with SQLITE_BUSY), wait on a 60 s busy timeout, and are
+retried with backoff if SQLite still reports the database locked. Rows go through the driver's
+executemany with tuples, one transaction per batch: ~5x faster than Core `insert()` with dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy.exc import DBAPIError
+
+from . import schema
+from .ops import Delete, Op, Update, dedupe, timestamp_text, typed
+from .sql import LOOKUP_PARAMS, SQLCatalog
+
+BUSY_TIMEOUT_S = 60.0
+CACHE_KIB = 256 * 1024
+MMAP_BYTES = 1 << 30
+
+
+class SQLiteCatalog(SQLCatalog):
+    """A catalog in one SQLite file (`sqlite:///relative.db`, `sqlite:////absolute.db`)."""
+
+    def _create_engine(self, url: str) -> Engine:
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # transactions are begun below, not by sqlite3
+            cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            # Key lookups and index updates touch random pages of a table that outgrows SQLite's 2 MB
+            # default cache: a bigger cache and memory-mapped reads keep them off the syscall path.
+            cur.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            cur.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("mdbatch_write") else "BEGIN")
+
+        self._writer = engine.execution_options(mdbatch_write=True)
+        return engine
+
+    def _write_engine(self) -> Engine:
+        return self._writer
+
+    def _retryable(self, exc: DBAPIError) -> bool:
+        message = str(exc.orig or exc).lower()
+        return "locked" in message or "busy" in message
+
+    def _apply_ops(self, conn: Any, ops: Sequence[Op]) -> list[int]:
+        cur = conn.connection.dbapi_connection.cursor()
+        counts: list[int] = []
+        try:
+            for op in ops:
+                table = schema.table_for(op.table)
+                rows = typed(table, op.rows)
+                if isinstance(op, Delete):
+                    where = " AND ".join(f"{self._q(c)} = ?" for c in rows.column_names)
+                    cur.executemany(f"DELETE FROM {self._q(table.name)} WHERE {where}", _tuples(rows))
+                    counts.append(max(cur.rowcount, 0))
+                    continue
+                keys = schema.key_columns(table)
+                if isinstance(op, Update):
+                    sets = ", ".join(f"{self._q(c)} = ?" for c in rows.column_names if c not in keys)
+                    match = " AND ".join(f"{self._q(k)} = ?" for k in keys)
+                    ordered = rows.select([c for c in rows.column_names if c not in keys] + list(keys))
+                    cur.executemany(f"UPDATE {self._q(table.name)} SET {sets} WHERE {match}", _tuples(ordered))
+                    counts.append(max(cur.rowcount, 0))
+                    continue
+                rows = dedupe(rows, keys, "last" if op.on_conflict == "replace" else "first")
+                if rows.num_rows == 0:
+                    counts.append(0)
+                    continue
+                sql = self._upsert_sql(table, type(op)(op.table, rows, op.on_conflict, op.keep, op.keep_if_same), f"VALUES ({self._p(rows.num_columns)})")
+                cur.executemany(sql, _tuples(rows))
+                written = max(cur.rowcount, 0)
+                self._check_written(op, written, rows.num_rows)
+                counts.append(written)
+        finally:
+            cur.close()
+        return counts
+
+    def _lookup(
+        self, conn: Any, table: Table, keys: list[str], rows: pa.Table, present: str | None, select: list[str]
+    ) -> list[tuple[Any, ...]]:
+        values = list(zip(*[rows[k].to_pylist() for k in keys], strict=True))
+        cols = ", ".join(self._q(k) for k in keys)
+        out = ", ".join(self._q(c) for c in select)
+        cond = f" AND {self._q(present)} IS NOT NULL" if present else ""
+        step = max(1, LOOKUP_PARAMS // len(keys))
+        found: list[tuple[Any, ...]] = []
+        cur = conn.connection.dbapi_connection.cursor()
+        try:
+            for start in range(0, len(values), step):
+                part = values[start : start + step]
+                if len(keys) == 1:
+                    sql = f"SELECT {out} FROM {self._q(table.name)} WHERE {cols} IN ({self._p(len(part))}){cond}"
+                    params: list[Any] = [v[0] for v in part]
+                else:
+                    tuples = ", ".join(f"({self._p(len(keys))})" for _ in part)
+                    sql = f"SELECT {out} FROM {self._q(table.name)} WHERE ({cols}) IN (VALUES {tuples}){cond}"
+                    params = [x for v in part for x in v]
+                found.extend(tuple(r) for r in cur.execute(sql, params).fetchall())
+        finally:
+            cur.close()
+        return found
+
+
+def _tuples(rows: pa.Table) -> list[tuple[Any, ...]]:
+    """Rows as tuples for executemany; timestamps in SQLAlchemy's SQLite DateTime text format (UTC)."""
+    cols = []
+    for column in rows.columns:
+        if pa.types.is_timestamp(column.type):
+            column = timestamp_text(column)
+        cols.append(column.to_pylist())
+    return list(zip(*cols, strict=True))

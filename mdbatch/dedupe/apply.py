@@ -1,0 +1,444 @@
+"""The journaled executor: carries out planned link sets without ever changing what a path reads.
+
+`linkplan.py` re-checks each group and splits it into verified link sets. Here, a chunk of link
+sets is journaled (intents fsync'd once per chunk, and store references before that), then carried
+out: store objects and read-only bits first, then every path: a last-moment stat check against the
+scan, the kept copy linked to a temporary name in the same directory (and checked to be the kept
+inode), and ``os.replace`` over the path. Links run on a few threads (link and rename latency
+overlaps); each thread has its own directory descriptors. See `journal.py` for the record format
+and `recover.py` for what happens after a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import stat
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..atomic import fsync_dir
+from .fsops import FICLONE, ReflinkUnsupported, RootFS, copy_range, link_max, same_bytes, split_rel
+from .journal import Journal
+from .linkplan import LinkPlanner, LinkSet, Member
+from .listing import TMP_PREFIX
+from .model import LINK_KINDS, ApplyOptions, ApplyResult, DuplicateGroup
+from .store import Ref, Store
+
+#: Called at each step of the apply with its name; tests use it to crash at chosen moments.
+Hook = Callable[[str], None]
+
+
+class Executor:
+    """Applies link sets under one root with a journal; one instance per apply run."""
+
+    def __init__(self, root: str, options: ApplyOptions, run_id: str, hook: Hook | None = None) -> None:
+        if options.link not in LINK_KINDS:
+            raise ValueError(f"link must be one of {LINK_KINDS}, got {options.link!r}")
+        self.root = root
+        self.options = options
+        self.kind = options.link
+        self.hook = hook or (lambda _step: None)
+        self.result = ApplyResult(run_id, options.dry_run, options.link, options.store)
+        self.store = Store.open(options.store, create=not options.dry_run, planning=options.dry_run) if options.store else None
+        self.fs = RootFS(root)
+        self.journal: Journal | None = None
+        self.token = secrets.token_hex(4)
+        self._seq = 0
+        self._touched: set[tuple[int, int]] = set()
+        self._linked_groups: set[tuple[str, int]] = set()
+        self._main_thread = threading.get_ident()
+        self._local = threading.local()
+        self._fs_lock = threading.Lock()
+        self._thread_fs: list[RootFS] = []
+        self._pool = ThreadPoolExecutor(options.threads, thread_name_prefix="mdbatch-apply") if options.threads > 1 and not options.dry_run else None
+        self.link_max = options.link_max or link_max(root)
+        self.planner = LinkPlanner(self.fs, options, self.kind, self.store, self.link_max, self.result)
+
+    # -- driving ------------------------------------------------------------------------------
+
+    def run(self, groups: Iterable[DuplicateGroup]) -> ApplyResult:
+        """Apply every group; the journal is closed on success and recovered in place on failure."""
+        started = time.perf_counter()
+        try:
+            if self.store is not None and not self.options.dry_run:
+                self.store.lock()
+            if self.kind == "reflink" and not self.options.dry_run and not self._reflink_works():
+                self.result.messages.append("reflink is not supported on this filesystem; falling back to hardlinks")
+                self.kind = "hardlink"
+                self.result.link = "hardlink"
+            self.planner = LinkPlanner(self.fs, self.options, self.kind, self.store, self.link_max, self.result)
+            if not self.options.dry_run:
+                header = {"op": "apply", "link": self.kind, "store": self.store.path if self.store else None, "writable": self.options.writable}
+                self.journal = Journal(self.root, self.result.run_id, header)
+                self.result.journal = self.journal.path
+            chunk: list[LinkSet] = []
+            pending = 0
+            for group in groups:
+                self.result.groups += 1
+                for ls in self.planner.plan(group):
+                    chunk.append(ls)
+                    pending += len(ls.actions) + 1
+                if pending >= self.options.chunk_actions:
+                    self._flush(chunk)
+                    chunk, pending = [], 0
+            self._flush(chunk)
+            if self.journal is not None:
+                self.result.journal = self.journal.close("completed")
+                self.journal = None
+        except BaseException:
+            self._abort()
+            raise
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+            for fs in [self.fs, *self._thread_fs]:
+                fs.close()
+            if self.store is not None:
+                self.store.unlock()
+            self.result.elapsed_s = time.perf_counter() - started
+        return self.result
+
+    def _abort(self) -> None:
+        """Leave a consistent tree after an exception: recover the journal in place."""
+        if self._pool is not None:  # no link may still be in flight while recovery looks
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self.journal is None:
+            return
+        from .recover import recover
+
+        self.journal.abandon()
+        path, self.journal = self.journal.path, None
+        report = recover(path)
+        self.result.journal = report.journal
+
+    # -- journaling and acting ----------------------------------------------------------------
+
+    def _flush(self, chunk: list[LinkSet]) -> None:
+        """Journal the intents of a chunk of link sets (one fsync), then carry them out."""
+        if not chunk:
+            return
+        if self.options.dry_run:
+            for ls in chunk:
+                self.planner.describe(ls)
+            return
+        journal = self.journal
+        assert journal is not None
+        refs: list[Ref] = []
+        for ls in chunk:
+            if ls.put is not None:
+                tmp = self.store.tmp_path() if ls.put in ("copy", "reflink") else None  # type: ignore[union-attr]
+                i = journal.new_id()
+                rec = {"t": "put", "id": i, "set": ls.set_id, "src": ls.keeper.ref.rel, "object": ls.obj, "how": ls.put, "tmp": tmp}  # type: ignore[union-attr]
+                journal.write(rec)
+                ls.intents.append((i, rec))
+            if ls.chmod is not None:
+                path, ino, before, after, absolute = ls.chmod
+                i = journal.new_id()
+                rec = {"t": "chmod", "id": i, "set": ls.set_id, "path": path, "ino": ino, "before": before, "after": after, "abs": absolute}
+                journal.write(rec)
+                ls.intents.append((i, rec))
+            target, _absolute = ls.source()
+            for m in ls.actions:
+                i = journal.new_id()
+                self._seq += 1
+                head, _name = split_rel(m.ref.rel)
+                tmp = f"{head}/{TMP_PREFIX}{self.token}-{self._seq}" if head else f"{TMP_PREFIX}{self.token}-{self._seq}"
+                rec = {"t": "link", "id": i, "set": ls.set_id, "path": m.ref.rel, "tmp": tmp, "kind": ls.kind,
+                       "target": self.planner.symlink_text(ls, m) if ls.kind == "symlink" else target,
+                       "target_ino": ls.target_ino, "old_ino": m.st.st_ino, "old_dev": m.st.st_dev}
+                journal.write_link(rec)
+                ls.intents.append((i, rec))
+            if self.store is not None:
+                refs.extend(Ref(ls.group.digest, os.path.join(self.root, m.ref.rel), ls.kind) for m in ls.members)
+        if self.store is not None:
+            self.store.add_refs(refs)
+        journal.sync()
+        self.hook("synced")
+        self._execute(chunk)
+        journal.sync()
+
+    def _execute(self, chunk: list[LinkSet]) -> None:
+        """Carry out a journaled chunk: objects and read-only bits first, then every link, in parallel."""
+        jobs: list[tuple[LinkSet, list[tuple[int, dict[str, Any], Member]]]] = []
+        sources: dict[int, int] = {}
+        for ls in chunk:
+            links = self._begin_set(ls)
+            if links is None:
+                continue
+            # Paths sharing an old inode go to one job, in order: unlinking one moves the others' ctime.
+            by_inode: dict[int, list[tuple[int, dict[str, Any], Member]]] = defaultdict(list)
+            for item in links:
+                by_inode[item[2].st.st_ino].append(item)
+            jobs.extend((ls, items) for items in by_inode.values())
+            if ls.kind == "reflink":
+                sources[ls.set_id] = self._reflink_source(ls)
+        per_set: dict[int, list[tuple[int, Member, str | None]]] = defaultdict(list)
+        try:
+            if self._pool is not None and len(jobs) > 1:
+                # A few tasks per thread, each a slice of jobs: one future per slice, not per path.
+                n = min(len(jobs), 4 * self.options.threads)
+                slices = [jobs[k::n] for k in range(n)]
+                for part in self._pool.map(lambda sl: self._link_jobs(sl, sources), slices):
+                    for set_id, results in part:
+                        per_set[set_id].extend(results)
+            else:
+                for set_id, results in self._link_jobs(jobs, sources):
+                    per_set[set_id].extend(results)
+        finally:
+            for fd in sources.values():
+                os.close(fd)
+        for ls in chunk:
+            if ls.set_id in per_set:
+                self._finish_set(ls, per_set[ls.set_id])
+
+    def _begin_set(self, ls: LinkSet) -> list[tuple[int, dict[str, Any], Member]] | None:
+        """Create the store object and set the read-only bit of a set; its link jobs, or None to skip it."""
+        journal = self.journal
+        assert journal is not None
+        records = iter(ls.intents)
+        if ls.put is not None:
+            i, rec = next(records)
+            reason = self._put(ls, rec)
+            if reason is not None:
+                for j, _r in [(i, rec), *records]:
+                    journal.write({"t": "skip", "id": j, "reason": reason})
+                self.planner.skip(ls.group, reason, [m.ref.rel for m in ls.members])
+                return None
+            journal.done(i)
+            self.result.objects_created += 1
+            if ls.put == "link" and ls.keeper is not None:  # a new name: the kept inode's ctime moved
+                self._touched.add((ls.keeper.st.st_dev, ls.keeper.st.st_ino))
+            self.hook("put")
+        if ls.chmod is not None:
+            i, _rec = next(records)
+            if not self._chmod(ls):
+                for j, _r in [(i, _rec), *records]:
+                    journal.write({"t": "skip", "id": j, "reason": "kept copy changed"})
+                self.planner.skip(ls.group, "kept copy changed before linking", [ls.chmod[0]])
+                return None
+            journal.done(i)
+            if ls.keeper is not None:
+                self._touched.add((ls.keeper.st.st_dev, ls.keeper.st.st_ino))
+            self.hook("chmod")
+        return [(i, rec, m) for (i, rec), m in zip(records, ls.actions, strict=True)]
+
+    def _link_jobs(self, jobs: list[tuple[LinkSet, list[tuple[int, dict[str, Any], Member]]]], sources: dict[int, int]) -> list[tuple[int, list[tuple[int, Member, str | None]]]]:
+        """Link the paths of some jobs (one job: the paths of one old inode, in order); runs on a worker
+        thread with its own directory descriptors. Returns (set id, [(intent id, member, reason)])."""
+        fs = self._fs()
+        keepers: dict[int, tuple[int, str] | str | None] = {}
+        out: list[tuple[int, list[tuple[int, Member, str | None]]]] = []
+        for ls, items in jobs:
+            if ls.set_id not in keepers:
+                # The kept copy's directory, resolved once (None: links come from a store object).
+                try:
+                    keepers[ls.set_id] = fs.at(ls.keeper.ref.rel) if ls.kind == "hardlink" and ls.obj is None and ls.keeper is not None else None
+                except OSError as exc:
+                    keepers[ls.set_id] = f"link failed: {exc.strerror or exc}"
+            keeper_at = keepers[ls.set_id]
+            results: list[tuple[int, Member, str | None]] = []
+            touched = False
+            for i, rec, m in items:
+                reason = keeper_at if isinstance(keeper_at, str) else self._link_one(fs, ls, m, rec, sources.get(ls.set_id, -1), touched, keeper_at)
+                touched = touched or reason is None
+                results.append((i, m, reason))
+                if reason is None:
+                    self.hook("replaced")
+            out.append((ls.set_id, results))
+        return out
+
+    def _finish_set(self, ls: LinkSet, results: list[tuple[int, Member, str | None]]) -> None:
+        journal = self.journal
+        assert journal is not None
+        linked = 0
+        freed: Counter[int] = Counter()
+        for i, m, reason in sorted(results, key=lambda r: r[0]):
+            if reason is None:
+                journal.done(i)
+                linked += 1
+                freed[m.st.st_ino] += 1
+                self._touched.add((m.st.st_dev, m.st.st_ino))
+            else:
+                journal.write({"t": "skip", "id": i, "reason": reason})
+                if reason.startswith("changed"):
+                    self.result.changed.append(m.ref.rel)
+                self.planner.skip(ls.group, reason, [m.ref.rel])
+        if linked == 0 and ls.chmod is not None:
+            self._restore_chmod(ls)
+        self.result.links += linked
+        self.result.link_sets += 1 if linked else 0
+        if linked and (ls.group.digest, ls.group.size) not in self._linked_groups:
+            self._linked_groups.add((ls.group.digest, ls.group.size))
+            self.result.groups_linked += 1
+        nlinks = {m.st.st_ino: m.st.st_nlink for m in ls.actions}
+        self.result.bytes_reclaimed += sum(ls.group.size for ino, n in freed.items() if n >= nlinks[ino])
+
+    def _fs(self) -> RootFS:
+        """This thread's directory descriptors (never shared: an evicted descriptor could be reused)."""
+        if threading.get_ident() == self._main_thread:
+            return self.fs
+        fs: RootFS | None = getattr(self._local, "fs", None)
+        if fs is None:
+            fs = RootFS(self.root, cache_size=max(16, self.fs.cache_size // max(1, self.options.threads)))
+            self._local.fs = fs
+            with self._fs_lock:
+                self._thread_fs.append(fs)
+        return fs
+
+    def _link_one(self, fs: RootFS, ls: LinkSet, m: Member, rec: dict[str, Any], src_fd: int, touched: bool,
+                  keeper_at: tuple[int, str] | None) -> str | None:
+        """Replace one path by a link; None on success, else why it was left alone."""
+        try:
+            head, name = split_rel(m.ref.rel)
+            dfd = fs.dirfd(head)
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except OSError:
+            return "changed since the scan (vanished)"
+        touched = touched or (m.st.st_dev, m.st.st_ino) in self._touched
+        if not (stat.S_ISREG(st.st_mode) and st.st_ino == m.st.st_ino and st.st_size == m.st.st_size
+                and st.st_mtime_ns == m.st.st_mtime_ns and (touched or st.st_ctime_ns == m.st.st_ctime_ns)):
+            return "changed since the scan"
+        tmp = split_rel(rec["tmp"])[1]
+        try:
+            if ls.kind == "hardlink":
+                if keeper_at is not None:
+                    os.link(keeper_at[1], tmp, src_dir_fd=keeper_at[0], dst_dir_fd=dfd, follow_symlinks=False)
+                else:
+                    os.link(ls.obj, tmp, dst_dir_fd=dfd, follow_symlinks=False)  # type: ignore[arg-type]
+                t = os.stat(tmp, dir_fd=dfd, follow_symlinks=False)
+                if t.st_ino != ls.target_ino or t.st_size != ls.group.size or t.st_mtime_ns != ls.target_mtime_ns:
+                    os.unlink(tmp, dir_fd=dfd)
+                    return "kept copy changed before linking"
+            elif ls.kind == "symlink":
+                os.symlink(rec["target"], tmp, dir_fd=dfd)
+            else:
+                fs.reflink(src_fd, rec["tmp"], m.st)
+            self.hook("tmp")
+            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dfd)
+            return f"link failed: {exc.strerror or exc}"
+        return None
+
+    def _put(self, ls: LinkSet, rec: dict[str, Any]) -> str | None:
+        """Create the store object of a link set from its kept copy; None on success, else why not."""
+        assert self.store is not None and ls.keeper is not None and ls.obj is not None
+        obj = self.store.ensure_shard(ls.group.digest)
+        if ls.put == "link":
+            try:
+                dfd, name = self.fs.at(ls.keeper.ref.rel)
+                os.link(name, obj, src_dir_fd=dfd, follow_symlinks=False)
+                st = os.lstat(obj)
+            except OSError as exc:
+                return f"store object not created: {exc.strerror or exc}"
+            if st.st_ino != ls.keeper.st.st_ino or st.st_mtime_ns != ls.keeper.st.st_mtime_ns:
+                os.unlink(obj)
+                return "kept copy changed before it was stored"
+            return None
+        tmp = rec["tmp"]
+        try:
+            src = self.fs.open_read(ls.keeper.ref.rel)
+            try:
+                if not ls.keeper.ref.same_stat(os.fstat(src)):
+                    return "kept copy changed before it was stored"
+                fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                try:
+                    if ls.put == "reflink":
+                        fcntl.ioctl(fd, FICLONE, src)
+                    else:
+                        copy_range(src, fd, ls.group.size)
+                    os.fsync(fd)  # the copy's bytes are on disk before any path points at them
+                    if not same_bytes(src, fd, ls.group.size):
+                        raise OSError(f"the copy in the store does not read back identical ({tmp})")
+                    os.fchmod(fd, 0o444)
+                    ost = os.fstat(fd)
+                finally:
+                    os.close(fd)
+            finally:
+                os.close(src)
+            os.link(tmp, obj)  # never replaces an object that appeared meanwhile
+            os.unlink(tmp)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            return f"store object not created: {exc.strerror or exc}"
+        ls.target_ino, ls.target_dev, ls.target_mtime_ns = ost.st_ino, ost.st_dev, ost.st_mtime_ns
+        fsync_dir(os.path.dirname(obj))
+        return None
+
+    def _chmod(self, ls: LinkSet) -> bool:
+        assert ls.chmod is not None
+        path, ino, _before, after, absolute = ls.chmod
+        try:
+            if absolute:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    if os.fstat(fd).st_ino != ino:
+                        return False
+                    os.fchmod(fd, after)
+                    return True
+                finally:
+                    os.close(fd)
+            return self.fs.fchmod_checked(path, ino, after)
+        except OSError:
+            return False
+
+    def _restore_chmod(self, ls: LinkSet) -> None:
+        assert ls.chmod is not None
+        path, ino, before, _after, absolute = ls.chmod
+        try:
+            if absolute:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    if os.fstat(fd).st_ino == ino:
+                        os.fchmod(fd, before)
+                finally:
+                    os.close(fd)
+            else:
+                self.fs.fchmod_checked(path, ino, before)
+        except OSError:
+            pass
+
+    def _reflink_source(self, ls: LinkSet) -> int:
+        path, absolute = ls.source()
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC) if absolute else self.fs.open_read(path)
+
+    def _reflink_works(self) -> bool:
+        """Probe FICLONE once in the journal directory (on the root's filesystem)."""
+        from .journal import journal_dir
+
+        d = journal_dir(self.root)
+        os.makedirs(d, exist_ok=True)
+        src_path = os.path.join(d, f".probe-{self.token}-src")
+        dst_rel = os.path.relpath(os.path.join(d, f".probe-{self.token}-dst"), self.root)
+        try:
+            with open(src_path, "wb") as handle:
+                handle.write(b"mdbatch reflink probe\n")
+            src = os.open(src_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                self.fs.reflink(src, dst_rel, os.fstat(src))
+                self.fs.unlink(dst_rel)
+                return True
+            except ReflinkUnsupported:
+                return False
+            finally:
+                os.close(src)
+        finally:
+            try:
+                os.unlink(src_path)
+            except OSError:
+                pass
+
+def apply_groups(root: str, groups: Iterable[DuplicateGroup], options: ApplyOptions, run_id: str, hook: Hook | None = None) -> ApplyResult:
+    """Link the duplicates of `groups` under `root` (see the module docstring); the caller holds the root lock."""
+    return Executor(root, options, run_id, hook).run(groups)
+
+

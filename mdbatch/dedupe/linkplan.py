@@ -1,0 +1,270 @@
+"""Turning one duplicate group into verified link sets: the planning half of the apply.
+
+Just before acting, every path of a group is re-stat'ed against the scan (any change skips the
+whole group); the group is split into link sets whose paths may share one inode (same device; for
+hardlinks and symlinks also the same owner and mode, write bits aside, since linked paths show the
+kept inode's); a kept copy is chosen (the inode with most names here); and the bytes of every other
+inode are compared with it, or with the store object, in full: a fast-hash match is never proof.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..paths import display
+from .fsops import RootFS, read_all, same_bytes, split_rel
+from .model import ApplyOptions, ApplyResult, DuplicateGroup, FileRef
+from .store import Store
+
+_SMALL = 1 << 20
+WRITE_BITS = 0o222
+
+
+@dataclass(slots=True)
+class Member:
+    """A path of a group as the scan saw it (`ref`) and as it was re-stat'ed just before acting (`st`)."""
+
+    ref: FileRef
+    st: os.stat_result
+
+
+@dataclass(slots=True)
+class LinkSet:
+    """Paths of one group that will share one inode (or point to one object)."""
+
+    set_id: int
+    group: DuplicateGroup
+    kind: str
+    keeper: Member | None  # the campaign copy kept (None: an existing store object is kept)
+    actions: list[Member]  # paths to replace by links
+    members: list[Member] = field(default_factory=list)  # every path of the set (store references)
+    target_ino: int = 0
+    target_dev: int = 0
+    target_mtime_ns: int = 0
+    obj: str | None = None  # absolute store object path
+    put: str | None = None  # how to create the object: "link" | "copy" | "reflink" (None: exists)
+    chmod: tuple[str, int, int, int, bool] | None = None  # (path, ino, before, after, absolute)
+    intents: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+
+    def source(self) -> tuple[str, bool]:
+        """(path, absolute?) of the bytes links point to: the store object, else the kept copy."""
+        if self.obj is not None:
+            return self.obj, True
+        assert self.keeper is not None
+        return self.keeper.ref.rel, False
+
+
+class LinkPlanner:
+    """Plans (and, for a dry run, describes) the link sets of each group; never modifies anything."""
+
+    def __init__(self, fs: RootFS, options: ApplyOptions, kind: str, store: Store | None, link_max: int, result: ApplyResult) -> None:
+        self.fs = fs
+        self.options = options
+        self.kind = kind
+        self.store = store
+        self.link_max = link_max
+        self.result = result
+        self._sets = 0
+
+    def _eligible(self, ref: FileRef) -> bool:
+        statuses = self.options.statuses
+        return statuses is None or ref.status in statuses
+
+    def skip(self, group: DuplicateGroup, reason: str, paths: Iterable[str]) -> None:
+        self.result.skipped.append({"digest": group.digest, "size": group.size, "reason": reason, "paths": [display(p) for p in paths]})
+
+    def plan(self, group: DuplicateGroup) -> list[LinkSet]:
+        """Re-check a group against the scan and split it into verified link sets."""
+        eligible = [m for m in group.members if self._eligible(m)]
+        self.result.ineligible_paths += len(group.members) - len(eligible)
+        if len(eligible) < 2:
+            return []
+        fresh: list[Member] = []
+        changed: list[str] = []
+        for ref in eligible:
+            try:
+                st = self.fs.lstat(ref.rel)
+            except OSError:
+                changed.append(ref.rel)
+                continue
+            if not stat.S_ISREG(st.st_mode) or not ref.same_stat(st):
+                changed.append(ref.rel)
+            else:
+                fresh.append(Member(ref, st))
+        if changed:
+            self.result.changed.extend(changed)
+            self.skip(group, "changed since the scan", changed)
+            return []
+        parts: dict[tuple[int, ...], list[Member]] = defaultdict(list)
+        for m in fresh:
+            parts[self._partition(m.st)].append(m)
+        sets: list[LinkSet] = []
+        for members in parts.values():
+            if len(members) < 2 and self.store is None:
+                continue
+            sets.extend(self._plan_set(group, members))
+        return sets
+
+    def _partition(self, st: os.stat_result) -> tuple[int, ...]:
+        if self.kind == "reflink":
+            return (st.st_dev,)
+        mask = 0o7777 if self.options.writable else 0o7777 & ~WRITE_BITS
+        return (st.st_dev, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode) & mask)
+
+    def _plan_set(self, group: DuplicateGroup, members: list[Member]) -> list[LinkSet]:
+        per_inode = Counter(m.st.st_ino for m in members)
+        # Keep the inode that already has the most names here (fewest renames), then the first path.
+        best = max(range(len(members)), key=lambda k: (per_inode[members[k].st.st_ino], members[k].st.st_nlink, -k))
+        keeper = members[best]
+        if self.store is not None:
+            return self._plan_store_set(group, members, keeper)
+        actions = [m for m in members if m.st.st_ino != keeper.st.st_ino]
+        if not actions:
+            return []
+        sets: list[LinkSet] = []
+        kept, pending = keeper, actions
+        # One inode holds at most link_max names: when the kept copy is full, the next copy stays
+        # as it is and becomes the kept copy of the paths after it.
+        room = self.link_max - kept.st.st_nlink if self.kind == "hardlink" else len(pending)
+        while pending:
+            if room <= 0:
+                kept, pending = pending[0], pending[1:]
+                pending = [m for m in pending if m.st.st_ino != kept.st.st_ino]
+                room = self.link_max - kept.st.st_nlink
+                continue
+            batch, pending = pending[:room], pending[room:]
+            ls = LinkSet(self._new_set(), group, self.kind, kept, batch, members=[kept, *batch],
+                          target_ino=kept.st.st_ino, target_dev=kept.st.st_dev, target_mtime_ns=kept.st.st_mtime_ns)
+            if not self._verify(ls, [kept, *batch], kept):
+                return sets
+            self._plan_chmod(ls, kept.ref.rel, kept.st, absolute=False)
+            sets.append(ls)
+            room = 0
+        return sets
+
+    def _plan_store_set(self, group: DuplicateGroup, members: list[Member], keeper: Member) -> list[LinkSet]:
+        assert self.store is not None
+        obj = self.store.object_path(group.digest)
+        same_dev = keeper.st.st_dev == self.store.device
+        if self.kind in ("hardlink", "reflink") and not same_dev:
+            self.skip(group, f"the store is on another device than these files: use --link symlink to store them ({self.kind} cannot cross devices)", [m.ref.rel for m in members])
+            return []
+        try:
+            ost: os.stat_result | None = os.lstat(obj)
+        except FileNotFoundError:
+            ost = None
+        ls = LinkSet(self._new_set(), group, self.kind, keeper, [], members=members, obj=obj)
+        if ost is not None:
+            if not stat.S_ISREG(ost.st_mode) or ost.st_size != group.size:
+                self.skip(group, "the store holds a different file under this digest", [m.ref.rel for m in members])
+                return []
+            ls.target_ino, ls.target_dev, ls.target_mtime_ns = ost.st_ino, ost.st_dev, ost.st_mtime_ns
+            if not self._verify(ls, members, None, obj_fd_path=obj):
+                return []
+        else:
+            ls.put = "link" if self.kind in ("hardlink", "symlink") and same_dev else "reflink" if self.kind == "reflink" else "copy"
+            if ls.put == "link":
+                ls.target_ino, ls.target_dev, ls.target_mtime_ns = keeper.st.st_ino, keeper.st.st_dev, keeper.st.st_mtime_ns
+            if not self._verify(ls, members, keeper):
+                return []
+        if self.kind == "hardlink":
+            ls.actions = [m for m in members if m.st.st_ino != ls.target_ino]
+        else:
+            ls.actions = list(members)
+        limit = self.link_max - 1 - (ost.st_nlink if ost is not None else keeper.st.st_nlink)
+        if self.kind == "hardlink" and len(ls.actions) > limit:
+            over = ls.actions[max(0, limit):]
+            ls.actions = ls.actions[: max(0, limit)]
+            self.skip(group, f"object reached the link limit ({self.link_max}); these paths stay as they are", [m.ref.rel for m in over])
+        if ls.put == "link" or ost is not None:
+            target_mode = stat.S_IMODE((ost or keeper.st).st_mode)
+            if target_mode & WRITE_BITS:
+                ls.chmod = (obj if ost is not None else keeper.ref.rel, ls.target_ino, target_mode, target_mode & ~WRITE_BITS, ost is not None)
+        if not ls.actions and ls.put is None:
+            return []
+        return [ls]
+
+    def _plan_chmod(self, ls: LinkSet, rel: str, st: os.stat_result, absolute: bool) -> None:
+        if self.options.writable or self.kind == "reflink":
+            return
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & WRITE_BITS:
+            ls.chmod = (rel, st.st_ino, mode, mode & ~WRITE_BITS, absolute)
+
+    def _new_set(self) -> int:
+        self._sets += 1
+        return self._sets
+
+    def _verify(self, ls: LinkSet, members: list[Member], keeper: Member | None, obj_fd_path: str | None = None) -> bool:
+        """Compare the bytes of every distinct inode with the reference copy (kept file or store object)."""
+        group = ls.group
+        try:
+            ref_fd = os.open(obj_fd_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC) if obj_fd_path else self.fs.open_read(keeper.ref.rel)  # type: ignore[union-attr]
+        except OSError as exc:
+            self.skip(group, f"kept copy unreadable: {exc.strerror or exc}", [m.ref.rel for m in members])
+            return False
+        try:
+            rst = os.fstat(ref_fd)
+            if keeper is not None and obj_fd_path is None and not keeper.ref.same_stat(rst):
+                self.result.changed.append(keeper.ref.rel)
+                self.skip(group, "changed since the scan", [keeper.ref.rel])
+                return False
+            ref_bytes = read_all(ref_fd, group.size) if group.size <= _SMALL else None
+            if ref_bytes is not None and len(ref_bytes) != group.size:
+                self.skip(group, "kept copy changed size", [m.ref.rel for m in members])
+                return False
+            seen = {rst.st_ino} if obj_fd_path is None else set()
+            for m in members:
+                if m.st.st_ino in seen:
+                    continue
+                seen.add(m.st.st_ino)
+                if not self._same(m, ref_fd, ref_bytes, group.size):
+                    self.skip(group, "content differs from the kept copy (hash collision or changed in place); nothing linked", [m.ref.rel for m in members])
+                    return False
+        finally:
+            os.close(ref_fd)
+        return True
+
+    def _same(self, m: Member, ref_fd: int, ref_bytes: bytes | None, size: int) -> bool:
+        try:
+            fd = self.fs.open_read(m.ref.rel)
+        except OSError:
+            return False
+        try:
+            if not m.ref.same_stat(os.fstat(fd)):
+                return False
+            if ref_bytes is not None:
+                return read_all(fd, size) == ref_bytes
+            return same_bytes(ref_fd, fd, size)
+        finally:
+            os.close(fd)
+
+
+    def symlink_text(self, ls: LinkSet, m: Member) -> str:
+        if ls.obj is not None:
+            return ls.obj
+        assert ls.keeper is not None
+        head, _ = split_rel(m.ref.rel)
+        return os.path.relpath(ls.keeper.ref.rel, head or ".")
+
+
+    def describe(self, ls: LinkSet) -> None:
+        """Dry run: record what would be done for a link set."""
+        target, _absolute = ls.source()
+        if ls.put is not None and ls.keeper is not None:
+            self.result.planned.append({"action": f"store-{ls.put}", "path": display(ls.keeper.ref.rel), "to": display(target)})
+        if ls.chmod is not None:
+            self.result.planned.append({"action": "chmod a-w", "path": display(ls.chmod[0]), "to": oct(ls.chmod[3])})
+        for m in ls.actions:
+            to = self.symlink_text(ls, m) if ls.kind == "symlink" else target
+            self.result.planned.append({"action": ls.kind, "path": display(m.ref.rel), "to": display(to)})
+        self.result.links += len(ls.actions)
+        self.result.link_sets += 1
+        freed = Counter(m.st.st_ino for m in ls.actions)
+        nlinks = {m.st.st_ino: m.st.st_nlink for m in ls.actions}
+        self.result.bytes_reclaimed += sum(ls.group.size for ino, n in freed.items() if n >= nlinks[ino])

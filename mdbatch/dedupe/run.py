@@ -1,0 +1,327 @@
+"""`dedupe`: recover, discover, find duplicates (staged, fanned out), report, and optionally link them.
+
+Order of a run: finish any interrupted apply under the root (journals in `.mdbatch-journal/`),
+walk the campaign for simulation directories, find duplicate groups (see `plan.py`), write the
+groups file, apply if asked (see `apply.py`), and record the run in the catalog when one is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import IO, TYPE_CHECKING, Any
+
+from .. import __version__
+from ..atomic import fsync_dir
+from ..discover import DiscoveryStats, walk_root
+from ..errors import InputError, MdbatchError, UsageError
+from ..paths import display
+from .apply import Hook, apply_groups
+from .digests import DigestSource, InventoryDigests
+from .journal import JOURNAL_DIRNAME, pending_journals, root_lock
+from .model import DEFAULT_STATUSES, LINK_KINDS, ApplyOptions, ApplyResult, DuplicateGroup, FindResult
+from .plan import FindOptions, LocalRunner, Runner, find_duplicates
+from .recover import RecoveryReport, recover_pending, summarize
+
+if TYPE_CHECKING:
+    from ..catalog import CatalogBackend
+    from ..engine import ClusterOptions
+
+#: A stage goes to the Dask cluster when its estimated serial time exceeds this (cluster start-up
+#: and teardown cost about a second; below this the work is done faster in-process).
+CLUSTER_THRESHOLD_S = 2.0
+STATUSES = ("completed", "production", "equilibrated", "build")
+
+
+class Interrupted(MdbatchError):
+    """Stopped by SIGTERM/SIGUSR1; an apply in flight was rolled back to a consistent state."""
+
+    exit_code = 3
+
+
+@dataclass(slots=True)
+class DedupeResult:
+    """A dedupe run: its summary (what `--json` writes), the groups, and the apply result if any."""
+
+    run_id: str
+    summary: dict[str, Any]
+    groups: list[DuplicateGroup]
+    applied: ApplyResult | None = None
+    recovery: list[RecoveryReport] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 done; 1 when something needs a look (groups skipped because files changed or differed,
+        recovery anomalies)."""
+        if self.applied is not None and not self.applied.dry_run and self.applied.skipped:
+            return 1
+        if any(r.anomalies for r in self.recovery):
+            return 1
+        return 0
+
+
+class _Runners:
+    """Picks where each stage runs, starting the Dask cluster only once a stage is worth it."""
+
+    def __init__(self, stack: contextlib.ExitStack, cluster: ClusterOptions | None, mode: str, say: Any) -> None:
+        self.stack = stack
+        self.cluster = cluster
+        self.mode = mode
+        self.say = say
+        self.fan: Any = None
+        self.local = LocalRunner()
+        self.cluster_s = 0.0
+
+    def __call__(self, stage: str, estimate_s: float) -> Runner:
+        if self.fan is not None:
+            return self.fan  # type: ignore[no-any-return]
+        cores = (self.cluster.workers if self.cluster and self.cluster.workers else None) or os.cpu_count() or 1
+        if self.mode == "local" or (self.mode == "auto" and (estimate_s < CLUSTER_THRESHOLD_S or cores < 2)):
+            return self.local
+        from ..engine import ClusterOptions, Fanout
+
+        started = time.monotonic()
+        # Auto mode sizes the cluster to the work (about a worker per half second of it).
+        workers = cores if self.mode == "cluster" else max(1, min(cores, int(estimate_s / 0.5) + 1))
+        # Forked workers must not inherit the client's SIGTERM handler (it raises Interrupted).
+        with _default_signals():
+            self.fan = self.stack.enter_context(Fanout(self.cluster or ClusterOptions(), workers_needed=workers, dashboard=False))
+        self.cluster_s = time.monotonic() - started
+        self.say(f"started a Dask cluster of {self.fan.n_workers} workers for the {stage} stage ({self.cluster_s:.1f}s)")
+        return self.fan  # type: ignore[no-any-return]
+
+    @property
+    def workers(self) -> int:
+        return int(self.fan.n_workers) if self.fan is not None else 1
+
+
+def new_run_id() -> str:
+    """Sortable unique run id (UTC timestamp + random suffix), the journal's name too."""
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def parse_statuses(text: str | None) -> frozenset[str] | None:
+    """`--status completed,production` -> frozenset; 'all' -> None (every status may be modified)."""
+    if text is None:
+        return DEFAULT_STATUSES
+    names = {s.strip() for s in text.split(",") if s.strip()}
+    if "all" in names:
+        return None
+    unknown = names - set(STATUSES)
+    if unknown or not names:
+        raise UsageError(f"--status takes a comma-separated list of {', '.join(STATUSES)} (or 'all'), got {text!r}")
+    return frozenset(names)
+
+
+@contextlib.contextmanager
+def _default_signals() -> Iterator[None]:
+    """Default SIGTERM/SIGUSR1 dispositions for the duration (while worker processes are forked)."""
+    previous: dict[signal.Signals, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        with contextlib.suppress(ValueError):  # not the main thread
+            previous[sig] = signal.signal(sig, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def _signals() -> Iterator[None]:
+    def handler(signum: int, _frame: Any) -> None:
+        raise Interrupted(f"stopped by {signal.Signals(signum).name}; any apply in flight was rolled back")
+
+    previous: dict[signal.Signals, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def dedupe(
+    root: str | os.PathLike[str],
+    *,
+    db: str | None = None,
+    groups_path: str | os.PathLike[str] | None = None,
+    min_size: int = 1,
+    statuses: frozenset[str] | None = DEFAULT_STATUSES,
+    apply: bool = False,
+    link: str = "hardlink",
+    store: str | os.PathLike[str] | None = None,
+    dry_run: bool = False,
+    writable: bool = False,
+    cluster: ClusterOptions | None = None,
+    mode: str = "auto",
+    io_threads: int = 1,
+    digests: DigestSource | None = None,
+    progress: bool = True,
+    log_stream: IO[str] | None = None,
+    arguments: dict[str, Any] | None = None,
+    hook: Hook | None = None,
+    chunk_actions: int = 2048,
+) -> DedupeResult:
+    """Find identical files across the campaign under `root`; link them when `apply` or `store`.
+
+    `mode` is "auto" (in-process for small work, the Dask cluster when a stage is big), "local"
+    or "cluster". Raises MdbatchError for fatal problems; files that changed are reported, never fatal.
+    """
+    started = time.monotonic()
+    top = os.path.abspath(os.fspath(root))
+    if not os.path.isdir(top):
+        raise InputError(f"campaign root {top!r} is not a directory")
+    if link not in LINK_KINDS:
+        raise UsageError(f"--link must be one of {', '.join(LINK_KINDS)}")
+    if store is not None and writable:
+        raise UsageError("--writable cannot be used with --store: store objects are always read-only")
+    if min_size < 0:
+        raise UsageError("--min-size must be >= 0")
+    acting = (apply or store is not None) and not dry_run
+    planning = apply or store is not None or dry_run
+    stream = log_stream or sys.stderr
+
+    def say(message: str) -> None:
+        if progress:
+            stream.write(f"mdbatch dedupe: {message}\n")
+            stream.flush()
+
+    run_id = new_run_id()
+    catalog: CatalogBackend | None = None
+    outcome = "failed"
+    summary: dict[str, Any] = {}
+    recovery: list[RecoveryReport] = []
+    found: FindResult | None = None
+    applied: ApplyResult | None = None
+    runners: _Runners | None = None
+    timings: dict[str, float] = {}
+    with contextlib.ExitStack() as stack:
+        try:
+            if db:
+                from ..catalog import RunInfo, open_catalog
+
+                catalog = open_catalog(db)
+                catalog.begin_run(RunInfo(run_id, "dedupe", top, arguments or {}, socket.gethostname(), __version__, datetime.now(timezone.utc).isoformat()))
+            lock = root_lock(top) if acting else None
+            if lock is not None:
+                stack.callback(lock.release)
+            if dry_run:
+                if pending_journals(top):
+                    say(f"an interrupted apply left {len(pending_journals(top))} journal(s) in {JOURNAL_DIRNAME}/; a run without --dry-run recovers them")
+            else:
+                recovery = recover_pending(top, have_lock=lock is not None)
+                for r in recovery:
+                    say(f"recovered interrupted apply {display(r.journal)}: {r.completed} links kept, {r.rolled_back} rolled back, {r.temps_removed} temporaries removed")
+            t_cat = time.monotonic()
+            if digests is None and catalog is not None:
+                digests = InventoryDigests.from_catalog(catalog, top)
+                say(f"reusing {len(digests)} digests from the audit catalog")
+            timings["catalog_read_s"] = time.monotonic() - t_cat
+            disc = DiscoveryStats()
+            t_disc = time.monotonic()
+            sims = list(walk_root(top, disc))
+            timings["discovery_s"] = time.monotonic() - t_disc
+            runners = _Runners(stack, cluster, mode, say)
+            with _signals():
+                found = find_duplicates(top, sims, runners, FindOptions(min_size=min_size, io_threads=io_threads), digests, say)
+                say(f"{len(found.groups)} groups, {found.duplicate_files} files, {found.reclaimable_bytes} bytes reclaimable")
+                if groups_path:
+                    write_groups(groups_path, found.groups)
+                if planning:
+                    options = ApplyOptions(link=link, store=os.fspath(store) if store is not None else None, writable=writable,
+                                           statuses=statuses, dry_run=not acting, chunk_actions=chunk_actions)
+                    applied = apply_groups(top, found.groups, options, run_id, hook)
+                    verb = "would link" if applied.dry_run else "linked"
+                    say(f"{verb} {applied.links} paths in {applied.groups_linked or applied.link_sets} groups, {applied.bytes_reclaimed} bytes; "
+                        f"{len(applied.skipped)} skipped")
+            outcome = "completed"
+        except Interrupted:
+            outcome = "interrupted"
+            raise
+        finally:
+            summary = _summary(run_id, top, found, applied, recovery, runners, statuses, min_size, dry_run, apply, store, outcome,
+                               timings,
+                               time.monotonic() - started, catalog)
+            if catalog is not None:
+                try:
+                    catalog.finish_run(run_id, outcome, summary)
+                finally:
+                    catalog.close()
+    return DedupeResult(run_id, summary, found.groups if found else [], applied, recovery)
+
+
+def write_groups(path: str | os.PathLike[str], groups: list[DuplicateGroup]) -> None:
+    """Write one JSON object per group per line (digest, size, sorted paths), atomically."""
+    target = os.fspath(path)
+    if target == "-":
+        for g in groups:
+            sys.stdout.write(json.dumps(g.to_json(), ensure_ascii=False) + "\n")
+        return
+    directory = os.path.dirname(os.path.abspath(target))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for g in groups:
+                handle.write(json.dumps(g.to_json(), ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(directory)
+
+
+def _summary(
+    run_id: str, root: str, found: FindResult | None, applied: ApplyResult | None, recovery: list[RecoveryReport],
+    runners: _Runners | None, statuses: frozenset[str] | None, min_size: int, dry_run: bool, apply: bool,
+    store: str | os.PathLike[str] | None, outcome: str, timings: dict[str, float], elapsed: float,
+    catalog: CatalogBackend | None,
+) -> dict[str, Any]:
+    mode = "dry-run" if dry_run else "store" if store is not None else "apply" if apply else "report"
+    stats = found.stats.to_dict() if found else {}
+    out: dict[str, Any] = {
+        "run_id": run_id,
+        "command": "dedupe",
+        "outcome": outcome,
+        "root": root,
+        "mode": mode,
+        "groups": len(found.groups) if found else 0,
+        "duplicate_files": found.duplicate_files if found else 0,
+        "reclaimable_bytes": found.reclaimable_bytes if found else 0,
+        "dedup_ratio": found.dedup_ratio if found else 1.0,
+        "elapsed_s": round(elapsed, 3),
+        "min_size": min_size,
+        "modify_statuses": sorted(statuses) if statuses is not None else "all",
+        "physical_bytes": found.stats.physical_bytes if found else 0,
+        **stats,
+        "workers": runners.workers if runners else None,
+        "catalog": catalog.display_url if catalog is not None else None,
+        "apply": applied.to_dict() if applied else None,
+        "recovery": summarize(recovery) if recovery else None,
+    }
+    t = dict(out.get("timings", {}))
+    t.update({k: round(v, 3) for k, v in timings.items()})
+    if runners is not None and runners.cluster_s:
+        t["cluster_start_s"] = round(runners.cluster_s, 3)
+    if applied is not None:
+        t["apply_s"] = round(applied.elapsed_s, 3)
+    out["timings"] = t
+    return out

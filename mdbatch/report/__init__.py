@@ -1,0 +1,64 @@
+"""The HTML audit report: one self-contained file to look at a campaign instead of reading findings.
+
+`write_report(catalog, path, run)` gathers the run's numbers through the `Catalog` API
+(gather.py), aggregates the plots on the server as inline SVG (svg.py), embeds the tables as
+compact JSON rendered and paginated by a small inline script (assets.py), and writes the page
+(page.py) atomically. The file needs no network access to open.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .gather import ReportData, gather
+from .page import render_html
+
+if TYPE_CHECKING:
+    from ..api import Catalog
+
+__all__ = ["ReportData", "ReportInfo", "gather", "render_html", "write_report"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReportInfo:
+    """What `write_report` wrote: where, how big, which run, and how long gathering and rendering took."""
+
+    path: str
+    bytes: int
+    run_id: str
+    root: str
+    simulations: int
+    findings: int
+    gather_s: float
+    render_s: float
+
+
+def write_report(catalog: Catalog | str | None, path: str | os.PathLike[str], run: str = "last", *, top: int = 20) -> ReportInfo:
+    """Write the report of audit run `run` ('last' = the newest audit) to `path`, atomically.
+
+    `catalog` is a `Catalog`, or a catalog URL (None: $MDBATCH_DB, then the default). `top` is
+    how many duplicate groups the report lists. Raises UsageError when the catalog has no such run.
+    """
+    from ..api import Catalog
+    from ..atomic import atomic_write_bytes
+
+    owned = not isinstance(catalog, Catalog)
+    cat = Catalog(catalog) if not isinstance(catalog, Catalog) else catalog
+    try:
+        t0 = time.perf_counter()
+        data = gather(cat, run, top=top)
+        t1 = time.perf_counter()
+        # backslashreplace: a lone surrogate in a catalog string must not make the page unwritable.
+        page = render_html(data).encode("utf-8", "backslashreplace")
+        t2 = time.perf_counter()
+    finally:
+        if owned:
+            cat.close()
+    atomic_write_bytes(path, page)
+    return ReportInfo(
+        path=os.fspath(path), bytes=len(page), run_id=str(data.run["run_id"]), root=data.root,
+        simulations=data.simulations.total, findings=data.findings.total, gather_s=round(t1 - t0, 3), render_s=round(t2 - t1, 3),
+    )

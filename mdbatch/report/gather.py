@@ -1,0 +1,252 @@
+"""Everything the report shows, gathered from a catalog through the `Catalog` API into plain data.
+
+The headline, findings and changes are those of the chosen audit run; the simulations, storage
+and duplicates are the catalog's current view of the run's root (its latest audit), since the
+inventory is replaced by each audit. Large tables are capped at MAX_TABLE_ROWS rows (the counts
+stay exact); plots are aggregated here, never in the browser.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from ..errors import UsageError
+from ..findings import KINDS
+from .inventory import InventoryStats, inventory_stats
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..api import Catalog
+
+#: Rows embedded per table; a campaign with more simulations or findings gets the first ones and a note.
+MAX_TABLE_ROWS = 250_000
+#: Status order in plots (MDFactory's life cycle), then anything else alphabetically.
+STATUS_ORDER = ("build", "equilibrated", "production", "completed")
+UNKNOWN = "(unknown)"
+#: Columns shown in a monospace font (paths, digests).
+MONO = frozenset({"simulation", "hash", "item"})
+#: Columns shown cut to this many characters (the full value in the tooltip, and searchable).
+SHORT = {"hash": 12}
+FILE_CHANGES = ("new", "missing", "changed", "moved", "unchanged")
+SIMULATION_CHANGES = ("new", "removed", "status_changed")
+FINDING_CHANGES = ("new", "resolved", "persisting")
+
+
+@dataclass(slots=True)
+class TableData:
+    """One interactive table: column specs, rows as lists, and the true row count before capping."""
+
+    columns: list[dict[str, Any]]
+    rows: list[list[Any]]
+    total: int
+
+    def to_payload(self) -> dict[str, Any]:
+        """Compact form for the page: text columns marked 'cat' are dictionary-encoded."""
+        dicts: dict[str, list[Any]] = {}
+        rows = [list(r) for r in self.rows]
+        for i, col in enumerate(self.columns):
+            if col["kind"] != "cat":
+                continue
+            codes: dict[Any, int] = {}
+            for r in rows:
+                r[i] = codes.setdefault(r[i], len(codes))
+            dicts[str(i)] = list(codes)
+        return {"columns": self.columns, "rows": rows, "dicts": dicts, "total": self.total}
+
+
+@dataclass(slots=True)
+class ReportData:
+    """The report's content: numbers, aggregated series for the plots, and the tables."""
+
+    run: dict[str, Any]
+    summary: dict[str, Any]
+    catalog_url: str
+    generated_at: str
+    version: str
+    status_by_type: dict[str, dict[str, int]]
+    findings_by_kind: dict[str, int]
+    storage_by_extension: list[tuple[str, int, int]]
+    storage_by_type: list[tuple[str, int, int]]
+    #: The top duplicate groups of the current inventory, and totals over all its groups.
+    duplicates: list[dict[str, Any]]
+    duplicate_totals: dict[str, int]
+    history: list[dict[str, Any]]
+    changes: dict[str, Any]
+    simulations: TableData
+    findings: TableData
+    change_records: TableData
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def root(self) -> str:
+        return str(self.run.get("root") or self.summary.get("root") or "")
+
+
+def gather(catalog: Catalog, run: str = "last", *, top: int = 20) -> ReportData:
+    """Collect the report of audit run `run` ('last' or a run id) from `catalog`."""
+    record = catalog.run(run)
+    stored = record.get("summary")
+    summary: dict[str, Any] = stored if isinstance(stored, dict) else {}
+    root = str(record.get("root") or "")
+    notes: list[str] = []
+    stats = inventory_stats(catalog.backend, root, top=top)
+    systems = catalog.systems(root=root, columns=["hash", "engine", "parametrization", "simulation_type", "status", "directory"])
+    findings = catalog.findings(record["run_id"])
+    sims = simulation_frame(systems, stats, findings, root)
+    history = [h for h in catalog.runs(root).to_dict("records") if h.get("command") == "audit"]
+    changes, change_frame = _changes(catalog, record, summary, root)
+    kinds = {k: int((summary.get("findings") or {}).get(k, 0)) for k in KINDS}
+    for k, n in Counter(findings["kind"]).items():
+        kinds.setdefault(k, int(n))
+    tables = {
+        "simulations": simulation_table(sims),
+        "findings": _table(findings, [("simulation", "Simulation", "text"), ("kind", "Kind", "cat"), ("item", "Item", "text"), ("detail", "Detail", "text")]),
+        "changes": _table(change_frame, [
+            ("scope", "Scope", "cat"), ("change", "Change", "cat"), ("simulation", "Simulation", "text"), ("item", "Item", "text"),
+            ("size", "Size", "bytes"), ("detail", "Detail", "text"),
+        ]),
+    }
+    for name, table in tables.items():
+        if table.total > len(table.rows):
+            notes.append(f"The {name} table shows the first {len(table.rows):,} of {table.total:,} rows; the catalog has them all.")
+    return ReportData(
+        run=record, summary=summary, catalog_url=catalog.url, generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        version=__version__, status_by_type=status_by_type(sims), findings_by_kind=kinds,
+        storage_by_extension=[(str(e), int(f), int(b)) for e, f, b in stats.by_extension[["extension", "files", "bytes"]].itertuples(index=False)],
+        storage_by_type=storage_by_type(sims), duplicates=_duplicates(stats, root), duplicate_totals=dict(stats.duplicate_totals),
+        history=[_history_point(h) for h in history], changes=changes, simulations=tables["simulations"],
+        findings=tables["findings"], change_records=tables["changes"], notes=notes,
+    )
+
+
+def simulation_frame(systems: pd.DataFrame, stats: InventoryStats, findings: pd.DataFrame, root: str) -> pd.DataFrame:
+    """One row per simulation of the root: identity and status (RUN_DATABASE), files and bytes
+    (inventory), findings count and kinds (the run); simulations known to only one source included."""
+    import pandas as pd
+
+    base = root.rstrip("/")
+    rel = [_relative(d, base) for d in systems["directory"]]
+    ident = systems.drop(columns=["directory"]).assign(simulation=rel).drop_duplicates("simulation", keep="last")
+    inv = stats.by_simulation[["simulation", "files", "bytes"]]
+    per_sim = findings.groupby("simulation")["kind"].agg(["count", lambda k: ", ".join(sorted(set(k)))]) if not findings.empty else None
+    frame = ident.merge(inv, on="simulation", how="outer")
+    if per_sim is not None:
+        per_sim.columns = ["findings", "kinds"]
+        frame = frame.merge(per_sim.reset_index(), on="simulation", how="outer")
+    else:
+        frame = frame.assign(findings=0, kinds="")
+    for column in ("simulation_type", "status", "parametrization", "engine", "hash"):
+        frame[column] = frame[column].fillna(UNKNOWN if column in ("simulation_type", "status") else "")
+    for column in ("files", "bytes", "findings"):
+        frame[column] = pd.to_numeric(frame[column]).fillna(0).astype("int64")
+    frame["kinds"] = frame["kinds"].fillna("")
+    return frame.sort_values("simulation", ignore_index=True)
+
+
+def simulation_table(sims: pd.DataFrame) -> TableData:
+    """The simulations table (findings first in the page's default order is up to the reader)."""
+    return _table(sims, [
+        ("simulation", "Simulation", "text"), ("hash", "Hash", "text"), ("simulation_type", "Type", "cat"),
+        ("parametrization", "Parametrization", "cat"), ("status", "Status", "cat"), ("files", "Files", "num"),
+        ("bytes", "Bytes", "bytes"), ("findings", "Findings", "num"), ("kinds", "Finding kinds", "text"),
+    ])
+
+
+def status_by_type(sims: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """{simulation type: {status: count}}, types by size, statuses in life-cycle order."""
+    counts: dict[str, Counter[str]] = {}
+    for (kind, status), n in sims.groupby(["simulation_type", "status"]).size().items():
+        counts.setdefault(str(kind), Counter())[str(status)] += int(n)
+    order = sorted(counts, key=lambda k: (-sum(counts[k].values()), k))
+    statuses = ordered_statuses({s for c in counts.values() for s in c})
+    return {k: {s: counts[k].get(s, 0) for s in statuses} for k in order}
+
+
+def ordered_statuses(statuses: set[str]) -> list[str]:
+    """Statuses in MDFactory's life-cycle order, unknown ones after, alphabetically."""
+    return [s for s in STATUS_ORDER if s in statuses] + sorted(statuses - set(STATUS_ORDER))
+
+
+def storage_by_type(sims: pd.DataFrame) -> list[tuple[str, int, int]]:
+    """[(simulation type, files, bytes)], largest first."""
+    grouped = sims.groupby("simulation_type")[["files", "bytes"]].sum()
+    rows = [(str(k), int(f), int(b)) for k, (f, b) in grouped.iterrows()]
+    return sorted(rows, key=lambda r: (-r[2], r[0]))
+
+
+def _relative(directory: object, base: str) -> str:
+    text = str(directory)
+    return "." if text == base else text[len(base) + 1:] if text.startswith(base + "/") else text
+
+
+def _table(frame: pd.DataFrame, columns: list[tuple[str, str, str]]) -> TableData:
+    import pandas as pd
+
+    total = len(frame)
+    part = frame.head(MAX_TABLE_ROWS)
+    cols: list[list[Any]] = []
+    for key, _label, kind in columns:
+        column = part[key] if key in part.columns else pd.Series([None] * len(part), index=part.index, dtype="object")
+        missing = column.isna()
+        if kind in ("num", "bytes"):
+            numbers = pd.to_numeric(column, errors="coerce").fillna(0).astype("int64").tolist()
+            cols.append([None if m else v for v, m in zip(numbers, missing.tolist(), strict=True)])
+        else:
+            cols.append(column.astype("object").where(~missing, "").astype(str).tolist())
+    rows = [list(r) for r in zip(*cols, strict=True)] if cols and len(part) else []
+    specs = [{"key": k, "label": label, "kind": kind, **({"mono": True} if k in MONO else {}), **({"short": SHORT[k]} if k in SHORT else {})}
+             for k, label, kind in columns]
+    return TableData(specs, rows, total)
+
+
+def _duplicates(stats: InventoryStats, root: str) -> list[dict[str, Any]]:
+    base = root.rstrip("/") + "/"
+    out = []
+    for row in stats.duplicates.to_dict("records"):
+        paths = [p.removeprefix(base) for p in row["paths"]]
+        out.append({k: int(row[k]) for k in ("size", "files", "inodes", "reclaimable_bytes")} | {"xxh3_128": row["xxh3_128"], "paths": paths})
+    return out
+
+
+def _history_point(run: dict[str, Any]) -> dict[str, Any]:
+    started = run.get("started_at")
+    when = started.strftime("%Y-%m-%d %H:%M") if isinstance(started, datetime) else str(started or "")
+    return {
+        "run_id": str(run.get("run_id")), "started": when, "status": str(run.get("status")),
+        **{k: (None if run.get(k) is None or run.get(k) != run.get(k) else run.get(k)) for k in ("simulations", "files", "bytes", "findings_total", "elapsed_s")},
+    }
+
+
+def _changes(catalog: Catalog, record: dict[str, Any], summary: dict[str, Any], root: str) -> tuple[dict[str, Any], pd.DataFrame]:
+    """({previous_run, files, simulations, findings} counts, change records) since the previous audit."""
+    import pandas as pd
+
+    from ..runs import CHANGE_COLUMNS
+
+    counted = summary.get("changes") if isinstance(summary.get("changes"), dict) else None
+    try:
+        frame = catalog.diff(None, record["run_id"], root=root)
+    except UsageError:  # the first audit of its root: nothing to compare with
+        frame = pd.DataFrame(columns=CHANGE_COLUMNS)
+        previous = None
+    else:
+        runs = [r for r in catalog.runs(root).to_dict("records") if r.get("command") == "audit"]
+        ids = [str(r["run_id"]) for r in runs]
+        pos = ids.index(record["run_id"]) if record["run_id"] in ids else 0
+        previous = ids[pos - 1] if pos > 0 else None
+    if counted is not None:
+        previous = counted.get("previous_run", previous)
+        counts = {scope: dict(counted.get(scope) or {}) for scope in ("files", "simulations", "findings")}
+    else:
+        counts = {"files": {}, "simulations": {}, "findings": {}}
+        for (scope, change), n in frame.groupby(["scope", "change"]).size().items() if not frame.empty else []:
+            counts.setdefault(f"{scope}s", {})[str(change)] = int(n)
+    for scope, names in (("files", FILE_CHANGES), ("simulations", SIMULATION_CHANGES), ("findings", FINDING_CHANGES)):
+        counts[scope] = {n: counts[scope].get(n) for n in names}
+    return {"previous_run": previous, **counts}, frame
+

@@ -1,0 +1,61 @@
+"""Smoke test of the audit benchmark harness: it runs end to end and reports what it promises.
+
+Timings are never asserted (the machine is shared); only the document's shape, that both tools
+saw the same campaign, and that cold eviction actually emptied the page cache.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_audit.py"
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_quick_benchmark_reports_both_profiles_with_matching_counts(tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--repeat", "1", "--baseline-repeat", "1",
+         "--workdir", str(tmp_path / "work"), "--json-out", str(out)],
+        capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    assert json.loads(out.read_text()) == doc
+
+    assert doc["machine"]["nproc"] >= 1
+    assert doc["machine"]["versions"]["mdbatch"] and doc["machine"]["versions"]["dask"] and doc["machine"]["versions"]["pyarrow"]
+    assert set(doc["profiles"]) == {"metadata", "bytes"}
+    for name, profile in doc["profiles"].items():
+        assert profile["campaign"]["simulations"] == {"metadata": 30, "bytes": 6}[name]
+        assert profile["campaign"]["files"] > 0
+        for contender in ("mdbatch", "limit", "baseline", "baseline_wal"):
+            stats = profile["contenders"][contender]
+            assert stats["n"] == 1 and len(stats["samples_s"]) == 1 and stats["median_s"] > 0
+        for key in ("speedup_vs_baseline", "ratio_to_limit", "speedup_vs_baseline_wal"):
+            assert profile["ratios"][key] > 0
+        for key in ("speedup_vs_baseline", "ratio_to_limit"):
+            assert set(profile["targets"][key]) == {"value", "target", "pass"}
+            assert isinstance(profile["targets"][key]["pass"], bool)
+        counts = profile["counts"]
+        assert counts["match"] is True and counts["findings_match"] is True
+        generated = counts["generated"]
+        for tool in ("mdbatch", "baseline", "baseline_wal"):
+            assert counts[tool] == [{"simulations": generated["simulations"], "files": generated["files"], "findings": 0}]
+        run = profile["mdbatch_median_run"]
+        assert run["elapsed_s"] > 0 and run["workers"] >= 1 and isinstance(run["timings"], dict)
+        assert "scan_task_s" in run["timings"]
+        assert set(profile["baseline_median_run"]["baseline"]["phases_s"]) >= {"sha256_inventory", "parquet_full_read", "sqlite_commit_per_row"}
+
+    cold = doc["profiles"]["bytes"]["eviction"]
+    assert cold["resident_fraction_before"] is not None
+    assert cold["resident_fraction_after"] <= 0.01
+    assert cold["max_resident_fraction_at_start_of_timed_runs"] <= 0.01
+    assert doc["profiles"]["metadata"]["page_cache"] == "warm"
+    assert doc["fixed_costs"]["audit_1_simulation_s"]["n"] == 1

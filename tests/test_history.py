@@ -1,0 +1,148 @@
+"""Incremental audits: the hash cache, change detection between runs, run history commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mdbatch.audit import audit
+from mdbatch.engine import ClusterOptions
+from mdbatch.generate import inject_fault
+
+pytestmark = pytest.mark.integration
+LOCAL = ClusterOptions(workers=2, dashboard=False)
+
+
+def run(result, db):
+    return audit(result.dest, db=f"sqlite:///{db}", cluster=LOCAL, progress=False)
+
+
+def identity_files(result) -> int:
+    """Files every audit reads again: build metadata, build YAML and the registry, per simulation."""
+    n = 0
+    for rel in result.simulations:
+        sim = result.dest / rel
+        n += (sim / "metadata.json").exists() + (sim / ".analysis" / "metadata.json").exists()
+        n += min(1, len(list(sim.glob("*.yaml"))))
+    return n
+
+
+def test_unchanged_reaudit_reads_only_identity_files(make_campaign, tmp_path):
+    result = make_campaign(40, seed=51, hostile=True)
+    db = tmp_path / "c.db"
+    first = run(result, db)
+    assert first.summary["changes"]["previous_run"] is None
+    assert first.summary["cache"]["hits"] == 0
+    second = run(result, db)
+    c = second.summary["changes"]
+    assert c["previous_run"] == first.run_id
+    assert c["files"] == {"new": 0, "missing": 0, "changed": 0, "moved": 0, "unchanged": result.files}
+    assert c["simulations"] == {"new": 0, "removed": 0, "status_changed": 0}
+    assert second.summary["cache"]["files_read"] == identity_files(result)
+    assert second.summary["cache"]["hits"] == result.files - identity_files(result)
+    # The inventory was not rewritten: its rows still carry the first run's id.
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT DISTINCT run_id FROM MDBATCH_FILES").fetchall() == [(first.run_id,)]
+        stages = dict(conn.execute("SELECT stage, items FROM MDBATCH_STAGES WHERE run_id = ?", (second.run_id,)).fetchall())
+    assert stages["scan"] == result.files and stages["discover"] == len(result.simulations)
+
+
+def test_every_change_class_is_classified(make_campaign, tmp_path):
+    result = make_campaign(40, seed=52, faults=True)
+    db = tmp_path / "c.db"
+    first = run(result, db)
+    manifest = json.loads(result.manifest_path.read_text())
+    sims = {m["dir"]: m for m in manifest["simulations"]}
+    faulty = {f["simulation"] for f in result.expected_findings}
+    clean_completed = [d for d, m in sims.items() if m["status"] == "completed" and d not in faulty]
+    production = next(d for d, m in sims.items() if m["status"] == "production" and d not in faulty)
+    a, b, c, d = clean_completed[:4]
+    (result.dest / a / "notes.txt").write_text("new file\n")                              # new
+    (result.dest / a / "em.mdp").unlink()                                                 # missing
+    top = result.dest / b / "topology.top"
+    st = top.stat()
+    data = bytearray(top.read_bytes())
+    data[0] ^= 1
+    time.sleep(0.01)
+    top.write_bytes(bytes(data))
+    os.utime(top, ns=(st.st_atime_ns, st.st_mtime_ns))                                  # changed, same size and mtime
+    os.rename(result.dest / c / "system.pdb", result.dest / d / "system_from_c.pdb")      # moved
+    (result.dest / production / "prod.gro").write_text("final frame\n")                   # status changed (+ new file)
+    shutil.rmtree(result.dest / clean_completed[4])                                       # removed simulation
+    resolved = next(f for f in result.expected_findings if f["kind"] == "extra_file")
+    (result.dest / resolved["simulation"] / resolved["item"]).unlink()                     # a finding resolved
+    new_fault = inject_fault(result.dest / clean_completed[5], "missing_file")             # a new finding
+
+    second = run(result, db)
+    ch = second.summary["changes"]
+    assert ch["files"]["new"] == 2 and ch["files"]["missing"] == 3 and ch["files"]["changed"] == 1 and ch["files"]["moved"] == 1
+    assert ch["simulations"] == {"new": 0, "removed": 1, "status_changed": 1}
+    assert ch["findings"]["new"] == 1 and ch["findings"]["resolved"] == 1
+    assert ch["findings"]["persisting"] == first.summary["findings_total"] - 1
+    with sqlite3.connect(db) as conn:
+        rows = set(conn.execute("SELECT scope, change, simulation, item FROM MDBATCH_CHANGES WHERE run_id = ?", (second.run_id,)).fetchall())
+        assert conn.execute("SELECT COUNT(*) FROM MDBATCH_FILES WHERE simulation = ?", (clean_completed[4],)).fetchone()[0] == 0
+    assert ("file", "moved", d, "system_from_c.pdb") in rows
+    assert ("file", "changed", b, "topology.top") in rows
+    assert ("file", "new", a, "notes.txt") in rows and ("file", "missing", a, "em.mdp") in rows
+    assert ("simulation", "status_changed", production, production) in rows
+    assert ("simulation", "removed", clean_completed[4], clean_completed[4]) in rows
+    assert ("finding", "resolved", resolved["simulation"], f"extra_file:{resolved['item']}") in rows
+    assert ("finding", "new", clean_completed[5], f"missing_file:{new_fault['item']}") in rows
+
+
+def test_runs_commands(make_campaign, tmp_path):
+    result = make_campaign(15, seed=53)
+    db = tmp_path / "c.db"
+    run(result, db)
+    (result.dest / result.simulations[0] / "extra.dat").write_bytes(b"123")
+    second = run(result, db)
+    url = f"sqlite:///{db}"
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "mdbatch", "runs", *args, "--db", url], capture_output=True, text=True, timeout=120)
+
+    listing = cli("list", "--output", str(tmp_path / "runs.json"))
+    assert listing.returncode == 0, listing.stderr
+    runs = [json.loads(line) for line in (tmp_path / "runs.json").read_text().splitlines()]
+    assert [r["status"] for r in runs] == ["completed", "completed"] and runs[1]["run_id"] == second.run_id
+    show = cli("show", "last")
+    assert show.returncode == 0 and json.loads(show.stdout)["summary"]["changes"]["files"]["new"] == 1
+    diff = cli("diff", "--output", str(tmp_path / "diff.csv"))
+    assert diff.returncode == 0, diff.stderr
+    text = (tmp_path / "diff.csv").read_text()
+    assert "extra.dat" in text and ",new," in text
+    table = cli("diff")
+    assert "extra.dat" in table.stdout
+    bad = cli("show", "no-such-run")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ")
+
+
+def test_interrupted_run_leaves_history_consistent(make_campaign, tmp_path):
+    result = make_campaign(300, seed=54)
+    db = tmp_path / "c.db"
+    first = run(result, db)
+    cmd = [sys.executable, "-m", "mdbatch", "audit", str(result.dest), "--db", f"sqlite:///{db}", "--batch-size", "1", "--workers", "1", "--quiet", "--no-dashboard"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with sqlite3.connect(db, timeout=30) as conn:
+            if conn.execute("SELECT COUNT(*) FROM MDBATCH_SCANNED").fetchone()[0] >= 10:
+                break
+        time.sleep(0.02)
+    proc.terminate()
+    proc.communicate(timeout=120)
+    assert proc.returncode == 3
+    (result.dest / result.simulations[-1] / "late.txt").write_text("after the interruption\n")
+    third = run(result, db)
+    ch = third.summary["changes"]
+    assert ch["previous_run"] == first.run_id  # the interrupted run is not a baseline
+    assert ch["files"]["new"] == 1 and ch["files"]["unchanged"] == result.files and ch["files"]["changed"] == 0
+    assert third.summary["files"] == result.files + 1

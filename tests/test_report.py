@@ -1,0 +1,316 @@
+"""The HTML report: content from real audits, escaping of hostile names, no external resources,
+rendering in a real browser (headless chromium), the CLI, and a 100,000-simulation catalog."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import struct
+import subprocess
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from mdbatch.api import Catalog
+from mdbatch.audit import audit
+from mdbatch.catalog import RunInfo, Upsert, open_catalog, schema
+from mdbatch.cli import main
+from mdbatch.engine import ClusterOptions
+from mdbatch.generate import generate_campaign
+from mdbatch.report import write_report
+from mdbatch.report.fmt import human_bytes, human_duration, script_json, shorten
+from mdbatch.report.gather import TableData
+from mdbatch.report.page import verdict
+from mdbatch.report.svg import bar_chart, line_chart, stacked_bar_chart
+
+from .conftest import need_service
+
+LOCAL = ClusterOptions(workers=1, dashboard=False)
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SCRIPT_NAME = "<script>alert(1)</script>"
+#: A directory name (no '/') that would set an attribute on <html> if it ever reached the DOM as markup.
+IMG_NAME = "<img src=x onerror=document.documentElement.setAttribute('data-pwned',1)>"
+
+
+# -- a real campaign, audited twice, with hostile names -------------------------------------------
+
+def _add_hostile_names(dest: Path) -> None:
+    """Rename one simulation to an HTML payload and register an analysis named <script>…</script>."""
+    sims = sorted(p for p in (dest / "group_0").iterdir() if (p / ".analysis" / "metadata.json").is_file())
+    sims[0].rename(sims[0].parent / IMG_NAME)
+    registry_path = sims[1] / ".analysis" / "metadata.json"
+    registry = json.loads(registry_path.read_text())
+    first = next(iter(registry["analyses"].values()))
+    registry["analyses"][SCRIPT_NAME] = {**first, "filename": "hostile.parquet"}
+    registry_path.write_text(json.dumps(registry))
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A faulty, hostile campaign audited twice (a file removed and one changed in between)."""
+    base = tmp_path_factory.mktemp("report")
+    campaign = generate_campaign(base / "campaign", 24, seed=3, faults=True, nested=True, hostile=True)
+    _add_hostile_names(campaign.dest)
+    url = f"sqlite:///{base / 'cat.db'}"
+    first = audit(campaign.dest, db=url, cluster=LOCAL, progress=False)
+    victim = next(p for p in sorted(campaign.dest.rglob("prod.gro")))
+    victim.unlink()
+    changed = next(p for p in sorted(campaign.dest.rglob("npt.gro")))
+    changed.write_bytes(changed.read_bytes() + b"; edited\n")
+    second = audit(campaign.dest, db=url, cluster=LOCAL, progress=False)
+    html_path = base / "report.html"
+    info = write_report(url, html_path)
+    return {"base": base, "url": url, "first": first, "second": second, "html": html_path, "info": info, "root": str(campaign.dest)}
+
+
+def payload(html: str) -> dict[str, Any]:
+    found = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.DOTALL)
+    assert found, "the report embeds its data"
+    return json.loads(found.group(1))
+
+
+def decoded(table: dict[str, Any]) -> list[dict[str, Any]]:
+    """A table payload back as row dicts (dictionary-encoded columns decoded)."""
+    keys = [c["key"] for c in table["columns"]]
+    out = []
+    for row in table["rows"]:
+        values = [table["dicts"][str(i)][v] if str(i) in table["dicts"] else v for i, v in enumerate(row)]
+        out.append(dict(zip(keys, values, strict=True)))
+    return out
+
+
+def test_report_shows_the_last_run(audited: dict[str, Any]) -> None:
+    html = audited["html"].read_text(encoding="utf-8")
+    second = audited["second"]
+    s = second.summary
+    info = audited["info"]
+    assert info.run_id == second.run_id and info.root == audited["root"] and info.bytes == audited["html"].stat().st_size
+    assert info.simulations == s["simulations"] and info.findings == s["findings_total"]
+    data = payload(html)
+    sims = decoded(data["tables"]["simulations"])
+    assert len(sims) == s["simulations"] == data["tables"]["simulations"]["total"]
+    assert sum(r["files"] for r in sims) == s["files"] and sum(r["bytes"] for r in sims) == s["bytes"]
+    assert sum(r["findings"] for r in sims) == s["findings_total"]
+    found = {(r["simulation"], r["kind"], r["item"]) for r in decoded(data["tables"]["findings"])}
+    assert found == {(f["simulation"], f["kind"], f["item"]) for f in second.findings().to_dict("records")}
+    # The headline: the numbers and the verdict of this run.
+    assert f">{s['simulations']:,}<" in html and f">{s['findings_total']:,}<" in html
+    assert f"{s['findings_total']:,} findings in {s['simulations_with_findings']:,} simulations" in html
+    assert html.count('class="chart"') >= 6  # status x type, kinds, 2 x storage, duplicates, history (2)
+    # Changes since the previous run.
+    assert f"Compared with run <span class=\"mono\">{audited['first'].run_id}</span>" in html
+    if "changes" in s:  # the audit records change counts; the report shows the same numbers
+        assert s["changes"]["files"]["missing"] >= 1
+        assert f"<td>missing</td><td class=\"n\">{s['changes']['files']['missing']:,}</td>" in html
+
+
+def test_report_of_an_earlier_run_and_history(audited: dict[str, Any], tmp_path: Path) -> None:
+    first = audited["first"]
+    info = write_report(audited["url"], tmp_path / "first.html", first.run_id)
+    html = (tmp_path / "first.html").read_text(encoding="utf-8")
+    assert info.run_id == first.run_id
+    assert "First audit of this root: nothing to compare with." in html
+    assert {r["kind"] for r in decoded(payload(html)["tables"]["findings"])} == {k for k, n in first.summary["findings"].items() if n}
+    assert audited["second"].run_id in html  # the history lists every audit of the root
+
+
+def test_no_external_resources(audited: dict[str, Any]) -> None:
+    html = audited["html"].read_text(encoding="utf-8")
+    assert not re.search(r"""(?:src|href|action|xlink:href)\s*=\s*["']?\s*(?:https?:)?//""", html, re.IGNORECASE)
+    assert not re.search(r"url\(\s*['\"]?(?:https?:)?//", html, re.IGNORECASE)
+    assert "http://" not in html and "https://" not in html
+    assert not re.search(r"<(?:link|iframe|object|embed|img)\b", html, re.IGNORECASE)
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html)
+    assert csp and "default-src 'none'" in csp.group(1) and "'unsafe-inline'" not in csp.group(1).split("script-src")[1].split(";")[0]
+
+
+def test_hostile_names_are_escaped(audited: dict[str, Any]) -> None:
+    html = audited["html"].read_text(encoding="utf-8")
+    items = set(audited["second"].findings()["item"])
+    assert SCRIPT_NAME in items  # the audit did record the hostile analysis name
+    assert SCRIPT_NAME not in html and "<img" not in html and "alert(1)</script>" not in html
+    assert len(re.findall(r"<script\b", html)) == 2  # the data and the report's own script, nothing else
+    data = payload(html)
+    assert SCRIPT_NAME in {r["item"] for r in decoded(data["tables"]["findings"])}
+    assert any(r["simulation"].endswith(IMG_NAME) for r in decoded(data["tables"]["simulations"]))
+    assert "&lt;img src=x onerror=" in html  # server-rendered (duplicate paths): escaped text
+
+
+# -- units ------------------------------------------------------------------------------------------
+
+def test_script_json_cannot_close_its_element() -> None:
+    text = script_json({"a": "</script><!-- \u2028 & <b>"})
+    assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
+    assert json.loads(text) == {"a": "</script><!-- \u2028 & <b>"}
+
+
+def test_table_payload_dictionary_encodes_categories() -> None:
+    table = TableData([{"key": "s", "label": "S", "kind": "text"}, {"key": "k", "label": "K", "kind": "cat"}], [["a", "x"], ["b", "y"], ["c", "x"]], 5)
+    out = table.to_payload()
+    assert out["rows"] == [["a", 0], ["b", 1], ["c", 0]] and out["dicts"] == {"1": ["x", "y"]} and out["total"] == 5
+    assert table.rows[0] == ["a", "x"]  # the source rows are untouched
+
+
+def test_charts_escape_labels_and_scale() -> None:
+    svg = bar_chart([(SCRIPT_NAME, 10.0), ("b", 5.0)], str, label="x")
+    assert "<script" not in svg and "&lt;script&gt;" in svg
+    widths = [float(w) for w in re.findall(r'<rect x="\d+" y="[\d.]+" width="([\d.]+)"', svg)]
+    assert widths[0] == pytest.approx(2 * widths[1])
+    stacked = stacked_bar_chart({"bilayer": {"build": 1, "completed": 3}, "<t>": {"build": 0, "completed": 2}}, label="s")
+    assert "&lt;t&gt;" in stacked and stacked.count("<rect") == 2 + 3  # legend + non-empty segments
+    assert "nothing to show" in bar_chart([], str, label="empty")
+    line = line_chart([("d1", 1.0), ("d2", None), ("d3", 3.0)], str, label="l")
+    assert line.count("<circle") == 2 and "<polyline" not in line  # a gap splits the line
+
+
+def test_verdicts_and_formats() -> None:
+    assert verdict({"outcome": "completed", "findings_total": 0})[0] == "clean"
+    kind, text = verdict({"outcome": "completed", "findings_total": 3, "simulations_with_findings": 2, "findings": {"missing_file": 2, "extra_file": 1}})
+    assert kind == "findings" and text == "3 findings in 2 simulations; most often missing_file (2)."
+    assert verdict({"outcome": "interrupted", "findings_total": 1})[0] == "incomplete"
+    assert human_bytes(1536) == "1.5 KiB" and human_bytes(12) == "12 B" and human_duration(192) == "3 min 12 s"
+    assert shorten("a" * 10 + "b" * 10, 9) == "aaaa…bbbb"
+
+
+# -- the CLI ------------------------------------------------------------------------------------------
+
+def test_cli_report_and_audit_report(audited: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r.html"
+    assert main(["report", "--db", audited["url"], "-o", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out and out.stat().st_size > 10_000
+    campaign = generate_campaign(tmp_path / "small", 6, seed=1)
+    url = f"sqlite:///{tmp_path / 'small.db'}"
+    after = tmp_path / "after.html"
+    code = main(["audit", str(campaign.dest), "--db", url, "--report", str(after), "--workers", "1", "--no-dashboard", "--quiet"])
+    assert code == 0 and after.is_file()
+    with Catalog(url) as cat:
+        assert cat.run()["run_id"] in after.read_text(encoding="utf-8")
+
+
+def test_cli_report_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", "--db", f"sqlite:///{tmp_path / 'absent.db'}", "-o", str(tmp_path / "x.html")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    empty = open_catalog(f"sqlite:///{tmp_path / 'empty.db'}")
+    empty.init_schema()
+    empty.close()
+    assert main(["report", "--db", f"sqlite:///{tmp_path / 'empty.db'}", "-o", str(tmp_path / "x.html")]) == 2
+    assert "no runs recorded" in capsys.readouterr().err and not (tmp_path / "x.html").exists()
+
+
+# -- a real browser -----------------------------------------------------------------------------------
+
+def chromium(page: Path, *args: str, timeout: float = 180) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run headless chromium on `page` with a fresh profile; (result, wall seconds)."""
+    need_service(CHROMIUM is not None, "chromium is not installed (CI installs Debian's chromium)")
+    assert CHROMIUM is not None
+    with tempfile.TemporaryDirectory(prefix="mdbatch-chromium-") as profile:
+        cmd = [
+            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-extensions", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+            *args, page.as_uri(),
+        ]
+        t0 = time.monotonic()
+        result = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return result, time.monotonic() - t0
+
+
+def console_messages(stderr: str, page: Path) -> list[str]:
+    """Console output the page produced (chromium logs it as CONSOLE lines with the page as source)."""
+    return [line for line in stderr.splitlines() if "CONSOLE" in line and page.as_uri() in line]
+
+
+def rendered(dom: str) -> dict[str, str]:
+    """The attributes the report's script sets on <html> once it has rendered."""
+    head = re.search(r"<html\b([^>]*)>", dom)
+    assert head, dom[:500]
+    return dict(re.findall(r'([\w-]+)="([^"]*)"', head.group(1)))
+
+
+def test_renders_in_chromium_without_errors(audited: dict[str, Any], tmp_path: Path) -> None:
+    page = audited["html"]
+    result, _ = chromium(page, "--dump-dom", "--virtual-time-budget=5000")
+    assert result.returncode == 0, result.stderr[-2000:]
+    attrs = rendered(result.stdout)
+    assert attrs.get("data-rendered") == "1" and attrs.get("data-errors") == "0", attrs
+    assert "data-pwned" not in attrs
+    assert console_messages(result.stderr, page) == []
+    dom = result.stdout
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom  # the hostile name is shown, as text
+    assert re.search(r"Rows 1–\d+ of [\d,]+", dom)  # the tables rendered their first page
+    shot = tmp_path / "report.png"
+    result, _ = chromium(page, f"--screenshot={shot}", "--window-size=1280,2000", "--hide-scrollbars")
+    assert result.returncode == 0 and console_messages(result.stderr, page) == []
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (1280, 2000)
+    assert len(data) > 50_000  # text and charts, not a blank page
+
+
+# -- 100,000 simulations ------------------------------------------------------------------------------
+
+def synthetic_catalog(url: str, root: str, sims: int, files_per_sim: int = 4, finding_every: int = 20) -> None:
+    """A catalog as two audits of a `sims`-simulation root would leave it, written directly in bulk."""
+    types = ("bilayer", "mixedbox", "solvation")
+    statuses = ("build", "equilibrated", "production", "completed", "completed")
+    hashes = [f"{i:040X}" for i in range(sims)]
+    rel = [f"group_{i // 1000:03d}/{h}" for i, h in enumerate(hashes)]
+    now = datetime.now(UTC)
+    catalog = open_catalog(url)
+    catalog.init_schema()
+    run_ids = ["20260101T000000Z-000001", "20260102T000000Z-000002"]
+    systems = {
+        "hash": hashes, "engine": ["gromacs"] * sims, "parametrization": [("charmm36m", "amber99sb", "martini3")[i % 3] for i in range(sims)],
+        "simulation_type": [types[i % 3] for i in range(sims)], "input_data": [""] * sims, "input_data_type": ["yaml"] * sims,
+        "directory": [f"{root}/{r}" for r in rel], "status": [statuses[i % 5] for i in range(sims)], "timestamp_utc": [now] * sims,
+    }
+    ops = [Upsert(schema.RUN_TABLE, pa.Table.from_pydict(systems, schema=schema.arrow_schema(schema.RUN_DATABASE, list(systems))))]
+    names = ["prod.xtc", "topol.top", "prod.gro", ".analysis/metadata.json", "em.mdp", "notes.txt"][:files_per_sim]
+    n = sims * len(names)
+    files = {
+        "root": [root] * n, "simulation": [r for r in rel for _ in names], "path": names * sims,
+        "size": [(1_000_000 + i if k == 0 else 5_000 + (i % 3) if k == 1 else 300 + k) for i in range(sims) for k in range(len(names))],
+        "mtime_ns": [0] * n, "ctime_ns": [0] * n, "inode": list(range(n)), "device": [1] * n,
+        "xxh3_128": [(f"{i:032x}" if k == 0 else f"{'t' * 31}{i % 3}" if k == 1 else f"{i:028x}{k:04x}") for i in range(sims) for k in range(len(names))],
+        "run_id": [run_ids[1]] * n,
+    }
+    ops.append(Upsert(schema.FILES.name, pa.Table.from_pydict(files, schema=schema.arrow_schema(schema.FILES, list(files)))))
+    bad = list(range(0, sims, finding_every))
+    found = {
+        "run_id": [run_ids[1]] * len(bad), "simulation": [rel[i] for i in bad], "kind": ["missing_file"] * len(bad),
+        "item": ["rdf"] * len(bad), "detail": [".analysis/rdf.parquet is registered but absent"] * len(bad),
+    }
+    ops.append(Upsert(schema.FINDINGS.name, pa.Table.from_pydict(found, schema=schema.arrow_schema(schema.FINDINGS, list(found)))))
+    catalog.apply(ops)
+    for day, run_id in enumerate(run_ids):
+        catalog.begin_run(RunInfo(run_id, "audit", root, {}, "synthetic", "0", (now - timedelta(days=1 - day)).isoformat()))
+        summary = {
+            "run_id": run_id, "outcome": "completed", "root": root, "simulations": sims, "files": n, "bytes": sum(files["size"]),
+            "findings": {"missing_file": len(bad)}, "findings_total": len(bad), "simulations_with_findings": len(bad),
+            "status": {}, "duplicates": None, "elapsed_s": 600.0, "workers": 64,
+        }
+        catalog.finish_run(run_id, "completed", summary)
+    catalog.close()
+
+
+@pytest.mark.slow
+def test_100k_simulations_stay_responsive(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'big.db'}"
+    root = "/scratch/campaign"
+    synthetic_catalog(url, root, 100_000, files_per_sim=3)
+    page = tmp_path / "big.html"
+    info = write_report(url, page)
+    assert info.simulations == 100_000 and info.findings == 5_000
+    assert info.bytes < 20 * 2**20, f"report is {info.bytes / 2**20:.1f} MiB"
+    data = payload(page.read_text(encoding="utf-8"))
+    assert len(data["tables"]["simulations"]["rows"]) == 100_000
+    result, _ = chromium(page, "--dump-dom", "--virtual-time-budget=10000", timeout=300)
+    attrs = rendered(result.stdout)
+    assert attrs.get("data-rendered") == "1" and attrs.get("data-errors") == "0"
+    assert console_messages(result.stderr, page) == []
+    assert int(attrs["data-render-ms"]) < 10_000, attrs
+    assert result.stdout.count("<tr>") < 400  # one page of each table in the DOM, not 100,000 rows
