@@ -26,19 +26,22 @@ import sqlite3
 import stat
 import sys
 import time
-from collections import Counter
-from datetime import datetime, timezone
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
 from typing import Any
 
 CHUNK = 8192
 REGISTRY = os.path.join(".analysis", "metadata.json")
 SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS RUN_DATABASE (hash TEXT PRIMARY KEY, engine TEXT, parametrization TEXT,"
-    " simulation_type TEXT, input_data TEXT, input_data_type TEXT, directory TEXT, status TEXT, timestamp_utc TEXT)",
-    "CREATE TABLE IF NOT EXISTS FILES (simulation TEXT, path TEXT, size INTEGER, mtime_ns INTEGER, sha256 TEXT,"
-    " PRIMARY KEY (simulation, path))",
-    "CREATE TABLE IF NOT EXISTS FINDINGS (id INTEGER PRIMARY KEY AUTOINCREMENT, simulation TEXT, kind TEXT,"
-    " item TEXT, detail TEXT)",
+    (
+        "CREATE TABLE IF NOT EXISTS RUN_DATABASE (hash TEXT PRIMARY KEY, engine TEXT, parametrization TEXT,"
+        " simulation_type TEXT, input_data TEXT, input_data_type TEXT, directory TEXT, status TEXT, timestamp_utc TEXT)"
+    ),
+    (
+        "CREATE TABLE IF NOT EXISTS FILES (simulation TEXT, path TEXT, size INTEGER, mtime_ns INTEGER, sha256 TEXT,"
+        " PRIMARY KEY (simulation, path))"
+    ),
+    "CREATE TABLE IF NOT EXISTS FINDINGS (id INTEGER PRIMARY KEY AUTOINCREMENT, simulation TEXT, kind TEXT, item TEXT, detail TEXT)",
 )
 
 
@@ -46,7 +49,7 @@ class Phases:
     """Seconds spent per phase, accumulated with a context manager."""
 
     def __init__(self) -> None:
-        self.seconds: Counter[str] = Counter()
+        self.seconds: dict[str, float] = defaultdict(float)
         self._name = ""
         self._t0 = 0.0
 
@@ -205,7 +208,7 @@ def audit_simulation(sim: str, root: str, conn: sqlite3.Connection, phases: Phas
         conn.execute(
             "INSERT INTO RUN_DATABASE VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (sim_hash, meta.get("engine"), meta.get("parametrization"), meta.get("simulation_type"), input_text,
-             "yaml" if input_text is not None else None, sim, status_of(top_names), datetime.now(timezone.utc).isoformat()),
+             "yaml" if input_text is not None else None, sim, status_of(top_names), datetime.now(UTC).isoformat()),
         )
         conn.commit()
         for row in inventory:

@@ -30,6 +30,7 @@ simulations: where each microsecond per file goes. Exit status 1 when the tools 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -41,7 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402 - the benchmarks directory is not a package
+from common import (  # the benchmarks directory is not a package
     DEFAULT_WORKDIR,
     Campaign,
     CampaignSpec,
@@ -51,8 +52,8 @@ from common import (  # noqa: E402 - the benchmarks directory is not a package
     ensure_campaign,
     evict_page_cache,
     loadavg,
-    make_cold,
     machine_info,
+    make_cold,
     mdbatch_command,
     median_index,
     ratio,
@@ -129,6 +130,10 @@ def run_baseline(campaign: Campaign, scratch: Path, tag: str, mode: str, max_sim
     return result
 
 
+def _run_baseline_tagged(campaign: Campaign, scratch: Path, mode: str, tag: str) -> RunResult:
+    return run_baseline(campaign, scratch, tag, mode)
+
+
 def run_limit(campaign: Campaign, cores: int) -> RunResult:
     script = 'set -o pipefail; find "$1" -type f -print0 | xargs -0 -P "$2" xxhsum -H2 > /dev/null'
     return run_timed(["bash", "-c", script, "limit", str(campaign.root), str(cores)], timeout=RUN_TIMEOUT_S)
@@ -154,7 +159,7 @@ def bench_profile(
         baseline_modes = []
     for mode in baseline_modes:
         name = "baseline" if mode == "default" else f"baseline_{mode}"
-        contenders[name] = (baseline_repeat, lambda tag, mode=mode: run_baseline(campaign, scratch, tag, mode))
+        contenders[name] = (baseline_repeat, functools.partial(_run_baseline_tagged, campaign, scratch, mode))
 
     eviction: dict[str, Any] = {}
     if profile.cold:
@@ -209,9 +214,9 @@ def summarize_profile(profile: Profile, campaign: Campaign, runs: dict[str, list
     speedup = ratio(med.get("baseline"), med.get("mdbatch"))
     to_limit = ratio(med.get("mdbatch"), med.get("limit"))
     ratios: dict[str, Any] = {"speedup_vs_baseline": speedup, "ratio_to_limit": to_limit}
-    for name in med:
+    for name, value in med.items():
         if name.startswith("baseline_"):
-            ratios[f"speedup_vs_{name}"] = ratio(med[name], med.get("mdbatch"))
+            ratios[f"speedup_vs_{name}"] = ratio(value, med.get("mdbatch"))
     ratios["baseline_to_limit"] = ratio(med.get("baseline"), med.get("limit"), 1)
     cpu = {name: s["cpu"]["median_s"] for name, s in stats.items()}
     ratios["cpu_ratio_to_limit"] = ratio(cpu.get("mdbatch"), cpu.get("limit"))
@@ -279,14 +284,18 @@ def fixed_costs(workdir: Path, repeat: int) -> dict[str, Any]:
     tiny = ensure_campaign(workdir, CampaignSpec("metadata", 1), log=stderr_log)
     scratch = workdir / "runs"
     scratch.mkdir(parents=True, exist_ok=True)
-    version = [run_timed([*mdbatch_command(), "--version"]).seconds for _ in range(repeat)]
-    imports = [run_timed([sys.executable, "-c", "import mdbatch.audit, mdbatch.cli, distributed"]).seconds for _ in range(repeat)]
+    version = [run_timed([*mdbatch_command(), "--version"]) for _ in range(repeat)]
+    imports = [run_timed([sys.executable, "-c", "import mdbatch.audit, mdbatch.cli, distributed"]) for _ in range(repeat)]
     one = [run_mdbatch(tiny, scratch, f"fixed-{i}") for i in range(repeat)]
     median_one = one[median_index([r.seconds for r in one])]
+
+    def wall_and_cpu(runs: list[RunResult]) -> dict[str, Any]:
+        return {**describe([r.seconds for r in runs]), "cpu": describe([r.cpu_s for r in runs])}
+
     return {
-        "cli_version_s": describe(version),
-        "python_import_audit_stack_s": describe(imports),
-        "audit_1_simulation_s": describe([r.seconds for r in one]),
+        "cli_version_s": wall_and_cpu(version),
+        "python_import_audit_stack_s": wall_and_cpu(imports),
+        "audit_1_simulation_s": wall_and_cpu(one),
         "audit_1_simulation_timings": {"elapsed_s": median_one.extra.get("elapsed_s"), **(median_one.extra.get("timings") or {})},
     }
 
@@ -386,7 +395,7 @@ def _catalog_write_cost(batch: Any, root: Path, files: int) -> dict[str, Any]:
     API is still moving, so a mismatch is reported rather than fatal.
     """
     import tempfile
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
     try:
         from mdbatch.catalog import open_catalog
@@ -397,7 +406,7 @@ def _catalog_write_cost(batch: Any, root: Path, files: int) -> dict[str, Any]:
             with tempfile.TemporaryDirectory(prefix="mdbatch-bench-") as tmp:
                 catalog = open_catalog(f"sqlite:///{tmp}/catalog.db")
                 run_id = f"bench-{attempt}"
-                catalog.begin_run(RunInfo(run_id, "audit", str(root), {}, "bench", "bench", datetime.now(timezone.utc).isoformat()))
+                catalog.begin_run(RunInfo(run_id, "audit", str(root), {}, "bench", "bench", datetime.now(UTC).isoformat()))
                 w0, c0 = time.perf_counter(), time.process_time()
                 catalog.write_batch(run_id, str(root), batch)
                 walls.append(time.perf_counter() - w0)
@@ -582,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         doc["profiles"][name] = result
         ok &= bool(result["counts"]["match"])
-    if selected and not args.no_fixed_costs:
+    if not args.no_fixed_costs:
         stderr_log("fixed costs: CLI start-up and a one-simulation audit")
         doc["fixed_costs"] = fixed_costs(args.workdir, min(3, args.repeat))
     if args.profile_scan:

@@ -18,8 +18,9 @@ import xxhash
 
 #: Files up to this size are read whole (one syscall) and their bytes returned.
 SMALL_FILE_LIMIT = 1 << 20
-#: Buffer for streaming larger files.
-CHUNK_SIZE = 8 << 20
+#: Buffer for streaming larger files. 128 KiB reads kept a cold disk busy (441 MB/s) where 8 MiB
+#: reads stalled it (262 MB/s; xxhsum 454 MB/s), and are as fast on cached files.
+CHUNK_SIZE = 128 << 10
 
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 _local = threading.local()

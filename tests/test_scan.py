@@ -87,7 +87,7 @@ def test_known_digest_pinned(tmp_path):
 
 
 def test_large_file_streams_with_constant_buffer(tmp_path):
-    data = os.urandom(3 * SMALL_FILE_LIMIT + 12345) * 4  # > 12 MiB: crosses the 8 MiB chunk
+    data = os.urandom(3 * SMALL_FILE_LIMIT + 12345) * 4  # > 12 MiB: many 128 KiB chunks, a partial last one
     (tmp_path / "big.xtc").write_bytes(data)
     d = digest_file(str(tmp_path / "big.xtc"), want_sha256=True, keep_small=True)
     assert d.data is None and not d.changed
