@@ -157,8 +157,8 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     span = time.monotonic() - t0
     assert "DONE" in out, err
 
-    kills = attempts = pending = 0
-    while kills < 24 and attempts < 60:
+    kills = attempts = 0
+    while kills < 24 and attempts < 80:
         attempts += 1
         link, use_store = modes[attempts % len(modes)]
         root = tmp_path / f"k{attempts}"
@@ -166,13 +166,14 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
         shutil.copytree(template, root, symlinks=True)
         proc = start(root, link, store)
         assert proc.stdout is not None and proc.stdout.readline().strip() == "APPLYING"
-        time.sleep(rng.uniform(0.0, span * 0.9))
+        time.sleep(rng.uniform(0.0, span))
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)
-        if proc.returncode == -signal.SIGKILL:
-            kills += 1
         only_originals(snapshot(root), before)
-        pending += bool(pending_journals(str(root)))
+        if proc.returncode == -signal.SIGKILL and pending_journals(str(root)):
+            kills += 1  # killed with the apply's journal open: mid-apply
+        else:
+            span *= 0.8  # the kill came too late (a loaded machine runs slower than the calibration)
         if attempts % 2:  # explicit recovery of the named journal...
             for journal in pending_journals(str(root)):
                 assert not recover_journal(journal).anomalies
@@ -182,8 +183,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
         assert again.exit_code == 0 and snapshot(root) == before
         assert dedupe(root, mode="local", progress=False).summary["reclaimable_bytes"] == 0
         shutil.rmtree(root)
-    assert kills >= 20, f"only {kills} of {attempts} runs were killed mid-apply"
-    assert pending >= kills // 2, f"only {pending} of {kills} kills interrupted an open journal"
+    assert kills >= 20, f"only {kills} of {attempts} runs were killed in the middle of an apply"
 
 
 CONTENTS = [b"x", b"shared itp\n" * 30, b"A" * 200_000, b"B" * 200_000, b"", bytes(range(256)) * 8]
