@@ -1,7 +1,8 @@
 """Scaling curve of `mdbatch audit`: 1,000 / 10,000 / 100,000 small-file simulations.
 
     python benchmarks/bench_scale.py [--sizes 1000,10000,100000] [--repeat N] [--max-extra N]
-        [--workdir /tmp/mdbatch-scale] [--seed S] [--json-out FILE] [--keep] [--cprofile]
+        [--interleave] [--nice N] [--src DIR] [--workdir /tmp/mdbatch-scale] [--seed S]
+        [--json-out FILE] [--keep] [--keep-db] [--cprofile]
 
 For each size: a campaign from `mdbatch generate --sims N --seed S` (metadata profile, ~16 small
 files per simulation), cached under WORKDIR/campaigns keyed by its parameters; one untimed read of
@@ -13,13 +14,20 @@ less than 95% of the campaign's bytes resident; then `--repeat` timed runs of
 each as a subprocess timed from fork to reap (interpreter, imports, cluster start and close
 included), with a fresh SQLite database every run. When the wall times of a size spread by more
 than 15% (the machine is shared), up to `--max-extra` more runs are made; medians are reported.
+`--interleave` runs the sizes in rounds (10k, 100k, 10k, 100k, ...) and adds the median of the
+per-round 100k/10k throughput ratios: on a shared machine the load others put on it changes over
+minutes, and only runs close together in time are comparable. `--nice -10` (root) gives the audit
+the CPU first when other jobs compete; `--src DIR` runs a pinned source tree (PYTHONPATH) while the
+checkout keeps changing.
 
 Measured per run, without touching mdbatch: wall seconds, simulations/s and files/s; the client
 process's peak RSS (VmHWM of the audit's own pid, polled from /proc every 0.25 s; the client hosts
 the Dask scheduler too) and, cross-checking it, ru_maxrss from wait4 (max over the client and the
 descendants it reaped); the workers' and nannies' peak RSS (VmHWM of every descendant, found by
-parent pid); the client's CPU seconds; the CPU the rest of the machine used meanwhile (from
-/proc/stat, to spot contended runs); the scheduler task count (the summary's `batches`, checked
+parent pid); the client's and the workers' CPU seconds; the workers' storage reads (campaign bytes
+the page cache did not hold) and the client's storage writes (the catalog, WAL included), from
+/proc/<pid>/io; the CPU the rest of the machine used meanwhile (from /proc/stat, to spot contended
+runs); the scheduler task count (the summary's `batches`, checked
 against ceil(simulations / batch_size)) and the summary's timings. After the first run of each
 size the catalog's row counts give the catalog write rate (rows / catalog_write_s). A walk-only
 subprocess times `mdbatch.discover.walk_root` alone. `--cprofile` adds one untimed cProfile run of
@@ -412,12 +420,14 @@ def size_report(size: int, runs: list[dict[str, Any]], extra: dict[str, Any]) ->
     }
 
 
-def targets(sizes: dict[str, Any]) -> dict[str, Any]:
+def targets(sizes: dict[str, Any], paired: dict[str, Any] | None = None) -> dict[str, Any]:
     """The issue's two targets, when 10,000 and 100,000 were both measured."""
     small, big = sizes.get("10000"), sizes.get("100000")
     out: dict[str, Any] = {}
     if small and big:
         out["throughput_ratio_100k_vs_10k"] = check_target(round(big["sims_per_s"] / small["sims_per_s"], 3), ">=", RATIO_TARGET)
+        if paired:
+            out["throughput_ratio_100k_vs_10k_paired"] = check_target(paired["median"], ">=", RATIO_TARGET) | {"samples": paired["samples"]}
         out["throughput_ratio_100k_vs_10k_best_runs"] = check_target(round(big["best_sims_per_s"] / small["best_sims_per_s"], 3), ">=", RATIO_TARGET)
         if small["fanout_sims_per_s"] and big["fanout_sims_per_s"]:
             # The same ratio without fixed costs (start-up, cluster, close): the steady state alone.
@@ -461,52 +471,98 @@ def _short(filename: str) -> str:
 # --- main ------------------------------------------------------------------------------------------
 
 
-def measure_size(size: int, args: argparse.Namespace, rundir: Path, src: MdbatchSource) -> tuple[dict[str, Any], Path]:
-    campaign = ensure_campaign(args.workdir, CampaignSpec("metadata", size, seed=args.seed), log=stderr_log)
-    root = campaign.root
-    stderr_log(f"{size}: warm-up read of {campaign.files} files")
-    warm_s = warm_read(root)
-    sample = sample_files(root)
-    walk = walk_only(root, src)
-    stderr_log(f"{size}: warm-up {warm_s} s, walk alone {walk['seconds']} s ({walk['us_per_sim']} us/sim)")
-    runs: list[dict[str, Any]] = []
-    rewarmed = 0
-    rows: dict[str, Any] | None = None
-    total = args.repeat
-    while len(runs) < total:
-        resident = resident_fraction(sample, sample=len(sample))
+class SizeRuns:
+    """One campaign size: its cached campaign, warm-up, walk-alone timing and timed runs so far."""
+
+    def __init__(self, size: int, args: argparse.Namespace, rundir: Path, src: MdbatchSource) -> None:
+        self.size, self.rundir, self.src, self.keep_db = size, rundir, src, args.keep_db
+        self.campaign = ensure_campaign(args.workdir, CampaignSpec("metadata", size, seed=args.seed), log=stderr_log)
+        self.root = self.campaign.root
+        stderr_log(f"{size}: warm-up read of {self.campaign.files} files")
+        self.warm_s = warm_read(self.root)
+        self.sample = sample_files(self.root)
+        self.walk = walk_only(self.root, src)
+        stderr_log(f"{size}: warm-up {self.warm_s} s, walk alone {self.walk['seconds']} s ({self.walk['us_per_sim']} us/sim)")
+        self.runs: list[dict[str, Any]] = []
+        self.rewarmed = 0
+        self.rows: dict[str, Any] | None = None
+
+    def run_once(self) -> dict[str, Any]:
+        """One timed audit, after re-reading the campaign if too little of it is still cached."""
+        resident = resident_fraction(self.sample, sample=len(self.sample))
         if resident is not None and resident < RESIDENT_MIN:
-            stderr_log(f"{size}: only {resident:.0%} of a sample resident, re-reading the campaign")
-            warm_read(root)
-            rewarmed += 1
-            resident = resident_fraction(sample, sample=len(sample))
-        run = run_audit(root, rundir, f"audit-{size}-{len(runs)}", src)
+            stderr_log(f"{self.size}: only {resident:.0%} of a sample resident, re-reading the campaign")
+            warm_read(self.root)
+            self.rewarmed += 1
+            resident = resident_fraction(self.sample, sample=len(self.sample))
+        run = run_audit(self.root, self.rundir, f"audit-{self.size}-{len(self.runs)}", self.src)
         run["resident_fraction_before"] = resident
-        if rows is None:
-            rows = catalog_rows(run["db"])
-        if not args.keep_db:
+        if self.rows is None:
+            self.rows = catalog_rows(run["db"])
+        if not self.keep_db:
             remove_sqlite(run["db"])
-        runs.append(run)
+        self.runs.append(run)
         stderr_log(
-            f"{size}: run {len(runs)}: {run['wall_s']} s, {run['sims_per_s']} sims/s, client peak {run['client_peak_rss_mb']} MB, "
-            f"others {run['others_cores']} cores"
+            f"{self.size}: run {len(self.runs)}: {run['wall_s']} s, {run['sims_per_s']} sims/s, "
+            f"client peak {run['client_peak_rss_mb']} MB, others {run['others_cores']} cores"
         )
-        if len(runs) == total and total < args.repeat + args.max_extra:
-            walls = [r["wall_s"] for r in runs]
-            if (max(walls) - min(walls)) / statistics.median(walls) > SPREAD_LIMIT:
-                stderr_log(f"{size}: wall times spread {min(walls)}-{max(walls)} s, one more run")
-                total += 1
-    write_s = statistics.median([r["summary"]["timings"]["catalog_write_s"] for r in runs])
-    extra = {
-        "campaign": campaign.to_dict(),
-        "warm_read_s": warm_s,
-        "rewarmed": rewarmed,
-        "walk_only": walk,
-        "catalog": rows,
-        "catalog_rows_per_s": round(rows["rows_total"] / write_s) if rows and write_s else None,
-        "catalog_rows_per_sim": round(rows["rows_total"] / size, 2) if rows else None,
-    }
-    return size_report(size, runs, extra), root
+        return run
+
+    def spread_too_wide(self) -> bool:
+        walls = [r["wall_s"] for r in self.runs]
+        return len(walls) > 1 and (max(walls) - min(walls)) / statistics.median(walls) > SPREAD_LIMIT
+
+    def report(self) -> dict[str, Any]:
+        rows = self.rows
+        write_s = statistics.median([r["summary"]["timings"]["catalog_write_s"] for r in self.runs])
+        extra = {
+            "campaign": self.campaign.to_dict(),
+            "warm_read_s": self.warm_s,
+            "rewarmed": self.rewarmed,
+            "walk_only": self.walk,
+            "catalog": rows,
+            "catalog_rows_per_s": round(rows["rows_total"] / write_s) if rows and write_s else None,
+            "catalog_rows_per_sim": round(rows["rows_total"] / self.size, 2) if rows else None,
+        }
+        return size_report(self.size, self.runs, extra)
+
+
+def measure(sizes: list[int], args: argparse.Namespace, rundir: Path, src: MdbatchSource) -> dict[int, SizeRuns]:
+    """Every size's runs: size after size, or (`--interleave`) in rounds of one run per size.
+
+    Rounds put a 10,000 and a 100,000 run close together in time, so a ratio between them compares
+    runs that met similar load from the rest of a shared machine.
+    """
+    done: dict[int, SizeRuns] = {}
+    if not args.interleave:
+        for size in sizes:
+            plan = done[size] = SizeRuns(size, args, rundir, src)
+            while len(plan.runs) < args.repeat or (plan.spread_too_wide() and len(plan.runs) < args.repeat + args.max_extra):
+                if len(plan.runs) >= args.repeat:
+                    stderr_log(f"{size}: wall times spread more than {SPREAD_LIMIT:.0%}, one more run")
+                plan.run_once()
+        return done
+    for size in sizes:
+        done[size] = SizeRuns(size, args, rundir, src)
+    rounds = 0
+    while rounds < args.repeat or (any(p.spread_too_wide() for p in done.values()) and rounds < args.repeat + args.max_extra):
+        if rounds >= args.repeat:
+            stderr_log(f"wall times spread more than {SPREAD_LIMIT:.0%}, one more round")
+        for plan in done.values():
+            plan.run_once()
+        rounds += 1
+    return done
+
+
+def paired_ratios(done: dict[int, SizeRuns], small: int = 10_000, big: int = 100_000) -> dict[str, Any] | None:
+    """Per-round throughput ratio big/small (interleaved runs only): each pair met similar load."""
+    if small not in done or big not in done:
+        return None
+    pairs = [
+        round(b["sims_per_s"] / a["sims_per_s"], 3)
+        for a, b in zip(done[small].runs, done[big].runs, strict=False)
+    ]
+    return {"samples": pairs, "median": _median(pairs)} if pairs else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -520,6 +576,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep campaigns over 10,000 simulations (default: delete at the end)")
     parser.add_argument("--keep-db", action="store_true", help="keep every run's SQLite catalog")
     parser.add_argument("--src", type=Path, help="run mdbatch from this source tree (PYTHONPATH), e.g. a `git archive` of a commit, not the installed one")
+    parser.add_argument("--interleave", action="store_true",
+                        help="run the sizes in rounds (one run of each per round) and report per-round 100k/10k ratios")
     parser.add_argument("--nice", type=int, default=0,
                         help="run each audit at this niceness (negative, as root, approximates a dedicated machine when others load it)")
     parser.add_argument("--cprofile", action="store_true", help="one extra untimed run of the largest size with the client under cProfile")
@@ -534,20 +592,21 @@ def main(argv: list[str] | None = None) -> int:
 
     src = MdbatchSource.resolve(args.src, args.nice)
     doc: dict[str, Any] = {"benchmark": "scale", "machine": machine_info(), "mdbatch_source": src.describe(), "sizes": {}}
-    roots: dict[int, Path] = {}
+    done: dict[int, SizeRuns] = {}
     try:
-        for size in sizes:
-            doc["sizes"][str(size)], roots[size] = measure_size(size, args, rundir, src)
+        done = measure(sizes, args, rundir, src)
+        doc["sizes"] = {str(size): plan.report() for size, plan in done.items()}
         if args.cprofile:
             stderr_log(f"{sizes[-1]}: one run under cProfile")
-            doc["client_profile"] = cprofile_run(roots[sizes[-1]], rundir, sizes[-1], src)
+            doc["client_profile"] = cprofile_run(done[sizes[-1]].root, rundir, sizes[-1], src)
     finally:
         if not args.keep:
-            for size, root in roots.items():
-                if size > KEEP_BY_DEFAULT:
+            for size in sizes:
+                root = args.workdir / "campaigns" / CampaignSpec("metadata", size, seed=args.seed).key
+                if size > KEEP_BY_DEFAULT and root.exists():
                     stderr_log(f"deleting {root}")
                     shutil.rmtree(root, ignore_errors=True)
-    doc["targets"] = targets(doc["sizes"])
+    doc["targets"] = targets(doc["sizes"], paired_ratios(done) if args.interleave else None)
     doc["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     text = json.dumps(doc, indent=2)
     if args.json_out:

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import pyarrow as pa
-from sqlalchemy import Engine, Table, func, inspect, select, text
+from sqlalchemy import Engine, Table, Text, func, inspect, select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -125,6 +125,14 @@ class SQLCatalog(CatalogBackend):
                         conn.exec_driver_sql(f"ALTER TABLE {q} ADD COLUMN data_csv_bytes BIGINT")
                         size = "length(CAST(data_csv AS BLOB))" if self.is_sqlite else "octet_length(data_csv)"
                         conn.exec_driver_sql(f"UPDATE {q} SET data_csv_bytes = {size} WHERE data_csv IS NOT NULL")
+            if not self.is_sqlite:  # version 1 bounded user-derived strings (a long directory name broke a batch)
+                for name in insp.get_table_names():
+                    if name not in {t.name for t in schema.FIXED_TABLES} and schema.item_kind(name) is None:
+                        continue
+                    wanted = schema.table_for(name)
+                    for column in insp.get_columns(name):
+                        if column["name"] in wanted.c and isinstance(wanted.c[column["name"]].type, Text) and not isinstance(column["type"], Text):
+                            conn.exec_driver_sql(f"ALTER TABLE {self._q(name)} ALTER COLUMN {self._q(column['name'])} TYPE TEXT")
         if version < 3:  # run history tables are created with the fixed tables; the cache gains a version
             if "cache_version" not in {c["name"] for c in inspect(conn).get_columns(schema.FILES.name)}:
                 conn.exec_driver_sql(f"ALTER TABLE {self._q(schema.FILES.name)} ADD COLUMN cache_version INTEGER")

@@ -78,6 +78,8 @@ class SQLiteCatalog(SQLCatalog):
                     counts.append(max(cur.rowcount, 0))
                     continue
                 rows = dedupe(rows, keys, "last" if op.on_conflict == "replace" else "first")
+                if keys and rows.num_rows > 1:  # in key order, index insertions walk the B-tree
+                    rows = rows.sort_by([(k, "ascending") for k in keys])
                 if rows.num_rows == 0:
                     counts.append(0)
                     continue

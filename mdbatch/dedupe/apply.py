@@ -5,7 +5,8 @@ sets is journaled (intents fsync'd once per chunk, and store references before t
 out: store objects and read-only bits first, then every path: a last-moment stat check against the
 scan, the kept copy linked to a temporary name in the same directory (and checked to be the kept
 inode), and ``os.replace`` over the path. Links run on a few threads (link and rename latency
-overlaps); each thread has its own directory descriptors. See `journal.py` for the record format
+overlaps), each with its own directory descriptors, while the main thread plans and journals the
+next chunk. See `journal.py` for the record format
 and `recover.py` for what happens after a crash.
 """
 
@@ -20,7 +21,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ..atomic import fsync_dir
@@ -57,6 +58,8 @@ class Executor:
         self._local = threading.local()
         self._fs_lock = threading.Lock()
         self._thread_fs: list[RootFS] = []
+        #: The journaled chunk whose links are running: (link sets, futures, reflink sources).
+        self._inflight: tuple[list[LinkSet], list[Future[Any]], dict[int, int]] | None = None
         self._pool = ThreadPoolExecutor(options.threads, thread_name_prefix="mdbatch-apply") if options.threads > 1 and not options.dry_run else None
         self.link_max = options.link_max or link_max(root)
         self.planner = LinkPlanner(self.fs, options, self.kind, self.store, self.link_max, self.result)
@@ -90,6 +93,7 @@ class Executor:
                     chunk, pending = [], 0
             self._flush(chunk)
             if self.journal is not None:
+                self._drain()
                 self.result.journal = self.journal.close("completed")
                 self.journal = None
         except BaseException:
@@ -109,6 +113,9 @@ class Executor:
         """Leave a consistent tree after an exception: recover the journal in place."""
         if self._pool is not None:  # no link may still be in flight while recovery looks
             self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._inflight is not None:
+            self._close_sources(self._inflight[2])
+            self._inflight = None
         if self.journal is None:
             return
         from .recover import recover
@@ -161,11 +168,12 @@ class Executor:
             self.store.add_refs(refs)
         journal.sync()
         self.hook("synced")
-        self._execute(chunk)
-        journal.sync()
+        self._drain()
+        self._submit(chunk)
 
-    def _execute(self, chunk: list[LinkSet]) -> None:
-        """Carry out a journaled chunk: objects and read-only bits first, then every link, in parallel."""
+    def _submit(self, chunk: list[LinkSet]) -> None:
+        """Start carrying out a journaled chunk: objects and read-only bits now, then every link on
+        the worker threads while the next chunk is being planned (see `_drain`)."""
         jobs: list[tuple[LinkSet, list[tuple[int, dict[str, Any], Member]]]] = []
         sources: dict[int, int] = {}
         for ls in chunk:
@@ -179,24 +187,43 @@ class Executor:
             jobs.extend((ls, items) for items in by_inode.values())
             if ls.kind == "reflink":
                 sources[ls.set_id] = self._reflink_source(ls)
+        if self._pool is not None and len(jobs) > 1:
+            # A few tasks per thread, each a slice of jobs: one future per slice, not per path.
+            n = min(len(jobs), 4 * self.options.threads)
+            futures = [self._pool.submit(self._link_jobs, jobs[k::n], sources) for k in range(n)]
+            self._inflight = (chunk, futures, sources)
+        else:
+            try:
+                done: Future[Any] = Future()
+                done.set_result(self._link_jobs(jobs, sources))
+            finally:
+                self._close_sources(sources)
+            self._inflight = (chunk, [done], {})
+
+    def _drain(self) -> None:
+        """Wait for the chunk in flight, record how each action ended, and make that durable."""
+        if self._inflight is None:
+            return
+        chunk, futures, sources = self._inflight
         per_set: dict[int, list[tuple[int, Member, str | None]]] = defaultdict(list)
         try:
-            if self._pool is not None and len(jobs) > 1:
-                # A few tasks per thread, each a slice of jobs: one future per slice, not per path.
-                n = min(len(jobs), 4 * self.options.threads)
-                slices = [jobs[k::n] for k in range(n)]
-                for part in self._pool.map(lambda sl: self._link_jobs(sl, sources), slices):
-                    for set_id, results in part:
-                        per_set[set_id].extend(results)
-            else:
-                for set_id, results in self._link_jobs(jobs, sources):
+            for future in futures:
+                for set_id, results in future.result():
                     per_set[set_id].extend(results)
         finally:
-            for fd in sources.values():
-                os.close(fd)
+            self._inflight = None
+            self._close_sources(sources)
         for ls in chunk:
             if ls.set_id in per_set:
                 self._finish_set(ls, per_set[ls.set_id])
+        assert self.journal is not None
+        self.journal.sync()
+
+    @staticmethod
+    def _close_sources(sources: dict[int, int]) -> None:
+        for fd in sources.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def _begin_set(self, ls: LinkSet) -> list[tuple[int, dict[str, Any], Member]] | None:
         """Create the store object and set the read-only bit of a set; its link jobs, or None to skip it."""

@@ -182,11 +182,14 @@ class RootFS:
 
 
 def read_all(fd: int, size: int) -> bytes:
-    """`size` bytes from the start of `fd` (+1 byte to notice growth)."""
-    chunks: list[bytes] = []
-    total = 0
+    """`size` bytes from the start of `fd` (+1 byte to notice growth); one pread unless it comes up short."""
+    data = os.pread(fd, size + 1, 0)
+    if len(data) >= size:
+        return data
+    chunks = [data]
+    total = len(data)
     while total <= size:
-        chunk = os.pread(fd, max(1, min(_CHUNK, size + 1 - total)), total)
+        chunk = os.pread(fd, min(_CHUNK, size + 1 - total), total)
         if not chunk:
             break
         chunks.append(chunk)

@@ -84,21 +84,13 @@ class LinkPlanner:
         self.result.ineligible_paths += len(group.members) - len(eligible)
         if len(eligible) < 2:
             return []
-        fresh: list[Member] = []
-        changed: list[str] = []
-        for ref in eligible:
-            try:
-                st = self.fs.lstat(ref.rel)
-            except OSError:
-                changed.append(ref.rel)
-                continue
-            if not stat.S_ISREG(st.st_mode) or not ref.same_stat(st):
-                changed.append(ref.rel)
-            else:
-                fresh.append(Member(ref, st))
+        fresh, changed, differs = self._recheck(group, eligible)
         if changed:
             self.result.changed.extend(changed)
             self.skip(group, "changed since the scan", changed)
+            return []
+        if differs:
+            self.skip(group, "content differs from the kept copy (hash collision or changed in place); nothing linked", differs)
             return []
         parts: dict[tuple[int, ...], list[Member]] = defaultdict(list)
         for m in fresh:
@@ -109,6 +101,53 @@ class LinkPlanner:
                 continue
             sets.extend(self._plan_set(group, members))
         return sets
+
+    def _recheck(self, group: DuplicateGroup, refs: list[FileRef]) -> tuple[list[Member], list[str], list[str]]:
+        """Re-stat every path (through its open descriptor) and compare every inode's bytes with the
+        first path's: equality is transitive, so every member then equals whichever copy is kept.
+
+        Returns (members, paths changed since the scan, paths whose bytes differ).
+        """
+        fresh: list[Member] = []
+        changed: list[str] = []
+        differs: list[str] = []
+        seen: set[int] = set()
+        ref_fd = -1
+        ref_bytes: bytes | None = None
+        size = group.size
+        try:
+            for ref in refs:
+                try:
+                    fd = self.fs.open_read(ref.rel)
+                except OSError:
+                    changed.append(ref.rel)
+                    continue
+                keep_open = False
+                try:
+                    st = os.fstat(fd)
+                    if not stat.S_ISREG(st.st_mode) or not ref.same_stat(st):
+                        changed.append(ref.rel)
+                        continue
+                    fresh.append(Member(ref, st))
+                    if changed or differs or st.st_ino in seen:
+                        continue
+                    seen.add(st.st_ino)
+                    if len(seen) == 1:  # the reference copy
+                        if size <= _SMALL:
+                            ref_bytes = read_all(fd, size)
+                            if len(ref_bytes) != size:
+                                changed.append(ref.rel)
+                        else:
+                            ref_fd, keep_open = fd, True
+                    elif not (read_all(fd, size) == ref_bytes if ref_bytes is not None else same_bytes(ref_fd, fd, size)):
+                        differs.append(ref.rel)
+                finally:
+                    if not keep_open:
+                        os.close(fd)
+        finally:
+            if ref_fd >= 0:
+                os.close(ref_fd)
+        return fresh, changed, differs
 
     def _partition(self, st: os.stat_result) -> tuple[int, ...]:
         if self.kind == "reflink":
@@ -140,8 +179,6 @@ class LinkPlanner:
             batch, pending = pending[:room], pending[room:]
             ls = LinkSet(self._new_set(), group, self.kind, kept, batch, members=[kept, *batch],
                           target_ino=kept.st.st_ino, target_dev=kept.st.st_dev, target_mtime_ns=kept.st.st_mtime_ns)
-            if not self._verify(ls, [kept, *batch], kept):
-                return sets
             self._plan_chmod(ls, kept.ref.rel, kept.st, absolute=False)
             sets.append(ls)
             room = 0
@@ -164,14 +201,13 @@ class LinkPlanner:
                 self.skip(group, "the store holds a different file under this digest", [m.ref.rel for m in members])
                 return []
             ls.target_ino, ls.target_dev, ls.target_mtime_ns = ost.st_ino, ost.st_dev, ost.st_mtime_ns
-            if not self._verify(ls, members, None, obj_fd_path=obj):
+            # Every member has the bytes of members[0] (checked in _recheck): one comparison suffices.
+            if not self._verify_object(group, obj, members[0]):
                 return []
         else:
             ls.put = "link" if self.kind in ("hardlink", "symlink") and same_dev else "reflink" if self.kind == "reflink" else "copy"
             if ls.put == "link":
                 ls.target_ino, ls.target_dev, ls.target_mtime_ns = keeper.st.st_ino, keeper.st.st_dev, keeper.st.st_mtime_ns
-            if not self._verify(ls, members, keeper):
-                return []
         if self.kind == "hardlink":
             ls.actions = [m for m in members if m.st.st_ino != ls.target_ino]
         else:
@@ -200,32 +236,18 @@ class LinkPlanner:
         self._sets += 1
         return self._sets
 
-    def _verify(self, ls: LinkSet, members: list[Member], keeper: Member | None, obj_fd_path: str | None = None) -> bool:
-        """Compare the bytes of every distinct inode with the reference copy (kept file or store object)."""
-        group = ls.group
+    def _verify_object(self, group: DuplicateGroup, obj: str, member: Member) -> bool:
+        """Compare an existing store object's bytes with one member's (every member has those bytes)."""
         try:
-            ref_fd = os.open(obj_fd_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC) if obj_fd_path else self.fs.open_read(keeper.ref.rel)  # type: ignore[union-attr]
+            ref_fd = os.open(obj, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
-            self.skip(group, f"kept copy unreadable: {exc.strerror or exc}", [m.ref.rel for m in members])
+            self.skip(group, f"store object unreadable: {exc.strerror or exc}", [m.ref.rel for m in [member]])
             return False
         try:
-            rst = os.fstat(ref_fd)
-            if keeper is not None and obj_fd_path is None and not keeper.ref.same_stat(rst):
-                self.result.changed.append(keeper.ref.rel)
-                self.skip(group, "changed since the scan", [keeper.ref.rel])
-                return False
             ref_bytes = read_all(ref_fd, group.size) if group.size <= _SMALL else None
-            if ref_bytes is not None and len(ref_bytes) != group.size:
-                self.skip(group, "kept copy changed size", [m.ref.rel for m in members])
+            if not self._same(member, ref_fd, ref_bytes, group.size):
+                self.skip(group, "content differs from the store object under this digest (hash collision?); nothing linked", [member.ref.rel])
                 return False
-            seen = {rst.st_ino} if obj_fd_path is None else set()
-            for m in members:
-                if m.st.st_ino in seen:
-                    continue
-                seen.add(m.st.st_ino)
-                if not self._same(m, ref_fd, ref_bytes, group.size):
-                    self.skip(group, "content differs from the kept copy (hash collision or changed in place); nothing linked", [m.ref.rel for m in members])
-                    return False
         finally:
             os.close(ref_fd)
         return True

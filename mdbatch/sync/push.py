@@ -152,10 +152,14 @@ class Writer:
             while self.in_flight:
                 self._wait_oldest()
         finally:
-            if self.pool is not None:
-                for future, _, _ in self.in_flight:
-                    future.cancel()
-                self.pool.shutdown(wait=True)
+            self.abandon()
+
+    def abandon(self) -> None:
+        """After a failure: write nothing more; let transactions already sent finish or fail."""
+        self.pending, self.rows, self.bytes = [], 0, 0
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.in_flight.clear()
 
     def _wait_oldest(self) -> None:
         future, ops, started = self.in_flight.popleft()
@@ -344,8 +348,10 @@ def write_units(
             result.over_cap += unit.over_cap
             result.unreadable += unit.unreadable
             writer.add(unit)
-    finally:
         writer.close()
+    except BaseException:
+        writer.abandon()
+        raise
     return spool
 
 
@@ -425,7 +431,7 @@ def push(
             spool = write_units(catalog, scanned(), mode, result, serialized)
         bar.close()
         result.outcome = "completed"
-    except PushInterrupted:
+    except (PushInterrupted, KeyboardInterrupt):
         result.outcome = "interrupted"
         raise
     except BaseException:

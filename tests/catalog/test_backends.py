@@ -207,3 +207,25 @@ def test_csv_failed_write_leaves_no_trace(tmp_path):
 def test_passwords_are_redacted(url, shown, secret):
     assert redact(url) == shown
     assert url_password(url) == secret
+
+
+def test_postgres_catalog_of_schema_1_is_migrated(pg_url):
+    import psycopg
+
+    with open_catalog(pg_url) as cat:
+        cat.apply([Upsert("RUN_DATABASE", run_rows(["A"])), Upsert("ANALYSIS_apl", analysis_rows(["A"]))])
+    conninfo, search = pg_url.split("?")[0], pg_url.split("search_path%3D")[1]
+    from .conftest import _conninfo
+
+    with psycopg.connect(_conninfo(conninfo), autocommit=True) as conn:  # what version 1 looked like
+        conn.execute(f'SET search_path TO "{search}"')
+        conn.execute('ALTER TABLE "RUN_DATABASE" ALTER COLUMN hash TYPE varchar(64)')
+        conn.execute('ALTER TABLE "ANALYSIS_apl" DROP COLUMN data_csv_bytes')
+        conn.execute("UPDATE \"MDBATCH_SCHEMA\" SET value = '1'")
+    long_hash = "x" * 300  # a directory name used as the hash: too long for version 1
+    with open_catalog(pg_url) as cat:
+        cat.init_schema()
+        assert cat.schema_version() == schema.SCHEMA_VERSION
+        cat.apply([Upsert("RUN_DATABASE", run_rows([long_hash]))])
+        assert cat.count_rows("RUN_DATABASE") == 2
+        assert cat.existing_keys("ANALYSIS_apl", pa.table({"hash": ["A"]})).num_rows == 1  # pushed data still counts

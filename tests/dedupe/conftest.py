@@ -107,16 +107,29 @@ def _mount(args: list[str]) -> bool:
 
 
 @pytest.fixture
-def other_device(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A directory on another filesystem (a small tmpfs); skipped where mounting is not allowed."""
-    mnt = tmp_path / "other-device"
-    mnt.mkdir()
-    if not _mount(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)]):
-        pytest.skip("cannot mount a tmpfs here (needs root)")
+def mount_tmpfs():  # type: ignore[no-untyped-def]
+    """Factory: mount a small tmpfs (another device) on an existing empty directory; skipped where
+    mounting is not allowed. Everything mounted is unmounted at teardown."""
+    mounted: list[Path] = []
+
+    def mount(where: Path) -> Path:
+        where.mkdir(parents=True, exist_ok=True)
+        if not _mount(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(where)]):
+            pytest.skip("cannot mount a tmpfs here (needs root)")
+        mounted.append(where)
+        return where
+
     try:
-        yield mnt
+        yield mount
     finally:
-        _mount(["umount", "-l", str(mnt)])
+        for where in reversed(mounted):
+            _mount(["umount", "-l", str(where)])
+
+
+@pytest.fixture
+def other_device(tmp_path: Path, mount_tmpfs):  # type: ignore[no-untyped-def]
+    """A directory on another filesystem (a small tmpfs)."""
+    return mount_tmpfs(tmp_path / "other-device")
 
 
 @pytest.fixture

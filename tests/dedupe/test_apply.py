@@ -16,7 +16,7 @@ from mdbatch.dedupe.model import DuplicateGroup, FileRef
 from mdbatch.dedupe.plan import find_duplicates
 from mdbatch.discover import walk_root
 
-from .conftest import snapshot
+from .conftest import snapshot, write_sim
 
 TOP = b"[ moleculetype ]\nSOL 3\n" * 40
 MDP = b"integrator = md\nnsteps = 50000\n" * 10
@@ -117,29 +117,20 @@ def test_a_fast_hash_match_is_never_proof(tree) -> None:  # type: ignore[no-unty
     assert "content differs" in result.skipped[0]["reason"]
 
 
-def test_never_links_across_devices(tree, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    from mdbatch.dedupe import fsops
-
-    root = tree({"a": {"f": TOP}, "b": {"f": TOP}, "c": {"f": TOP}})
+def test_never_links_across_devices(tree, mount_tmpfs) -> None:  # type: ignore[no-untyped-def]
+    root = tree({"a": {"f": TOP}, "b": {"f": TOP}})
+    mount_tmpfs(root / "other")  # a directory of the campaign on another filesystem
+    write_sim(root / "other", "c", {"f": TOP})
+    write_sim(root / "other", "d", {"f": TOP})
+    before = snapshot(root)
     found = find(root)
-    real_lstat = fsops.RootFS.lstat
-    fake_dev = 424242
-
-    def lstat(self: fsops.RootFS, rel: str) -> os.stat_result:
-        st = real_lstat(self, rel)
-        if rel == "c/f":
-            values = list(st)
-            values[stat.ST_DEV] = fake_dev
-            extra = {k: getattr(st, k) for k in ("st_atime_ns", "st_mtime_ns", "st_ctime_ns", "st_blksize", "st_blocks")}
-            return os.stat_result(values, extra)
-        return st
-
-    monkeypatch.setattr(fsops.RootFS, "lstat", lstat)
-    group = found.groups[0]
-    moved = tuple(FileRef(m.rel, m.simulation, m.status, m.size, m.mtime_ns, m.ctime_ns, m.inode, fake_dev) if m.rel == "c/f" else m for m in group.members)
-    result = apply_groups(str(root), [DuplicateGroup(group.digest, group.size, moved)], ApplyOptions(), "run-dev")
-    assert result.links == 1
-    assert ino(root / "a" / "f") == ino(root / "b" / "f") != ino(root / "c" / "f")
+    assert [len(g.members) for g in found.groups if g.size == len(TOP)] == [4]  # one group across devices
+    result = apply_groups(str(root), found.groups, ApplyOptions(), "run-dev")
+    assert snapshot(root) == before and result.links == 2
+    assert ino(root / "a" / "f") == ino(root / "b" / "f")
+    assert ino(root / "other" / "c" / "f") == ino(root / "other" / "d" / "f")
+    assert os.lstat(root / "a" / "f").st_dev != os.lstat(root / "other" / "c" / "f").st_dev
+    assert os.lstat(root / "a" / "f").st_nlink == 2 == os.lstat(root / "other" / "c" / "f").st_nlink
 
 
 def test_link_limit_starts_a_new_kept_copy(tree) -> None:  # type: ignore[no-untyped-def]
