@@ -439,7 +439,10 @@ def main(argv: list[str] | None = None) -> int:
     report["speedup_sqlite_vs_mdfactory"] = speedup
     report["targets"] = {
         "sqlite_speedup_vs_mdfactory": check_target(speedup, ">=", 50),
-        "postgresql_rows_per_s": check_target(report["postgresql"].get("rows_per_s"), ">=", 100_000),
+        # The target is the COPY load; the end-to-end rate (duplicate check + COPY + INSERT from
+        # staging + commits) is held to the same bar and reported beside it.
+        "postgresql_copy_rows_per_s": check_target(report["postgresql"].get("copy_phase_rows_per_s"), ">=", 100_000),
+        "postgresql_end_to_end_rows_per_s": check_target(report["postgresql"].get("rows_per_s"), ">=", 100_000),
         "sqlite_diff_over_first": check_target(sq["diff_over_first"], "<=", 0.2),
         "sqlite_diff_growth_with_table_size": check_target(sq["diff_growth"]["growth"], "<=", 1.5),
     }
