@@ -6,8 +6,10 @@ exports SLURM_CONF). Skips locally without it; fails under CI=true.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -58,7 +60,6 @@ def test_audit_with_slurm_worker_jobs_matches_local(slurm, make_campaign, tmp_pa
     )
     assert proc.returncode == 1, proc.stderr
     ref_db, ref = local_reference(result, tmp_path)
-    import json
 
     run_id = json.loads((tmp_path / "s.json").read_text())["run_id"]
     assert catalog_snapshot(db, run_id) == catalog_snapshot(ref_db, ref.run_id)
@@ -83,7 +84,6 @@ def test_one_allocation_with_srun_and_scheduler_file(slurm, make_campaign, tmp_p
     log = (tmp_path / f"mdbatch-alloc-{job}.log").read_text()
     summary = tmp_path / f"mdbatch-summary-{job}.json"
     assert summary.exists(), log
-    import json
 
     got = json.loads(summary.read_text())
     ref_db, ref = local_reference(result, tmp_path)
@@ -91,3 +91,57 @@ def test_one_allocation_with_srun_and_scheduler_file(slurm, make_campaign, tmp_p
     assert catalog_snapshot(db, got["run_id"]) == catalog_snapshot(ref_db, ref.run_id)
     findings = (tmp_path / f"mdbatch-findings-{job}.jsonl").read_text().splitlines()
     assert len(findings) == ref.summary["findings_total"]
+
+
+def _job_state(job: str) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True, text=True, timeout=20).stdout
+    return dict(field.split("=", 1) for field in out.split() if "=" in field)
+
+
+def test_walltime_signal_requeues_the_job_and_resume_finishes(slurm, make_campaign, tmp_path):
+    """What Slurm does before a walltime (--signal=B:USR1): the batch shell forwards USR1, mdbatch
+    saves its completed batches and exits 3, the script requeues itself, and the restarted job
+    continues the same run with --resume last; the catalog equals an undisturbed local run."""
+    result = make_campaign(300, seed=43, faults=True)
+    db = tmp_path / "requeue.db"
+    env = {**os.environ, "MDBATCH_DB": f"sqlite:///{db}", "MDBATCH_INTERFACE": "lo", "PYTHON": sys.executable, "TMPDIR": str(tmp_path)}
+    job = subprocess.run(
+        ["sbatch", "--parsable", "--export=ALL", f"--chdir={tmp_path}", str(REPO / "deploy" / "slurm" / "audit-allocation.sbatch"),
+         str(result.dest), "--batch-size", "1", "--no-dashboard"],
+        capture_output=True, text=True, env=env, timeout=60, check=True,
+    ).stdout.strip().split(";")[0]
+    log = tmp_path / f"mdbatch-alloc-{job}.log"
+    try:
+        from .test_resilience import count
+
+        deadline = time.monotonic() + 180
+        while count(db, "SELECT COUNT(*) FROM MDBATCH_SCANNED") < 20:
+            assert time.monotonic() < deadline, "the audit did not get going"
+            assert _job_state(job).get("JobState") in ("PENDING", "RUNNING", "CONFIGURING"), log.read_text()
+            time.sleep(0.1)
+        subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True, timeout=20)
+        deadline = time.monotonic() + 120
+        while _job_state(job).get("Restarts", "0") == "0":
+            assert time.monotonic() < deadline, f"job {job} was not requeued: {log.read_text() if log.exists() else ''}"
+            time.sleep(0.2)
+        with sqlite3.connect(db) as conn:
+            (status,) = conn.execute("SELECT status FROM MDBATCH_RUNS").fetchone()
+            scanned = conn.execute("SELECT COUNT(*) FROM MDBATCH_SCANNED").fetchone()[0]
+        assert status == "interrupted" and 20 <= scanned < 300
+        # Slurm holds a requeued job back for a while (Reason=BeginTime); let it start now.
+        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, timeout=20)
+        deadline = time.monotonic() + 240
+        while subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip():
+            assert time.monotonic() < deadline, f"job {job} did not finish after its requeue"
+            time.sleep(0.5)
+    finally:
+        subprocess.run(["scancel", job], capture_output=True)
+    text = log.read_text()
+    assert "requeueing job" in text, text
+    got = json.loads((tmp_path / f"mdbatch-summary-{job}.json").read_text())
+    ref_db, ref = local_reference(result, tmp_path)
+    assert got["outcome"] == "completed" and got["simulations"] == 300, text
+    with sqlite3.connect(db) as conn:  # the same run, continued: not a second one
+        assert conn.execute("SELECT run_id, status FROM MDBATCH_RUNS").fetchall() == [(got["run_id"], "completed")]
+    assert got["findings"] == ref.summary["findings"]
+    assert catalog_snapshot(db, got["run_id"]) == catalog_snapshot(ref_db, ref.run_id)
