@@ -195,7 +195,11 @@ def _frames(catalog: CatalogBackend, query: Query, result: Rebuilt) -> Iterator[
             if text is not None:
                 yield h, pacsv.read_csv(io.BytesIO(text.encode("utf-8")), parse_options=_PARSE)
             elif data_path and os.path.isfile(data_path):
-                table = pq.read_table(data_path)
+                try:
+                    table = pq.read_table(data_path)
+                except (pa.ArrowException, OSError):  # truncated, corrupt or unreadable since the push
+                    result.missing.append(h)
+                    continue
                 index = _pandas_index(table.schema.metadata or {})
                 keep = [n for n in table.column_names if n not in index and not n.startswith("__index_level_")]
                 result.from_parquet += 1

@@ -87,11 +87,14 @@ def test_files_csv_json_parquet(filled, tmp_path):
 def test_rebuild_widens_types_and_reads_data_path_when_capped(filled, tmp_path):
     frame = tmp_path / "D.parquet"
     pq.write_table(pa.table({"t": [5], "v": [9.5]}), frame)
+    broken = tmp_path / "F.parquet"  # truncated since the push: counted as missing, not a traceback
+    pq.write_table(pa.table({"t": [6]}), broken)
+    broken.write_bytes(broken.read_bytes()[:-9])
     with open_catalog(filled) as cat:
-        cat.apply([Upsert("ANALYSIS_apl", analysis({"D": None, "E": None}, {"D": str(frame)}))])
+        cat.apply([Upsert("ANALYSIS_apl", analysis({"D": None, "E": None, "F": None}, {"D": str(frame), "F": str(broken)}))])
     with pull.open_for_read(filled) as cat:
         built = pull.rebuild_frames(cat, "apl", str(tmp_path / "all.parquet"))
-    assert (built.frames, built.rows, built.from_parquet, built.missing) == (4, 5, 1, ["E"])
+    assert (built.frames, built.rows, built.from_parquet, built.missing) == (4, 5, 1, ["E", "F"])
     table = pq.read_table(tmp_path / "all.parquet")
     assert table.column_names == ["hash", "t", "v", "extra"]
     assert table.schema.field("v").type == pa.float64() and table.schema.field("t").type == pa.int64()
