@@ -95,7 +95,8 @@ class SQLiteCatalog(SQLCatalog):
     def _lookup(
         self, conn: Any, table: Table, keys: list[str], rows: pa.Table, present: str | None, select: list[str]
     ) -> list[tuple[Any, ...]]:
-        values = list(zip(*[rows[k].to_pylist() for k in keys], strict=True))
+        # Each key tuple once: the join below would return a row per repetition, where IN did not.
+        values = list(dict.fromkeys(zip(*[rows[k].to_pylist() for k in keys], strict=True)))
         cols = ", ".join(self._q(k) for k in keys)
         out = ", ".join(self._q(c) for c in select)
         cond = f" AND {self._q(present)} IS NOT NULL" if present else ""
@@ -109,8 +110,14 @@ class SQLiteCatalog(SQLCatalog):
                     sql = f"SELECT {out} FROM {self._q(table.name)} WHERE {cols} IN ({self._p(len(part))}){cond}"
                     params: list[Any] = [v[0] for v in part]
                 else:
+                    # Not `(a, b) IN (VALUES ...)`: SQLite plans that as a scan of the whole index per
+                    # query, so a lookup per batch grows with the table (quadratic over a campaign).
+                    # The key tuples as the outer loop of a CROSS JOIN probe the primary key instead.
                     tuples = ", ".join(f"({self._p(len(keys))})" for _ in part)
-                    sql = f"SELECT {out} FROM {self._q(table.name)} WHERE ({cols}) IN (VALUES {tuples}){cond}"
+                    match = " AND ".join(f"t.{self._q(k)} = u.{self._q(k)}" for k in keys)
+                    picked = ", ".join(f"t.{self._q(c)}" for c in select)
+                    tcond = f" AND t.{self._q(present)} IS NOT NULL" if present else ""
+                    sql = f"WITH u({cols}) AS (VALUES {tuples}) SELECT {picked} FROM u CROSS JOIN {self._q(table.name)} AS t WHERE {match}{tcond}"
                     params = [x for v in part for x in v]
                 found.extend(tuple(r) for r in cur.execute(sql, params).fetchall())
         finally:

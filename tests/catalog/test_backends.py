@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from mdbatch.catalog import Upsert, open_catalog, redact, schema, url_password
-from mdbatch.catalog.ops import rows_table
+from mdbatch.catalog.ops import rows_table, typed
 from mdbatch.errors import CatalogError
 
 from .test_contract import analysis_rows, run_rows
@@ -229,3 +229,30 @@ def test_postgres_catalog_of_schema_1_is_migrated(pg_url):
         cat.apply([Upsert("RUN_DATABASE", run_rows([long_hash]))])
         assert cat.count_rows("RUN_DATABASE") == 2
         assert cat.existing_keys("ANALYSIS_apl", pa.table({"hash": ["A"]})).num_rows == 1  # pushed data still counts
+
+
+def test_sqlite_multi_column_lookup_probes_the_key_instead_of_scanning(tmp_path):
+    """A per-batch lookup (root, simulation) must cost the same in a big table as in a small one:
+    `(a, b) IN (VALUES ...)` made SQLite scan the whole index per query (quadratic audits)."""
+    n = 40_000
+    files = pa.table({
+        "root": ["/r"] * n, "simulation": [f"s{i // 4:05d}" for i in range(n)], "path": [f"f{i % 4}" for i in range(n)],
+        "size": [1] * n, "mtime_ns": [0] * n, "ctime_ns": [0] * n, "inode": list(range(n)), "device": [1] * n, "run_id": ["r"] * n,
+    })
+    with open_catalog(f"sqlite:///{tmp_path / 'c.db'}") as cat:
+        cat.apply([Upsert("MDBATCH_FILES", files)])
+        match = pa.table({"root": ["/r", "/r", "/r", "/other"], "simulation": ["s00003", "s09999", "s00003", "s00003"]})
+        steps = 0
+
+        def tick() -> int:
+            nonlocal steps
+            steps += 1
+            return 0
+
+        with cat.engine.connect() as conn:
+            conn.connection.dbapi_connection.set_progress_handler(tick, 100)
+            found = cat._lookup(conn, schema.FILES, ["root", "simulation"], typed(schema.FILES, match), None, ["simulation", "path"])
+        assert sorted(found) == [("s00003", f"f{k}") for k in range(4)] + [("s09999", f"f{k}") for k in range(4)]
+        assert steps < 50, f"{steps * 100} SQLite VM steps for 3 keys in {n} rows: the lookup scanned the table"
+        got = cat.rows_matching("MDBATCH_FILES", match, ["simulation", "path"])
+        assert got.num_rows == 8  # a repeated key tuple matches once
