@@ -125,7 +125,10 @@ class RunTracker:
         self.cache_hits += hits
         self.files_read += len(cached) - hits
         self.bytes_read += sum(s for s, c in zip(sizes, cached, strict=True) if not c)
-        changes, unchanged, identical = file_changes(base.previous, files, sims)
+        if self.previous_run is None and not base.previous:
+            changes, unchanged, identical = [], 0, set()  # a first audit: nothing to compare, nothing recorded
+        else:
+            changes, unchanged, identical = file_changes(base.previous, files, sims)
         self.counts.files["unchanged"] += unchanged
         status_now = dict(zip(sims, batch.systems.column("status").to_pylist(), strict=True))
         records: list[Change] = []
