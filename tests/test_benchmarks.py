@@ -1,4 +1,4 @@
-"""Smoke test of the audit benchmark harness: it runs end to end and reports what it promises.
+"""Smoke tests of the benchmark harnesses: each runs end to end at a tiny size and reports what it promises.
 
 Timings are never asserted (the machine is shared); only the document's shape, that both tools
 saw the same campaign, and that cold eviction actually emptied the page cache.
@@ -59,3 +59,42 @@ def test_quick_benchmark_reports_both_profiles_with_matching_counts(tmp_path: Pa
     assert cold["max_resident_fraction_at_start_of_timed_runs"] <= 0.01
     assert doc["profiles"]["metadata"]["page_cache"] == "warm"
     assert doc["fixed_costs"]["audit_1_simulation_s"]["n"] == 1
+
+
+def _run(script: str, *args: str, timeout: int = 600) -> dict:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH.parent / script), *args],
+        check=False, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def test_push_benchmark_runs_and_checks_its_targets(tmp_path: Path) -> None:
+    doc = _run("bench_push.py", "--sims", "600", "--repeat", "1", "--baseline-sims", "100", "--diff-sims", "200",
+               "--no-pg", "--workdir", str(tmp_path / "push"))
+    assert doc["sims"] == 600 and doc["rows"] == 600 * 5
+    assert doc["sqlite"]["rows"] == doc["rows"] and doc["sqlite"]["first_push"]["n"] == 1
+    assert doc["sqlite"]["diff_growth"]["table_big_sims"] == 600
+    assert 0 < doc["mdfactory_way_sqlite"]["measured_sims"] < 600 and doc["speedup_sqlite_vs_mdfactory"] > 0  # whole batches of 250
+    assert set(doc["targets"]["sqlite_speedup_vs_mdfactory"]) == {"value", "target", "pass"}
+    assert doc["postgresql"] == {"skipped": doc["postgresql"]["skipped"]}
+
+
+def test_scale_benchmark_reports_every_size(tmp_path: Path) -> None:
+    doc = _run("bench_scale.py", "--sizes", "20,40", "--repeat", "1", "--max-extra", "0", "--interleave",
+               "--workdir", str(tmp_path / "scale"))
+    assert set(doc["sizes"]) == {"20", "40"}
+    for size, report in doc["sizes"].items():
+        assert report["simulations"] == int(size) and report["sims_per_s"] > 0
+        assert report["client_peak_rss_mb"]["median"] > 0 and report["scheduler_tasks"] >= 1
+        assert report["catalog"]["rows_total"] > 0
+
+
+def test_incremental_benchmark_sees_the_cache_and_the_changes(tmp_path: Path) -> None:
+    doc = _run("bench_incremental.py", "--quick", "--profile", "metadata", "--repeat", "1", "--workdir", str(tmp_path / "inc"))
+    runs = doc["profiles"]["metadata"]["last_runs"]
+    assert runs["first"]["cache"]["hits"] == 0
+    assert runs["unchanged"]["cache"]["hits"] > 0 and runs["unchanged"]["changes"]["files"]["changed"] == 0
+    assert runs["changed_1pct"]["changes"]["files"]["changed"] > 0
+    assert doc["profiles"]["metadata"]["ratios"]["whole_first_over_unchanged"] > 0
