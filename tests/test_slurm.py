@@ -93,6 +93,9 @@ def test_one_allocation_with_srun_and_scheduler_file(slurm, make_campaign, tmp_p
     assert len(findings) == ref.summary["findings_total"]
 
 
+_FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
+
+
 def _job_state(job: str) -> dict[str, str]:
     out = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True, text=True, timeout=20).stdout
     return dict(field.split("=", 1) for field in out.split() if "=" in field)
@@ -121,18 +124,25 @@ def test_walltime_signal_requeues_the_job_and_resume_finishes(slurm, make_campai
             time.sleep(0.1)
         subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True, timeout=20)
         deadline = time.monotonic() + 120
-        while _job_state(job).get("Restarts", "0") == "0":
+        while not (_job_state(job).get("Restarts", "0") != "0" and _job_state(job).get("JobState") == "PENDING"):
             assert time.monotonic() < deadline, f"job {job} was not requeued: {log.read_text() if log.exists() else ''}"
             time.sleep(0.2)
         with sqlite3.connect(db) as conn:
             (status,) = conn.execute("SELECT status FROM MDBATCH_RUNS").fetchone()
             scanned = conn.execute("SELECT COUNT(*) FROM MDBATCH_SCANNED").fetchone()[0]
         assert status == "interrupted" and 20 <= scanned < 300
-        # Slurm holds a requeued job back for a while (Reason=BeginTime); let it start now.
-        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, timeout=20)
+        # Slurm holds a requeued job back for a while (Reason=BeginTime); let it start now, and
+        # again if an update raced the requeue. Not within the second of the requeue: slurmd
+        # refuses a credential created in the second its predecessor was revoked ("Killing
+        # non-startable batch job: Job credential revoked"), which is what the hold protects.
+        # Done is a final JobState (exit 1: findings), never an empty answer: a squeue or
+        # scontrol hiccup must not pass for the end.
+        time.sleep(2.5)
         deadline = time.monotonic() + 240
-        while subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip():
-            assert time.monotonic() < deadline, f"job {job} did not finish after its requeue"
+        while (state := _job_state(job)).get("JobState") not in _FINAL_STATES:
+            assert time.monotonic() < deadline, f"job {job} did not finish after its requeue: {state}"
+            if state.get("JobState") == "PENDING" and state.get("Reason") == "BeginTime":
+                subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True, timeout=20)
             time.sleep(0.5)
     finally:
         subprocess.run(["scancel", job], capture_output=True)
