@@ -49,6 +49,7 @@ from common import (  # the benchmarks directory is not a package
     RunResult,
     check_target,
     describe,
+    emit_json,
     ensure_campaign,
     evict_page_cache,
     loadavg,
@@ -334,15 +335,7 @@ def _walk_files(sim_dirs: list[str]) -> list[str]:
     """What a per-simulation walk does: scandir, DirEntry type checks, sorted listing."""
     out: list[str] = []
     for sim in sim_dirs:
-        stack, found = [sim], []
-        while stack:
-            with os.scandir(stack.pop()) as it:
-                for entry in it:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-                    elif entry.is_file(follow_symlinks=False):
-                        found.append(entry.path)
-        out.extend(sorted(found))
+        out.extend(sorted(regular_files(sim)))
     return out
 
 
@@ -600,11 +593,7 @@ def main(argv: list[str] | None = None) -> int:
         doc["profile_scan"] = profile_scan(campaign.root, args.scan_sims)
     doc["machine"]["loadavg_at_end"] = loadavg()
     doc["total_s"] = round(time.perf_counter() - started, 1)
-    text = json.dumps(doc, indent=2)
-    print(text)
-    if args.json_out is not None:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(text + "\n", encoding="utf-8")
+    emit_json(doc, args.json_out)
     return 0 if ok else 1
 
 

@@ -51,6 +51,7 @@ from common import (  # noqa: E402 - the benchmarks directory is not a package
     RunResult,
     check_target,
     describe,
+    emit_json,
     ensure_campaign,
     loadavg,
     machine_info,
@@ -350,11 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(scratch, ignore_errors=True)
     doc["machine"]["loadavg_at_end"] = loadavg()
     doc["total_s"] = round(time.perf_counter() - started, 1)
-    text = json.dumps(doc, indent=2)
-    print(text)
-    if args.json_out is not None:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(text + "\n", encoding="utf-8")
+    emit_json(doc, args.json_out)
     return 0 if ok else 1
 
 

@@ -32,6 +32,7 @@ from common import (  # noqa: E402
     CampaignSpec,
     check_target,
     describe,
+    emit_json,
     ensure_campaign,
     loadavg,
     machine_info,
@@ -144,10 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         "profiles": {p: bench(p, specs[p], args.repeat, args.workdir) for p in chosen},
         "loadavg_after": loadavg(),
     }
-    text = json.dumps(result, indent=2)
-    if args.json_out:
-        args.json_out.write_text(text + "\n")
-    print(text)
+    emit_json(result, args.json_out)
     return 0
 
 

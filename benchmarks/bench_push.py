@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import signal
 import sqlite3
@@ -52,7 +51,7 @@ from typing import Any
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import check_target, describe, machine_info, ratio, remove_sqlite, stderr_log  # noqa: E402
+from common import check_target, describe, emit_json, machine_info, ratio, remove_sqlite, stderr_log  # noqa: E402
 
 from mdbatch.catalog import open_catalog, schema  # noqa: E402
 from mdbatch.catalog.ops import rows_table  # noqa: E402
@@ -449,10 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     if pg:
         report["targets"]["postgresql_diff_over_first"] = check_target(report["postgresql"]["diff_over_first"], "<=", 0.2)
         report["targets"]["postgresql_diff_growth_with_table_size"] = check_target(report["postgresql"]["diff_growth"]["growth"], "<=", 1.5)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json_out:
-        Path(args.json_out).write_text(text + "\n", encoding="utf-8")
+    emit_json(report, args.json_out)
     return 0
 
 

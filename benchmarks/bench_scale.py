@@ -63,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # the benchmarks directory is not a package
     CampaignSpec,
     check_target,
+    emit_json,
     ensure_campaign,
     machine_info,
     mdbatch_command,
@@ -608,10 +609,7 @@ def main(argv: list[str] | None = None) -> int:
                     shutil.rmtree(root, ignore_errors=True)
     doc["targets"] = targets(doc["sizes"], paired_ratios(done) if args.interleave else None)
     doc["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    text = json.dumps(doc, indent=2)
-    if args.json_out:
-        args.json_out.write_text(text + "\n")
-    print(text)
+    emit_json(doc, args.json_out)
     return 0
 
 

@@ -415,6 +415,16 @@ def loadavg() -> list[float] | None:
         return None
 
 
+def emit_json(doc: Any, json_out: str | os.PathLike[str] | None) -> None:
+    """The benchmark's result: one JSON document on stdout, and also at `json_out` when given."""
+    text = json.dumps(doc, indent=2)
+    print(text)
+    if json_out:
+        path = Path(json_out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n", encoding="utf-8")
+
+
 def stderr_log(message: str) -> None:
     """Progress lines go to stderr so stdout stays one JSON document."""
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)

@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ..atomic import fsync_dir
-from .fsops import FICLONE, ReflinkUnsupported, RootFS, copy_range, link_max, same_bytes, split_rel
+from .fsops import FICLONE, ReflinkUnsupported, RootFS, copy_range, fchmod_path_checked, link_max, same_bytes, split_rel
 from .journal import Journal
 from .linkplan import LinkPlanner, LinkSet, Member
 from .listing import TMP_PREFIX
@@ -403,36 +403,20 @@ class Executor:
 
     def _chmod(self, ls: LinkSet) -> bool:
         assert ls.chmod is not None
-        path, ino, _before, after, absolute = ls.chmod
-        try:
-            if absolute:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                try:
-                    if os.fstat(fd).st_ino != ino:
-                        return False
-                    os.fchmod(fd, after)
-                    return True
-                finally:
-                    os.close(fd)
-            return self.fs.fchmod_checked(path, ino, after)
-        except OSError:
-            return False
+        return self._set_mode(ls, ls.chmod[3])
 
     def _restore_chmod(self, ls: LinkSet) -> None:
         assert ls.chmod is not None
-        path, ino, before, _after, absolute = ls.chmod
+        self._set_mode(ls, ls.chmod[2])
+
+    def _set_mode(self, ls: LinkSet, mode: int) -> bool:
+        """Set the mode of the set's kept file (or store object) if it is still the recorded inode."""
+        assert ls.chmod is not None
+        path, ino, _before, _after, absolute = ls.chmod
         try:
-            if absolute:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                try:
-                    if os.fstat(fd).st_ino == ino:
-                        os.fchmod(fd, before)
-                finally:
-                    os.close(fd)
-            else:
-                self.fs.fchmod_checked(path, ino, before)
+            return fchmod_path_checked(path, ino, mode) if absolute else self.fs.fchmod_checked(path, ino, mode)
         except OSError:
-            pass
+            return False
 
     def _reflink_source(self, ls: LinkSet) -> int:
         path, absolute = ls.source()

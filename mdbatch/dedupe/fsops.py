@@ -181,6 +181,20 @@ class RootFS:
             os.close(fd)
 
 
+def fchmod_path_checked(path: str, inode: int, mode: int) -> bool:
+    """chmod the file at absolute `path` (a symlink there is not followed) to `mode` if it is still
+    inode `inode`; False if it is not. The twin of `RootFS.fchmod_checked` outside the root (store
+    objects)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if os.fstat(fd).st_ino != inode:
+            return False
+        os.fchmod(fd, mode)
+        return True
+    finally:
+        os.close(fd)
+
+
 def read_all(fd: int, size: int) -> bytes:
     """`size` bytes from the start of `fd` (+1 byte to notice growth); one pread unless it comes up short."""
     data = os.pread(fd, size + 1, 0)

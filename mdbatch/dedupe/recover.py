@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..paths import display
-from .fsops import RootFS
+from .fsops import RootFS, fchmod_path_checked
 from .journal import ACTIVE_SUFFIX, JournalState, append_and_close, pending_journals, root_lock
 
 
@@ -133,13 +133,7 @@ def _restore_mode(rec: dict[str, Any], fs: RootFS) -> int:
         except FileNotFoundError:
             return 0
         if st.st_ino == rec["ino"] and stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == rec["after"]:
-            fd = os.open(rec["path"], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                if os.fstat(fd).st_ino == rec["ino"]:
-                    os.fchmod(fd, rec["before"])
-                    return 1
-            finally:
-                os.close(fd)
+            return 1 if fchmod_path_checked(rec["path"], rec["ino"], rec["before"]) else 0
         return 0
     now = fs.try_lstat(rec["path"])
     if now is None or now.st_ino != rec["ino"] or stat.S_IMODE(now.st_mode) != rec["after"]:
