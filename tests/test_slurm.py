@@ -124,7 +124,7 @@ def test_walltime_signal_requeues_the_job_and_resume_finishes(slurm, make_campai
             time.sleep(0.1)
         subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True, timeout=20)
         deadline = time.monotonic() + 120
-        while not (_job_state(job).get("Restarts", "0") != "0" and _job_state(job).get("JobState") == "PENDING"):
+        while not ((state := _job_state(job)).get("Restarts", "0") != "0" and state.get("JobState") == "PENDING"):
             assert time.monotonic() < deadline, f"job {job} was not requeued: {log.read_text() if log.exists() else ''}"
             time.sleep(0.2)
         with sqlite3.connect(db) as conn:

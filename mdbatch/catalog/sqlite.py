@@ -97,9 +97,11 @@ class SQLiteCatalog(SQLCatalog):
     ) -> list[tuple[Any, ...]]:
         # Each key tuple once: the join below would return a row per repetition, where IN did not.
         values = list(dict.fromkeys(zip(*[rows[k].to_pylist() for k in keys], strict=True)))
-        cols = ", ".join(self._q(k) for k in keys)
-        out = ", ".join(self._q(c) for c in select)
-        cond = f" AND {self._q(present)} IS NOT NULL" if present else ""
+        q = self._q
+        picked = ", ".join(f"t.{q(c)}" for c in select)
+        cond = f" AND t.{q(present)} IS NOT NULL" if present else ""
+        cols = ", ".join(q(k) for k in keys)
+        match = " AND ".join(f"t.{q(k)} = u.{q(k)}" for k in keys)
         step = max(1, LOOKUP_PARAMS // len(keys))
         found: list[tuple[Any, ...]] = []
         cur = conn.connection.dbapi_connection.cursor()
@@ -107,17 +109,14 @@ class SQLiteCatalog(SQLCatalog):
             for start in range(0, len(values), step):
                 part = values[start : start + step]
                 if len(keys) == 1:
-                    sql = f"SELECT {out} FROM {self._q(table.name)} WHERE {cols} IN ({self._p(len(part))}){cond}"
+                    sql = f"SELECT {picked} FROM {q(table.name)} AS t WHERE t.{cols} IN ({self._p(len(part))}){cond}"
                     params: list[Any] = [v[0] for v in part]
                 else:
                     # Not `(a, b) IN (VALUES ...)`: SQLite plans that as a scan of the whole index per
                     # query, so a lookup per batch grows with the table (quadratic over a campaign).
                     # The key tuples as the outer loop of a CROSS JOIN probe the primary key instead.
                     tuples = ", ".join(f"({self._p(len(keys))})" for _ in part)
-                    match = " AND ".join(f"t.{self._q(k)} = u.{self._q(k)}" for k in keys)
-                    picked = ", ".join(f"t.{self._q(c)}" for c in select)
-                    tcond = f" AND t.{self._q(present)} IS NOT NULL" if present else ""
-                    sql = f"WITH u({cols}) AS (VALUES {tuples}) SELECT {picked} FROM u CROSS JOIN {self._q(table.name)} AS t WHERE {match}{tcond}"
+                    sql = f"WITH u({cols}) AS (VALUES {tuples}) SELECT {picked} FROM u CROSS JOIN {q(table.name)} AS t WHERE {match}{cond}"
                     params = [x for v in part for x in v]
                 found.extend(tuple(r) for r in cur.execute(sql, params).fetchall())
         finally:
