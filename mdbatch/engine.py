@@ -7,6 +7,7 @@ holds more than a handful of results; each result is handed to the caller as soo
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -168,11 +169,8 @@ class Fanout:
             target = opts.scheduler or None
             try:
                 if opts.scheduler_file:
-                    if not os.path.exists(opts.scheduler_file):
-                        raise ClusterError(f"scheduler file {opts.scheduler_file!r} does not exist")
-                    self.client = Client(scheduler_file=opts.scheduler_file, timeout="30s")
-                else:
-                    self.client = Client(target, timeout="30s")
+                    target = _scheduler_address(opts.scheduler_file)
+                self.client = Client(target, timeout="30s")
             except (OSError, TimeoutError) as exc:
                 raise ClusterError(f"cannot reach the Dask scheduler {target or opts.scheduler_file}: {exc}") from exc
             self.n_workers = max(1, len(self.client.scheduler_info().get("workers", {})))
@@ -359,3 +357,18 @@ def _dashboard(client: Any) -> str | None:
     except (AttributeError, KeyError):
         return None
     return str(link) if link else None
+
+
+def _scheduler_address(path: str) -> str:
+    """The scheduler address in a Dask scheduler file (what `dask scheduler --scheduler-file` writes)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            info = json.load(handle)
+    except FileNotFoundError:
+        raise ClusterError(f"scheduler file {path!r} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise ClusterError(f"scheduler file {path!r} cannot be read as JSON: {exc}") from exc
+    address = info.get("address") if isinstance(info, dict) else None
+    if not isinstance(address, str) or not address:
+        raise ClusterError(f"scheduler file {path!r} names no scheduler address (expected JSON with an \"address\")")
+    return address

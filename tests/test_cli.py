@@ -91,6 +91,26 @@ def test_unreachable_postgres_is_one_line_exit_2(make_campaign, tmp_path):
     assert "secret" not in proc.stderr
 
 
+@pytest.mark.parametrize("content", [b"{not json", b"[]", b'{"address": ""}', b"\xff\xfe not UTF-8"])
+def test_a_malformed_scheduler_file_is_one_line_exit_2(make_campaign, tmp_path, content):
+    result = make_campaign(2, seed=26)
+    sched = tmp_path / "sched.json"
+    sched.write_bytes(content)
+    proc = mdbatch("audit", str(result.dest), "--db", f"sqlite:///{tmp_path / 'c.db'}", "--scheduler-file", str(sched), "--quiet")
+    assert_one_line_error(proc, "scheduler file")
+
+
+def test_postgres_without_psycopg_names_the_extra(make_campaign, tmp_path):
+    result = make_campaign(2, seed=27)
+    code = "import sys; sys.modules['psycopg'] = None; from mdbatch.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "audit", str(result.dest), "--db", "postgresql+psycopg://postgres:secret@127.0.0.1/test", "--quiet"],
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )
+    assert_one_line_error(proc, "pip install 'mdbatch[postgres]'")
+    assert "secret" not in proc.stderr
+
+
 def test_unwritable_sqlite_location_is_one_line_exit_2(make_campaign, tmp_path):
     result = make_campaign(3, seed=25)
     proc = mdbatch("audit", str(result.dest), "--db", f"sqlite:///{tmp_path}/no/such/dir/c.db", "--quiet")

@@ -85,7 +85,10 @@ def open_catalog(url: str | None = None, *, must_exist: bool = False) -> Catalog
         if must_exist and path and not path.startswith(":memory:") and not os.path.exists(path.split("?", 1)[0]):
             raise CatalogError(f"catalog {resolved}: file {path.split('?', 1)[0]} does not exist")
         return SQLiteCatalog(resolved)
-    from .postgres import PostgresCatalog
+    try:
+        from .postgres import PostgresCatalog
+    except ImportError as exc:  # psycopg is an extra, like dask-jobqueue for --cluster slurm
+        raise CatalogError(f"catalog {redact(resolved)}: PostgreSQL needs psycopg 3: pip install 'mdbatch[postgres]' ({exc})") from exc
 
     scheme, rest = resolved.split(":", 1)
     if scheme.lower() == "postgresql":  # SQLAlchemy's default driver would be psycopg2
