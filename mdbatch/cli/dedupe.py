@@ -41,6 +41,7 @@ def register(sub: Any) -> None:
     d.add_argument("--recover", metavar="JOURNAL", help="finish or roll back the interrupted apply recorded in JOURNAL, then exit")
     d.add_argument("--local", action="store_true", help="run every stage in this process (no Dask cluster)")
     d.add_argument("--io-threads", type=positive, default=1, help="reads in flight per task (raise for cold or network storage)")
+    d.add_argument("--link-threads", type=positive, default=None, help="threads replacing paths by links (default: 1 where a link is fast, 4 where it is slow, measured on the first chunk)")
     d.add_argument("--quiet", action="store_true", help="no progress and no human summary")
     add_cluster_args(d)
     d.set_defaults(func=_cmd_dedupe)
@@ -99,6 +100,7 @@ def _cmd_dedupe(args: argparse.Namespace) -> int:
         cluster=cluster_options(args),
         mode="local" if args.local else "cluster" if explicit_cluster else "auto",
         io_threads=args.io_threads,
+        link_threads=args.link_threads,
         progress=not args.quiet,
         arguments={k: v for k, v in vars(args).items() if k != "func"},
     )

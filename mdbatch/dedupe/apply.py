@@ -34,6 +34,10 @@ from .store import Ref, Store
 
 #: Called at each step of the apply with its name; tests use it to crash at chosen moments.
 Hook = Callable[[str], None]
+#: One job of a link task: a link set and the (intent id, intent, member) of paths of one old inode.
+LinkJob = tuple["LinkSet", list[tuple[int, dict[str, Any], Member]]]
+#: Links the first (serial) chunk must make before it decides between one thread and several.
+CALIBRATION_LINKS = 256
 
 
 class Executor:
@@ -58,6 +62,11 @@ class Executor:
         self._local = threading.local()
         self._fs_lock = threading.Lock()
         self._thread_fs: list[RootFS] = []
+        self._slot_cache: dict[int, RootFS] = {}
+        #: Links run on the threads once calibration (the first chunk, on one thread) says they help.
+        self._threaded = options.threads > 1 and options.fast_link_s <= 0
+        self._calibrated = self._threaded
+        self.result.threads = options.threads if self._threaded else 1
         #: The journaled chunk whose links are running: (link sets, futures, reflink sources).
         self._inflight: tuple[list[LinkSet], list[Future[Any]], dict[int, int]] | None = None
         self._pool = ThreadPoolExecutor(options.threads, thread_name_prefix="mdbatch-apply") if options.threads > 1 and not options.dry_run else None
@@ -174,7 +183,7 @@ class Executor:
     def _submit(self, chunk: list[LinkSet]) -> None:
         """Start carrying out a journaled chunk: objects and read-only bits now, then every link on
         the worker threads while the next chunk is being planned (see `_drain`)."""
-        jobs: list[tuple[LinkSet, list[tuple[int, dict[str, Any], Member]]]] = []
+        jobs: list[LinkJob] = []
         sources: dict[int, int] = {}
         for ls in chunk:
             links = self._begin_set(ls)
@@ -187,15 +196,15 @@ class Executor:
             jobs.extend((ls, items) for items in by_inode.values())
             if ls.kind == "reflink":
                 sources[ls.set_id] = self._reflink_source(ls)
-        if self._pool is not None and len(jobs) > 1:
-            # A few tasks per thread, each a slice of jobs: one future per slice, not per path.
-            n = min(len(jobs), 4 * self.options.threads)
-            futures = [self._pool.submit(self._link_jobs, jobs[k::n], sources) for k in range(n)]
+        if self._pool is not None and self._threaded and len(jobs) > 1:
+            futures = [self._pool.submit(self._link_jobs, part, sources, slot) for slot, part in self._slots(jobs)]
             self._inflight = (chunk, futures, sources)
         else:
             try:
                 done: Future[Any] = Future()
+                started = time.perf_counter()
                 done.set_result(self._link_jobs(jobs, sources))
+                self._calibrate(sum(len(items) for _ls, items in jobs), time.perf_counter() - started)
             finally:
                 self._close_sources(sources)
             self._inflight = (chunk, [done], {})
@@ -256,10 +265,56 @@ class Executor:
             self.hook("chmod")
         return [(i, rec, m) for (i, rec), m in zip(records, ls.actions, strict=True)]
 
-    def _link_jobs(self, jobs: list[tuple[LinkSet, list[tuple[int, dict[str, Any], Member]]]], sources: dict[int, int]) -> list[tuple[int, list[tuple[int, Member, str | None]]]]:
+    def _calibrate(self, links: int, seconds: float) -> None:
+        """After the first serial chunk of at least CALIBRATION_LINKS links (or half a chunk), choose
+        threads only if a link took longer than `fast_link_s`: threads overlap slow link and rename
+        calls (ext4 with discard: ~90 µs a link), but where a link takes ~20 µs (tmpfs) the threads
+        mostly contend for the GIL and one thread links faster (measured: 25k vs 15k links/s)."""
+        if self._pool is None or self._calibrated or links < max(1, min(CALIBRATION_LINKS, self.options.chunk_actions // 2)):
+            return
+        self._calibrated = True
+        per_link = seconds / links
+        self._threaded = per_link > self.options.fast_link_s
+        self.result.threads = self.options.threads if self._threaded else 1
+        self.result.link_s_one_thread = per_link
+
+    def _slots(self, jobs: list[LinkJob]) -> list[tuple[int | None, list[LinkJob]]]:
+        """Split a chunk's jobs into a few tasks per thread by directory: slot k always gets the same
+        directories, and its own descriptor cache, so across chunks a directory is opened once, not
+        once per chunk per thread (a group spans thousands of directories; interleaved slices made
+        every thread cycle through all of them and evict each before its next use). A slot holding
+        far more than its share (many duplicates in a few directories) is cut into pieces that run
+        on the threads' own caches instead. Returns (slot or None, jobs) per task."""
+        n = 4 * self.options.threads
+        parts: list[list[LinkJob]] = [[] for _ in range(n)]
+        for job in jobs:
+            parts[hash(split_rel(job[1][0][2].ref.rel)[0]) % n].append(job)
+        share = max(1, -(-len(jobs) // n))
+        tasks: list[tuple[int | None, list[LinkJob]]] = []
+        for slot, part in enumerate(parts):
+            if len(part) <= 2 * share:
+                if part:
+                    tasks.append((slot, part))
+            else:
+                tasks.extend((None, part[k:k + share]) for k in range(0, len(part), share))
+        return tasks
+
+    def _slot_fs(self, slot: int) -> RootFS:
+        """The descriptor cache of a slot: used by one task at a time (a chunk's tasks have distinct
+        slots, and a chunk is drained before the next is submitted)."""
+        with self._fs_lock:
+            fs = self._slot_cache.get(slot)
+            if fs is None:
+                fs = RootFS(self.root, cache_size=max(16, self.fs.cache_size // (4 * self.options.threads)))
+                self._slot_cache[slot] = fs
+                self._thread_fs.append(fs)
+        return fs
+
+    def _link_jobs(self, jobs: list[LinkJob], sources: dict[int, int], slot: int | None = None) -> list[tuple[int, list[tuple[int, Member, str | None]]]]:
         """Link the paths of some jobs (one job: the paths of one old inode, in order); runs on a worker
-        thread with its own directory descriptors. Returns (set id, [(intent id, member, reason)])."""
-        fs = self._fs()
+        thread with the directory descriptors of its slot (or its own). Returns (set id, [(intent id,
+        member, reason)])."""
+        fs = self._fs() if slot is None else self._slot_fs(slot)
         keepers: dict[int, tuple[int, str] | str | None] = {}
         out: list[tuple[int, list[tuple[int, Member, str | None]]]] = []
         for ls, items in jobs:

@@ -175,6 +175,9 @@ class ApplyOptions:
     link_max: int | None = None
     #: Threads carrying out the links of a chunk (link/rename latency overlaps; 1: strictly serial).
     threads: int = 4
+    #: Links run on one thread until a chunk shows a link takes longer than this (seconds); only
+    #: then on `threads` threads. 0: use the threads from the start.
+    fast_link_s: float = 50e-6
 
 
 @dataclass(slots=True)
@@ -198,6 +201,9 @@ class ApplyResult:
     messages: list[str] = field(default_factory=list)
     planned: list[dict[str, str]] = field(default_factory=list)
     elapsed_s: float = 0.0
+    #: Threads the links ran on, and the per-link time on one thread that chose them (calibration).
+    threads: int = 1
+    link_s_one_thread: float | None = None
 
     @property
     def links_per_s(self) -> float | None:
@@ -211,5 +217,6 @@ class ApplyResult:
             "ineligible_paths": self.ineligible_paths, "objects_created": self.objects_created,
             "skipped_groups": len(self.skipped), "skipped": self.skipped,
             "changed_since_scan": [display(p) for p in self.changed], "messages": self.messages,
-            "elapsed_s": round(self.elapsed_s, 3), "links_per_s": self.links_per_s,
+            "elapsed_s": round(self.elapsed_s, 3), "links_per_s": self.links_per_s, "threads": self.threads,
+            "link_us_one_thread": None if self.link_s_one_thread is None else round(self.link_s_one_thread * 1e6, 1),
         }

@@ -155,6 +155,14 @@ def _signals() -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def _thread_options(link_threads: int | None) -> dict[str, Any]:
+    if link_threads is None:
+        return {}
+    if link_threads < 1:
+        raise UsageError("--link-threads must be >= 1")
+    return {"threads": link_threads, "fast_link_s": 0.0}
+
+
 def dedupe(
     root: str | os.PathLike[str],
     *,
@@ -176,11 +184,12 @@ def dedupe(
     arguments: dict[str, Any] | None = None,
     hook: Hook | None = None,
     chunk_actions: int = 2048,
+    link_threads: int | None = None,
 ) -> DedupeResult:
     """Find identical files across the campaign under `root`; link them when `apply` or `store`.
 
     `mode` is "auto" (in-process for small work, the Dask cluster when a stage is big), "local"
-    or "cluster". Raises MdbatchError for fatal problems; files that changed are reported, never fatal.
+    or "cluster". `link_threads`: threads that link (None: 1 or 4, chosen by timing the first chunk). Raises MdbatchError for fatal problems; files that changed are reported, never fatal.
     """
     started = time.monotonic()
     top = os.path.abspath(os.fspath(root))
@@ -244,7 +253,8 @@ def dedupe(
                     write_groups(groups_path, found.groups)
                 if planning:
                     options = ApplyOptions(link=link, store=os.fspath(store) if store is not None else None, writable=writable,
-                                           statuses=statuses, dry_run=not acting, chunk_actions=chunk_actions)
+                                           statuses=statuses, dry_run=not acting, chunk_actions=chunk_actions,
+                                           **_thread_options(link_threads))
                     applied = apply_groups(top, found.groups, options, run_id, hook)
                     verb = "would link" if applied.dry_run else "linked"
                     say(f"{verb} {applied.links} paths in {applied.groups_linked or applied.link_sets} groups, {applied.bytes_reclaimed} bytes; "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 import os
 import stat
 from pathlib import Path
@@ -198,3 +200,37 @@ def test_a_directory_swapped_for_a_symlink_is_never_followed(tree, tmp_path: Pat
     after = os.lstat(victim_dir / "t.top")
     assert (after.st_ino, after.st_nlink, after.st_mode) == (victim.st_ino, 1, victim.st_mode)
     assert result.links == 0 and result.skipped
+
+
+def test_the_first_chunk_times_a_link_on_one_thread_and_chooses_the_threads(tree) -> None:  # type: ignore[no-untyped-def]
+    root = tree({f"s{i:03d}": {"t.top": TOP} for i in range(41)})
+    groups = find(root).groups
+    fast = apply_groups(str(root), groups, ApplyOptions(chunk_actions=16, fast_link_s=10.0), "run-fast")
+    assert fast.links == 40 and fast.threads == 1
+    assert fast.link_s_one_thread is not None and 0 < fast.link_s_one_thread < 10.0
+    # Four groups, one chunk each: the first is timed on the main thread, the rest use the threads.
+    root = tree({f"s{i:03d}": {f"f{k}.itp": TOP * (k + 1) for k in range(4)} for i in range(11)})
+    before = snapshot(root)
+    seen_threads: set[str] = set()
+
+    def slow(step: str) -> None:  # a filesystem where a link takes a millisecond
+        if step == "replaced":
+            seen_threads.add(threading.current_thread().name)
+            time.sleep(0.001)
+
+    slowed = apply_groups(str(root), find(root).groups, ApplyOptions(chunk_actions=16), "run-slow", hook=slow)
+    assert snapshot(root) == before and slowed.links == 40 and slowed.groups_linked == 4
+    assert slowed.threads == 4 and slowed.link_s_one_thread is not None and slowed.link_s_one_thread > 0.001
+    assert "MainThread" in seen_threads and any(n.startswith("mdbatch-apply") for n in seen_threads)
+    assert slowed.to_dict()["threads"] == 4 and slowed.to_dict()["link_us_one_thread"] > 1000
+
+
+def test_threads_split_links_by_directory_and_crowded_directories_still_spread(tree) -> None:  # type: ignore[no-untyped-def]
+    # 60 simulations with one copy each, plus one directory holding 90 copies: its slot is cut up.
+    sims: dict[str, dict[str | bytes, bytes]] = {f"s{i:03d}": {"t.top": TOP} for i in range(60)}
+    sims["crowd"] = {f"copy{j:03d}.top": TOP for j in range(90)}
+    root = tree(sims)
+    before = snapshot(root)
+    result = apply_groups(str(root), find(root).groups, ApplyOptions(fast_link_s=0.0), "run-slots")
+    assert snapshot(root) == before and result.threads == 4
+    assert result.links == 149 and len({ino(p) for p in root.rglob("*.top")}) == 1

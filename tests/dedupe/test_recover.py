@@ -54,7 +54,7 @@ def build_template(root: Path, sims: int = 12) -> None:
         write_sim(root, f"sim{i:02d}", files, "completed" if i % 5 else "production")
 
 
-def run_forked(root: Path, crash_at: int | None, link: str = "hardlink", store: Path | None = None) -> int:
+def run_forked(root: Path, crash_at: int | None, link: str = "hardlink", store: Path | None = None, threads: int | None = None) -> int:
     """Run an apply in a forked child that dies (os._exit) at its `crash_at`-th step; returns the steps seen."""
     read, write = os.pipe()
     pid = os.fork()
@@ -70,7 +70,8 @@ def run_forked(root: Path, crash_at: int | None, link: str = "hardlink", store: 
 
         code = 0
         try:
-            result = dedupe(root, apply=store is None, store=store, link=link, statuses=None, mode="local", progress=False, hook=hook, chunk_actions=8)
+            result = dedupe(root, apply=store is None, store=store, link=link, statuses=None, mode="local", progress=False, hook=hook, chunk_actions=8,
+                            link_threads=threads)
             os.write(write, str(steps).encode())
             code = result.exit_code
         except BaseException:  # noqa: BLE001 - report through the exit code only
@@ -86,14 +87,14 @@ def run_forked(root: Path, crash_at: int | None, link: str = "hardlink", store: 
     return int(out) if out else -1
 
 
-@pytest.mark.parametrize("link,use_store", [("hardlink", False), ("symlink", False), ("hardlink", True), ("symlink", True)])
-def test_crash_at_every_step_then_recover_and_rerun(tmp_path: Path, link: str, use_store: bool) -> None:
+@pytest.mark.parametrize("link,use_store,threads", [("hardlink", False, 1), ("hardlink", False, 4), ("symlink", False, None), ("hardlink", True, None), ("symlink", True, 4)])
+def test_crash_at_every_step_then_recover_and_rerun(tmp_path: Path, link: str, use_store: bool, threads: int | None) -> None:
     template = tmp_path / "template"
     build_template(template, sims=4)
     before = snapshot(template)
     probe = tmp_path / "probe"
     shutil.copytree(template, probe, symlinks=True)
-    total = run_forked(probe, None, link, tmp_path / "probe-store" if use_store else None)
+    total = run_forked(probe, None, link, tmp_path / "probe-store" if use_store else None, threads)
     assert total > 10
     # Every step for plain hardlinks; an even sample of the steps (first and last included) otherwise.
     steps = range(total) if (link, use_store) == ("hardlink", False) else sorted({0, total - 1, *range(0, total, max(1, total // 10))})
@@ -101,7 +102,7 @@ def test_crash_at_every_step_then_recover_and_rerun(tmp_path: Path, link: str, u
         root = tmp_path / f"run{k}"
         store = tmp_path / f"store{k}" if use_store else None
         shutil.copytree(template, root, symlinks=True)
-        run_forked(root, k, link, store)
+        run_forked(root, k, link, store, threads)
         only_originals(snapshot(root), before)
         reports = recover_pending(str(root))
         assert len(reports) <= 1 and all(not r.anomalies for r in reports)
@@ -122,7 +123,7 @@ def test_crash_at_every_step_then_recover_and_rerun(tmp_path: Path, link: str, u
 _CHILD = r"""
 import sys, time
 from mdbatch.dedupe import dedupe
-root, link, store = sys.argv[1], sys.argv[2], (sys.argv[3] or None)
+root, link, store, threads = sys.argv[1], sys.argv[2], (sys.argv[3] or None), int(sys.argv[4])
 seen = []
 def hook(step):
     if not seen:
@@ -130,7 +131,8 @@ def hook(step):
     seen.append(step)
     if step == "replaced":
         time.sleep(0.0003)  # spread the apply over time so random kills land everywhere
-dedupe(root, apply=store is None, store=store, link=link, statuses=None, mode="local", progress=False, hook=hook, chunk_actions=16)
+dedupe(root, apply=store is None, store=store, link=link, statuses=None, mode="local", progress=False, hook=hook, chunk_actions=16,
+       link_threads=threads)
 print("DONE", flush=True)
 """
 
@@ -143,8 +145,8 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     rng = random.Random(20240301)
     modes = [("hardlink", False), ("symlink", False), ("hardlink", True)]
 
-    def start(root: Path, link: str, store: Path | None) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-c", _CHILD, str(root), link, str(store or "")],
+    def start(root: Path, link: str, store: Path | None, threads: int = 1) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-c", _CHILD, str(root), link, str(store or ""), str(threads)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     # Calibrate: how long does the apply phase take here?
@@ -164,7 +166,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
         root = tmp_path / f"k{attempts}"
         store = tmp_path / f"store{attempts}" if use_store else None
         shutil.copytree(template, root, symlinks=True)
-        proc = start(root, link, store)
+        proc = start(root, link, store, 4 if attempts % 4 < 2 else 1)  # links on the threads, or one by one
         assert proc.stdout is not None and proc.stdout.readline().strip() == "APPLYING"
         time.sleep(rng.uniform(0.0, span))
         proc.send_signal(signal.SIGKILL)
