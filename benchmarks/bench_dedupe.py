@@ -264,6 +264,7 @@ def bench_apply(workdir: Path, links: int, repeat: int) -> dict[str, Any]:
         runs.append({
             "command_s": round(res.seconds, 3), "find_s": doc["timings"].get("find_s"), "apply_s": applied["elapsed_s"],
             "links": applied["links"], "links_per_s": applied["links_per_s"], "skipped_groups": applied["skipped_groups"],
+            "threads": applied.get("threads"), "link_us_one_thread": applied.get("link_us_one_thread"),
             "journal_bytes": os.path.getsize(applied["journal"]) if applied["journal"] else None, "loadavg": loadavg(),
         })
         stderr_log(f"apply #{rep + 1}: {applied['links']} links in {applied['elapsed_s']:.2f} s ({applied['links_per_s']} links/s), command {res.seconds:.2f} s")
