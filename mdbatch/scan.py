@@ -8,6 +8,8 @@ exception. Dask only maps it over batches (see `engine.py`); tests call it direc
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import re
@@ -49,6 +51,11 @@ class ScanOptions:
     verify: str = "cache"
 
 
+#: Identity and registry files up to this size keep their bytes in the hash cache (as facts), so
+#: an unchanged re-audit never reads them again.
+CACHED_BYTES_MAX = 64 * 1024
+
+
 class CachedFile(NamedTuple):
     """What the hash cache knows of a file, valid only while every stat field still matches."""
 
@@ -81,7 +88,9 @@ class FileEntry:
     device: int
     xxh3_128: str | None
     sha256: str | None
-    #: Parquet footer facts as JSON ({"rows": n, "columns": [...]}) for registered analyses.
+    #: What the hash cache keeps beside the digests, as JSON: parquet footer facts ({"rows": n,
+    #: "columns": [...]}) of registered analyses; the bytes ({"bytes": base64}) of the small
+    #: identity and registry files every scan needs.
     facts: str | None = None
     #: True when the digests came from the hash cache instead of a read.
     cached: bool = False
@@ -151,6 +160,8 @@ class _Ctx:
     facts: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
     unreadable: set[str] = field(default_factory=set)
     changed: set[str] = field(default_factory=set)
+    #: Files whose digest and bytes came from the hash cache.
+    from_cache: set[str] = field(default_factory=set)
 
     def add(self, kind: str, item: str, detail: str) -> None:
         self.findings.append(Finding(self.name, kind, item, detail))
@@ -234,10 +245,12 @@ def _stat_only(rel: str, abspath: str) -> FileEntry | None:
     return FileEntry(display(rel), raw_bytes(rel), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, None, None)
 
 
-def _load_registry(ctx: _Ctx, files: dict[str, str]) -> dict[str, Any] | None:
+def _load_registry(ctx: _Ctx, files: dict[str, str], cached: CachedFile | None = None) -> dict[str, Any] | None:
     if REGISTRY_REL not in files:
         return None
-    d = _read(ctx, REGISTRY_REL, files[REGISTRY_REL], sha256=False, keep=True, xxh3=ctx.options.hash_files)
+    d = _bytes_from_cache(ctx, REGISTRY_REL, files[REGISTRY_REL], cached) if cached is not None else None
+    if d is None:
+        d = _read(ctx, REGISTRY_REL, files[REGISTRY_REL], sha256=False, keep=True, xxh3=ctx.options.hash_files)
     if d is None or REGISTRY_REL in ctx.changed:
         return None
     data = ctx.data.get(REGISTRY_REL)
@@ -469,6 +482,38 @@ def _with_facts(entry: FileEntry, facts: str) -> FileEntry:
     )
 
 
+def _kept_facts(data: bytes | None) -> str | None:
+    """Facts recording the bytes of a small identity or registry file, so that an unchanged
+    re-audit takes them from the hash cache instead of reading the file again."""
+    if data is None or len(data) > CACHED_BYTES_MAX:
+        return None
+    return json.dumps({"bytes": base64.b64encode(data).decode("ascii")})
+
+
+def _bytes_from_cache(ctx: _Ctx, rel: str, abspath: str, cached: CachedFile | None) -> FileDigest | None:
+    """The digest and bytes of an unchanged identity or registry file from the hash cache, or None
+    when it must be read (no entry, stat moved, or no bytes recorded)."""
+    if cached is None or cached.xxh3_128 is None or not cached.facts:
+        return None
+    try:
+        st = os.lstat(abspath)
+    except OSError:
+        return None
+    if not cached.matches(st):
+        return None
+    try:
+        data = base64.b64decode(json.loads(cached.facts)["bytes"], validate=True)
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        return None
+    if len(data) != st.st_size:
+        return None
+    d = FileDigest(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, cached.xxh3_128, cached.sha256, data, False)
+    ctx.digests[rel] = d
+    ctx.data[rel] = data
+    ctx.from_cache.add(rel)
+    return d
+
+
 def _check_silent_change(ctx: _Ctx, rel: str, d: FileDigest, cached: CachedFile) -> None:
     """--verify full: the stat says unchanged but the bytes differ from what the cache recorded."""
     same_stat = (d.inode, d.device, d.size, d.mtime_ns, d.ctime_ns) == (cached.inode, cached.device, cached.size, cached.mtime_ns, cached.ctime_ns)
@@ -499,7 +544,8 @@ def scan_simulation(
     ctx = _Ctx(sim=sim, name=relative_to_root(sim, None if root is None else os.fspath(root)), options=opts)
     files = _walk(ctx)
     top = {rel for rel in files if "/" not in rel}
-    registry = _load_registry(ctx, files)
+    use_cache = cache is not None and opts.hash_files and opts.verify != "full"
+    registry = _load_registry(ctx, files, cache.get(REGISTRY_REL) if use_cache and cache is not None else None)
     sha_targets = _artifact_targets(ctx, registry)
     parquet_targets = (
         {f"{ANALYSIS_DIRNAME}/{n}" for e in registry["analyses"].values() if (n := contained(e["filename"])) is not None}
@@ -509,7 +555,6 @@ def scan_simulation(
     base = os.path.basename(os.path.normpath(sim))
     identity_names = {"metadata.json", _build_input_name(base, top)}
     keep_names = identity_names | parquet_targets
-    use_cache = cache is not None and opts.hash_files and opts.verify != "full"
 
     inventory: list[FileEntry] = []
     for rel, abspath in files.items():
@@ -517,12 +562,17 @@ def scan_simulation(
             d: FileDigest | None = ctx.digests[rel]
         else:
             cached = cache.get(display(rel)) if cache is not None else None
+            d = None
             if use_cache and rel not in identity_names:
                 hit = _from_cache(ctx, rel, abspath, cached, rel in sha_targets, rel in parquet_targets)
                 if hit is not None:
                     inventory.append(hit)
                     continue
-            if opts.hash_files or rel in sha_targets or rel in keep_names:
+            elif use_cache and rel not in sha_targets:
+                d = _bytes_from_cache(ctx, rel, abspath, cached)
+            if d is not None:
+                pass
+            elif opts.hash_files or rel in sha_targets or rel in keep_names:
                 d = _read(ctx, rel, abspath, sha256=rel in sha_targets, keep=rel in keep_names, xxh3=opts.hash_files)
                 if d is not None and cached is not None and opts.verify == "full":
                     _check_silent_change(ctx, rel, d, cached)
@@ -533,10 +583,13 @@ def scan_simulation(
                 inventory.append(entry)
             continue
         trusted = rel not in ctx.changed
+        hit = rel in ctx.from_cache
+        kept = trusted and (rel in identity_names or rel == REGISTRY_REL) and opts.hash_files
         inventory.append(
             FileEntry(
                 display(rel), raw_bytes(rel), d.size, d.mtime_ns, d.ctime_ns, d.inode, d.device,
                 d.xxh3_128 if trusted else None, d.sha256 if trusted else None,
+                _kept_facts(ctx.data.get(rel)) if kept else None, hit,
             )
         )
 

@@ -52,6 +52,8 @@ def scan_group(group: Group, root: str | None, options: ScanOptions | None = Non
 class _Baseline:
     previous: dict[str, dict[str, PreviousFile]]
     status: dict[str, str]
+    #: Simulations with inventory rows of another cache version: rewritten even when unchanged.
+    stale: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -94,6 +96,7 @@ class RunTracker:
         previous: dict[str, dict[str, PreviousFile]] = defaultdict(dict)
         cache: dict[str, dict[str, CachedFile]] = defaultdict(dict)
         status: dict[str, str] = {}
+        stale: set[str] = set()
         if self.previous_run is not None or self.use_cache:
             match = pa.table({"root": pa.array([self.root] * len(sims), pa.string()), "simulation": pa.array(sims, pa.string())})
             inv = self.catalog.rows_matching(schema.FILES.name, match, columns=_INVENTORY_COLUMNS)
@@ -104,13 +107,15 @@ class RunTracker:
                     path = cols["path"][i]
                     prev = PreviousFile(cols["size"][i], cols["mtime_ns"][i], cols["ctime_ns"][i], cols["inode"][i], cols["device"][i], cols["xxh3_128"][i])
                     previous[sim][path] = prev
-                    if self.use_cache and versions[i] == CACHE_VERSION and prev.xxh3_128 is not None:
+                    if versions[i] != CACHE_VERSION:
+                        stale.add(sim)
+                    elif self.use_cache and prev.xxh3_128 is not None:
                         cache[sim][path] = CachedFile(
                             prev.device, prev.inode, prev.size, prev.mtime_ns, prev.ctime_ns, prev.xxh3_128, cols["sha256"][i], cols["facts"][i]
                         )
             known = self.catalog.rows_matching(schema.SIMULATIONS.name, match, columns=["simulation", "status"])
             status = dict(zip(known.column("simulation").to_pylist(), known.column("status").to_pylist(), strict=True))
-        self._baselines[gid] = _Baseline(dict(previous), status)
+        self._baselines[gid] = _Baseline(dict(previous), status, stale)
         self.lookup_s += time.monotonic() - t0
         return Group(gid, paths, dict(cache))
 
@@ -129,6 +134,7 @@ class RunTracker:
             changes, unchanged, identical = [], 0, set()  # a first audit: nothing to compare, nothing recorded
         else:
             changes, unchanged, identical = file_changes(base.previous, files, sims)
+            identical -= base.stale
         self.counts.files["unchanged"] += unchanged
         status_now = dict(zip(sims, batch.systems.column("status").to_pylist(), strict=True))
         records: list[Change] = []

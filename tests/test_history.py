@@ -24,17 +24,7 @@ def run(result, db):
     return audit(result.dest, db=f"sqlite:///{db}", cluster=LOCAL, progress=False)
 
 
-def identity_files(result) -> int:
-    """Files every audit reads again: build metadata, build YAML and the registry, per simulation."""
-    n = 0
-    for rel in result.simulations:
-        sim = result.dest / rel
-        n += (sim / "metadata.json").exists() + (sim / ".analysis" / "metadata.json").exists()
-        n += min(1, len(list(sim.glob("*.yaml"))))
-    return n
-
-
-def test_unchanged_reaudit_reads_only_identity_files(make_campaign, tmp_path):
+def test_unchanged_reaudit_reads_no_file_at_all(make_campaign, tmp_path):
     result = make_campaign(40, seed=51, hostile=True)
     db = tmp_path / "c.db"
     first = run(result, db)
@@ -45,13 +35,31 @@ def test_unchanged_reaudit_reads_only_identity_files(make_campaign, tmp_path):
     assert c["previous_run"] == first.run_id
     assert c["files"] == {"new": 0, "missing": 0, "changed": 0, "moved": 0, "unchanged": result.files}
     assert c["simulations"] == {"new": 0, "removed": 0, "status_changed": 0}
-    assert second.summary["cache"]["files_read"] == identity_files(result)
-    assert second.summary["cache"]["hits"] == result.files - identity_files(result)
+    # Not even the identity inputs and registries: their bytes are in the hash cache.
+    assert second.summary["cache"]["files_read"] == 0 and second.summary["cache"]["bytes_read"] == 0
+    assert second.summary["cache"]["hits"] == result.files
     # The inventory was not rewritten: its rows still carry the first run's id.
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT DISTINCT run_id FROM MDBATCH_FILES").fetchall() == [(first.run_id,)]
         stages = dict(conn.execute("SELECT stage, items FROM MDBATCH_STAGES WHERE run_id = ?", (second.run_id,)).fetchall())
     assert stages["scan"] == result.files and stages["discover"] == len(result.simulations)
+
+
+def test_entries_of_an_older_cache_version_are_read_and_rewritten_once(make_campaign, tmp_path):
+    from mdbatch.catalog.schema import HASH_CACHE_VERSION
+
+    result = make_campaign(12, seed=53)
+    db = tmp_path / "c.db"
+    run(result, db)
+    with sqlite3.connect(db) as conn:  # a catalog written by an older mdbatch
+        conn.execute("UPDATE MDBATCH_FILES SET cache_version = ?", (HASH_CACHE_VERSION - 1,))
+    second = run(result, db)
+    assert second.summary["cache"]["hits"] == 0 and second.summary["cache"]["files_read"] == result.files
+    assert second.summary["changes"]["files"]["unchanged"] == result.files
+    with sqlite3.connect(db) as conn:  # unchanged, yet rewritten under the current version
+        assert conn.execute("SELECT DISTINCT cache_version FROM MDBATCH_FILES").fetchall() == [(HASH_CACHE_VERSION,)]
+    third = run(result, db)
+    assert third.summary["cache"]["files_read"] == 0 and third.summary["cache"]["hits"] == result.files
 
 
 def test_every_change_class_is_classified(make_campaign, tmp_path):

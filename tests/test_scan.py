@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import base64
 import json
 import multiprocessing
 import os
@@ -308,9 +309,51 @@ def test_unchanged_files_come_from_the_cache(make_campaign):
     assert second.findings == ()
     strip = lambda s: [(f.path, f.size, f.xxh3_128, f.sha256, f.facts) for f in s.files]  # noqa: E731
     assert strip(second) == strip(first)
-    hits = {f.path for f in second.files if f.cached}
-    # Only the identity inputs (metadata.json, build YAML) and the registry are read again.
-    assert {f.path for f in second.files} - hits == {"metadata.json", ".analysis/metadata.json", *(f.path for f in second.files if f.path.endswith(".yaml"))}
+    # Every file comes from the cache, the identity inputs (metadata.json, build YAML) and the
+    # registry included: their bytes are kept in the cache's facts.
+    assert all(f.cached for f in second.files)
+    kept = {f.path: f.facts for f in first.files if f.path in ("metadata.json", ".analysis/metadata.json") or f.path.endswith(".yaml")}
+    assert len(kept) == 3
+    for path, facts in kept.items():
+        assert base64.b64decode(json.loads(facts)["bytes"]) == (sim / path).read_bytes()
+    same = lambda s: (s.hash, s.simulation_type, s.engine, s.parametrization, s.status, s.input_data, s.analyses, s.artifacts)  # noqa: E731
+    assert same(second) == same(first)
+
+
+@pytest.mark.parametrize("name", ["metadata.json", ".analysis/metadata.json"])
+def test_a_cached_identity_or_registry_file_is_read_again_once_its_stat_moves(make_campaign, name):
+    result, sim = _one_clean_sim(make_campaign)
+    first = scan_simulation(sim, result.dest)
+    target = sim / name
+    st = target.stat()
+    raw = target.read_bytes()
+    if name == "metadata.json":  # same size, new engine: only ctime tells
+        engine = json.loads(raw)["engine"]
+        new = raw.replace(f'"{engine}"'.encode(), f'"{"x" * len(engine)}"'.encode(), 1)
+    else:
+        new = raw.replace(b'"analyses"', b'"analyzes"')
+    assert len(new) == st.st_size
+    time.sleep(0.01)
+    target.write_bytes(new)
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    second = scan_simulation(sim, result.dest, cache=cache_of(first))
+    entry = next(f for f in second.files if f.path == name)
+    assert not entry.cached and entry.xxh3_128 == xxhash.xxh3_128_hexdigest(new)
+    if name == "metadata.json":
+        assert second.engine == "x" * len(engine) != first.engine
+    else:
+        assert first.analyses and second.analyses != first.analyses  # the registry was parsed anew
+
+
+def test_cached_bytes_that_do_not_decode_are_read_again(make_campaign):
+    result, sim = _one_clean_sim(make_campaign)
+    first = scan_simulation(sim, result.dest)
+    cache = cache_of(first)
+    for name in ("metadata.json", ".analysis/metadata.json"):
+        cache[name] = cache[name]._replace(facts='{"bytes": "not base64!"}')
+    second = scan_simulation(sim, result.dest, cache=cache)
+    assert {f.path for f in second.files if not f.cached} == {"metadata.json", ".analysis/metadata.json"}
+    assert second.findings == () and second.hash == first.hash and second.analyses == first.analyses
 
 
 def test_cache_never_outlives_a_change(make_campaign):

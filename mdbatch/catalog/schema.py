@@ -31,7 +31,8 @@ from ..naming import is_valid_name
 SCHEMA_VERSION = 3
 
 #: Version of what MDBATCH_FILES records as a hash cache (digests, footer facts).
-HASH_CACHE_VERSION = 1
+#: Version 2: the bytes of small identity and registry files are kept in `facts`.
+HASH_CACHE_VERSION = 2
 
 RUN_TABLE = "RUN_DATABASE"
 OVERVIEW_TABLE = "ANALYSIS_OVERVIEW"
