@@ -13,13 +13,30 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import pyarrow as pa
 
 FILE_CHANGES = ("new", "missing", "changed", "moved", "unchanged")
 SIMULATION_CHANGES = ("new", "removed", "status_changed")
 FINDING_CHANGES = ("new", "resolved", "persisting")
+
+
+class FileState(Protocol):
+    """What change detection reads of a recorded file (a PreviousFile, or a hash-cache entry)."""
+
+    @property
+    def size(self) -> int: ...
+    @property
+    def mtime_ns(self) -> int: ...
+    @property
+    def ctime_ns(self) -> int: ...
+    @property
+    def inode(self) -> int: ...
+    @property
+    def device(self) -> int: ...
+    @property
+    def xxh3_128(self) -> str | None: ...
 
 
 class PreviousFile(NamedTuple):
@@ -65,7 +82,7 @@ class ChangeCounts:
         }
 
 
-def file_changes(previous: Mapping[str, Mapping[str, PreviousFile]], files: pa.Table, simulations: Iterable[str]) -> tuple[list[Change], int, set[str]]:
+def file_changes(previous: Mapping[str, Mapping[str, FileState]], files: pa.Table, simulations: Iterable[str]) -> tuple[list[Change], int, set[str]]:
     """Classify the files of a batch against the previous inventory of its simulations.
 
     Returns (change records, number of unchanged files, simulations whose inventory is identical

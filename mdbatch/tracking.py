@@ -25,7 +25,7 @@ from .catalog.base import CatalogBackend
 from .catalog.ops import Delete, Op, Upsert
 from .paths import relative_to_root
 from .records import BatchResult, scan_batch
-from .runs import Change, ChangeCounts, PreviousFile, describe, file_changes, finding_changes, pair_moves, removed_simulations, simulation_changes
+from .runs import Change, ChangeCounts, FileState, PreviousFile, describe, file_changes, finding_changes, pair_moves, removed_simulations, simulation_changes
 from .scan import CachedFile, ScanOptions
 
 #: Bumped when what the cache stores changes meaning; entries of other versions are ignored.
@@ -50,7 +50,7 @@ def scan_group(group: Group, root: str | None, options: ScanOptions | None = Non
 
 @dataclass(slots=True)
 class _Baseline:
-    previous: dict[str, dict[str, PreviousFile]]
+    previous: dict[str, dict[str, FileState]]
     status: dict[str, str]
     #: Simulations with inventory rows of another cache version: rewritten even when unchanged.
     stale: set[str] = field(default_factory=set)
@@ -93,7 +93,7 @@ class RunTracker:
     def _prepare(self, gid: int, paths: list[str]) -> Group:
         t0 = time.monotonic()
         sims = [relative_to_root(p, self.root) for p in paths]
-        previous: dict[str, dict[str, PreviousFile]] = defaultdict(dict)
+        previous: dict[str, dict[str, FileState]] = defaultdict(dict)
         cache: dict[str, dict[str, CachedFile]] = defaultdict(dict)
         status: dict[str, str] = {}
         stale: set[str] = set()
@@ -102,17 +102,18 @@ class RunTracker:
             inv = self.catalog.rows_matching(schema.FILES.name, match, columns=_INVENTORY_COLUMNS)
             if inv.num_rows:
                 cols = inv.to_pydict()
-                versions = cols["cache_version"]
-                for i, sim in enumerate(cols["simulation"]):
-                    path = cols["path"][i]
-                    prev = PreviousFile(cols["size"][i], cols["mtime_ns"][i], cols["ctime_ns"][i], cols["inode"][i], cols["device"][i], cols["xxh3_128"][i])
-                    previous[sim][path] = prev
-                    if versions[i] != CACHE_VERSION:
+                rows = zip(cols["simulation"], cols["path"], cols["size"], cols["mtime_ns"], cols["ctime_ns"], cols["inode"], cols["device"],
+                           cols["xxh3_128"], cols["sha256"], cols["facts"], cols["cache_version"], strict=True)
+                for sim, path, size, mtime, ctime, ino, dev, digest, sha, facts, version in rows:
+                    if version != CACHE_VERSION:
                         stale.add(sim)
-                    elif self.use_cache and prev.xxh3_128 is not None:
-                        cache[sim][path] = CachedFile(
-                            prev.device, prev.inode, prev.size, prev.mtime_ns, prev.ctime_ns, prev.xxh3_128, cols["sha256"][i], cols["facts"][i]
-                        )
+                        previous[sim][path] = PreviousFile(size, mtime, ctime, ino, dev, digest)
+                        continue
+                    # One record serves both: the previous state (change detection) and the cache.
+                    entry = CachedFile(dev, ino, size, mtime, ctime, digest, sha, facts)
+                    previous[sim][path] = entry
+                    if self.use_cache and digest is not None:
+                        cache[sim][path] = entry
             known = self.catalog.rows_matching(schema.SIMULATIONS.name, match, columns=["simulation", "status"])
             status = dict(zip(known.column("simulation").to_pylist(), known.column("status").to_pylist(), strict=True))
         self._baselines[gid] = _Baseline(dict(previous), status, stale)

@@ -45,6 +45,30 @@ def test_unchanged_reaudit_reads_no_file_at_all(make_campaign, tmp_path):
     assert stages["scan"] == result.files and stages["discover"] == len(result.simulations)
 
 
+def test_rows_of_unchanged_simulations_are_not_rewritten(make_campaign, tmp_path):
+    result = make_campaign(12, seed=54)
+    db = tmp_path / "c.db"
+    run(result, db)
+
+    def stamps() -> dict[str, str]:
+        with sqlite3.connect(db) as conn:
+            return dict(conn.execute("SELECT directory, timestamp_utc FROM RUN_DATABASE").fetchall())
+
+    before = stamps()
+    time.sleep(0.01)
+    second = run(result, db)
+    assert stamps() == before  # an unchanged re-audit writes no simulation rows...
+    assert second.summary["changes"]["files"]["unchanged"] == result.files
+    with sqlite3.connect(db) as conn:  # ...but records that it covered every simulation
+        assert conn.execute("SELECT COUNT(*) FROM MDBATCH_SIMULATIONS WHERE run_id = ?", (second.run_id,)).fetchone() == (len(result.simulations),)
+    touched = result.dest / result.simulations[3]
+    (touched / "notes.txt").write_text("a new file\n")
+    run(result, db)
+    after = stamps()
+    moved = {d for d in after if after[d] != before[d]}
+    assert moved == {str(touched.resolve())} or moved == {str(touched)}
+
+
 def test_entries_of_an_older_cache_version_are_read_and_rewritten_once(make_campaign, tmp_path):
     from mdbatch.catalog.schema import HASH_CACHE_VERSION
 

@@ -7,6 +7,7 @@ helpers here (typing rows for a table, de-duplicating keys, anti-joins) are shar
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -219,9 +220,11 @@ def batch_ops(run_id: str, root: str, batch: BatchResult, keep_inventory: frozen
 
     Each scanned simulation's overview rows and file inventory are replaced (what vanished from disk
     disappears); analysis rows keep a pushed `data_csv` while the analysis's rows and columns are
-    unchanged.
+    unchanged. Simulations in `keep_inventory` have exactly the inventory (paths, stats, digests)
+    the catalog holds, so their scan is what was recorded: none of their rows is rewritten (their
+    findings are, per run).
     """
-    tables = logical_rows(batch)
+    tables = logical_rows(_without_simulations(batch, keep_inventory) if keep_inventory else batch)
     ops: list[Op] = []
     if schema.RUN_TABLE in tables:
         ops.append(Upsert(schema.RUN_TABLE, tables[schema.RUN_TABLE]))
@@ -235,8 +238,18 @@ def batch_ops(run_id: str, root: str, batch: BatchResult, keep_inventory: frozen
             ops.append(Upsert(name, rows, keep=("data_csv", "data_csv_bytes"), keep_if_same=("row_count", "columns")))
         elif kind == "artifact":
             ops.append(Upsert(name, rows))
-    ops.extend(_inventory_ops(run_id, root, batch, batch.systems["directory"].to_pylist(), keep_inventory))
+    ops.extend(_inventory_ops(run_id, root, batch, batch.systems.column("directory").to_pylist(), keep_inventory))
     return ops
+
+
+def _without_simulations(batch: BatchResult, simulations: frozenset[str] | set[str]) -> BatchResult:
+    """The batch without the systems, analyses and artifacts of `simulations`."""
+    value_set = pa.array(sorted(simulations), pa.string())
+
+    def drop(table: pa.Table) -> pa.Table:
+        return table.filter(pc.invert(pc.is_in(table.column("directory"), value_set=value_set))) if table.num_rows else table
+
+    return dataclasses.replace(batch, systems=drop(batch.systems), analyses=drop(batch.analyses), artifacts=drop(batch.artifacts))
 
 
 def _inventory_ops(run_id: str, root: str, batch: BatchResult, simulations: list[str], keep: frozenset[str] | set[str] = frozenset()) -> list[Op]:
