@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -99,6 +100,13 @@ class BatchResult:
     files: pa.Table
     findings: pa.Table
     elapsed_s: float
+    #: Change detection against the recorded inventory, done on the worker (see tracking.scan_group):
+    #: whether it ran, the change records (runs.Change tuples), unchanged files, and the simulations
+    #: whose inventory is exactly the recorded one.
+    compared: bool = False
+    changes: tuple[tuple[Any, ...], ...] = ()
+    unchanged_files: int = 0
+    identical: frozenset[str] = frozenset()
 
     @property
     def simulations(self) -> int:

@@ -1,16 +1,19 @@
 """The run tracker: the hash cache and change detection wrapped around an audit's batches.
 
 Before a batch is submitted the tracker looks up, in one catalog query, what the catalog knows
-of the batch's simulations: their recorded inventory (the hash cache: a file whose device, inode,
-size, mtime_ns and ctime_ns still match is not read again) and their recorded status. When the
-batch's result comes back, it classifies the changes (`runs.py`) and returns the operations that
-record them, written in the same transaction as the batch itself. At the end of a run it pairs
+of the batch's simulations: their recorded inventory and their recorded status. The inventory
+travels with the task, as an Arrow table: on the worker it is the hash cache (a file whose device,
+inode, size, mtime_ns and ctime_ns still match is not read again) and, after the scan, the
+baseline the batch's files are classified against (`runs.file_changes`), so the client does no
+per-file work. When the batch's result comes back, the tracker returns the operations that record
+its changes, written in the same transaction as the batch itself. At the end of a run it pairs
 moves across the campaign, finds removed simulations, diffs the findings with the previous
 audit, and stores per-stage snapshots.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections import defaultdict
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .catalog import schema
 from .catalog.base import CatalogBackend
@@ -36,24 +40,50 @@ _CHANGE_COLUMNS = ["run_id", "scope", "change", "simulation", "item", "size", "d
 
 @dataclass(frozen=True, slots=True)
 class Group:
-    """A batch as submitted: its id, simulation paths, and the hash-cache entries for them."""
+    """A batch as submitted: its id, simulation paths, and the catalog's recorded inventory of those
+    simulations (rows of _INVENTORY_COLUMNS; None when there is nothing to compare against)."""
 
     id: int
     paths: list[str]
-    cache: dict[str, dict[str, CachedFile]]
+    inventory: pa.Table | None = None
+    use_cache: bool = True
+
+
+def split_inventory(inventory: pa.Table, use_cache: bool = True) -> tuple[dict[str, dict[str, FileState]], dict[str, dict[str, CachedFile]], set[str]]:
+    """(previous state per simulation and path, hash-cache entries, simulations with rows of
+    another cache version) from recorded inventory rows. One record per row serves as both the
+    previous state and the cache entry."""
+    previous: dict[str, dict[str, FileState]] = defaultdict(dict)
+    cache: dict[str, dict[str, CachedFile]] = defaultdict(dict)
+    stale: set[str] = set()
+    cols = inventory.select(_INVENTORY_COLUMNS).to_pydict()
+    for sim, path, size, mtime, ctime, ino, dev, digest, sha, facts, version in zip(*cols.values(), strict=True):
+        if version != CACHE_VERSION:
+            stale.add(sim)
+            previous[sim][path] = PreviousFile(size, mtime, ctime, ino, dev, digest)
+            continue
+        entry = CachedFile(dev, ino, size, mtime, ctime, digest, sha, facts)
+        previous[sim][path] = entry
+        if use_cache and digest is not None:
+            cache[sim][path] = entry
+    return dict(previous), dict(cache), stale
 
 
 def scan_group(group: Group, root: str | None, options: ScanOptions | None = None, index: int = 0) -> BatchResult:
-    """The task a worker runs: `scan_batch` over the group, with its cache entries."""
-    return scan_batch(group.paths, root, options, group.id, group.cache)
+    """The task a worker runs: `scan_batch` over the group with its hash-cache entries, then the
+    classification of its files against the recorded inventory (so the client only writes)."""
+    if group.inventory is None or group.inventory.num_rows == 0:
+        return scan_batch(group.paths, root, options, group.id, None)
+    previous, cache, stale = split_inventory(group.inventory, group.use_cache)
+    batch = scan_batch(group.paths, root, options, group.id, cache)
+    changes, unchanged, identical = file_changes(previous, batch.files, batch.systems.column("directory").to_pylist())
+    return dataclasses.replace(batch, compared=True, changes=tuple(changes), unchanged_files=unchanged, identical=frozenset(identical - stale))
 
 
 @dataclass(slots=True)
 class _Baseline:
-    previous: dict[str, dict[str, FileState]]
+    #: Recorded status of each simulation of the batch.
     status: dict[str, str]
-    #: Simulations with inventory rows of another cache version: rewritten even when unchanged.
-    stale: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -93,50 +123,31 @@ class RunTracker:
     def _prepare(self, gid: int, paths: list[str]) -> Group:
         t0 = time.monotonic()
         sims = [relative_to_root(p, self.root) for p in paths]
-        previous: dict[str, dict[str, FileState]] = defaultdict(dict)
-        cache: dict[str, dict[str, CachedFile]] = defaultdict(dict)
         status: dict[str, str] = {}
-        stale: set[str] = set()
+        inventory: pa.Table | None = None
         if self.previous_run is not None or self.use_cache:
             match = pa.table({"root": pa.array([self.root] * len(sims), pa.string()), "simulation": pa.array(sims, pa.string())})
-            inv = self.catalog.rows_matching(schema.FILES.name, match, columns=_INVENTORY_COLUMNS)
-            if inv.num_rows:
-                cols = inv.to_pydict()
-                rows = zip(cols["simulation"], cols["path"], cols["size"], cols["mtime_ns"], cols["ctime_ns"], cols["inode"], cols["device"],
-                           cols["xxh3_128"], cols["sha256"], cols["facts"], cols["cache_version"], strict=True)
-                for sim, path, size, mtime, ctime, ino, dev, digest, sha, facts, version in rows:
-                    if version != CACHE_VERSION:
-                        stale.add(sim)
-                        previous[sim][path] = PreviousFile(size, mtime, ctime, ino, dev, digest)
-                        continue
-                    # One record serves both: the previous state (change detection) and the cache.
-                    entry = CachedFile(dev, ino, size, mtime, ctime, digest, sha, facts)
-                    previous[sim][path] = entry
-                    if self.use_cache and digest is not None:
-                        cache[sim][path] = entry
+            inventory = self.catalog.rows_matching(schema.FILES.name, match, columns=_INVENTORY_COLUMNS)
             known = self.catalog.rows_matching(schema.SIMULATIONS.name, match, columns=["simulation", "status"])
             status = dict(zip(known.column("simulation").to_pylist(), known.column("status").to_pylist(), strict=True))
-        self._baselines[gid] = _Baseline(dict(previous), status, stale)
+        self._baselines[gid] = _Baseline(status)
         self.lookup_s += time.monotonic() - t0
-        return Group(gid, paths, dict(cache))
+        return Group(gid, paths, inventory, self.use_cache)
 
     def batch_ops(self, batch: BatchResult) -> tuple[list[Op], set[str]]:
-        """History operations for a finished batch, and the simulations whose inventory is unchanged."""
-        base = self._baselines.pop(batch.index, _Baseline({}, {}))
+        """History operations for a finished batch, and the simulations whose inventory is unchanged
+        (the worker classified the files: see `scan_group`)."""
+        base = self._baselines.pop(batch.index, _Baseline({}))
         sims = batch.systems.column("directory").to_pylist()
         files = batch.files
-        cached = files.column("cached").to_pylist()
-        sizes = files.column("size").to_pylist()
-        hits = sum(1 for c in cached if c)
-        self.cache_hits += hits
-        self.files_read += len(cached) - hits
-        self.bytes_read += sum(s for s, c in zip(sizes, cached, strict=True) if not c)
-        if self.previous_run is None and not base.previous:
-            changes, unchanged, identical = [], 0, set()  # a first audit: nothing to compare, nothing recorded
-        else:
-            changes, unchanged, identical = file_changes(base.previous, files, sims)
-            identical -= base.stale
-        self.counts.files["unchanged"] += unchanged
+        if files.num_rows:
+            cached = files.column("cached")
+            hits = int(pc.sum(cached).as_py() or 0)
+            self.cache_hits += hits
+            self.files_read += files.num_rows - hits
+            self.bytes_read += int(pc.sum(pc.if_else(cached, 0, files.column("size"))).as_py() or 0)
+        changes = [Change(*c) for c in batch.changes]  # a first audit compares nothing and records nothing
+        self.counts.files["unchanged"] += batch.unchanged_files
         status_now = dict(zip(sims, batch.systems.column("status").to_pylist(), strict=True))
         records: list[Change] = []
         if self.previous_run is not None:
@@ -156,7 +167,7 @@ class RunTracker:
                 }),
             )
         )
-        return ops, identical
+        return ops, set(batch.identical)
 
     def _changes_table(self, records: list[Change]) -> pa.Table:
         rows = [(self.run_id, *c) for c in records]
