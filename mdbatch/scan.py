@@ -160,8 +160,8 @@ class _Ctx:
     facts: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
     unreadable: set[str] = field(default_factory=set)
     changed: set[str] = field(default_factory=set)
-    #: Files whose digest and bytes came from the hash cache.
-    from_cache: set[str] = field(default_factory=set)
+    #: Files whose digest and bytes came from the hash cache, with the cache's facts (their bytes).
+    from_cache: dict[str, str] = field(default_factory=dict)
 
     def add(self, kind: str, item: str, detail: str) -> None:
         self.findings.append(Finding(self.name, kind, item, detail))
@@ -452,7 +452,7 @@ def _yaml_identity(text: str) -> dict[str, Any]:
     return {k: doc.get(k) for k in ("hash", "simulation_type", "engine", "parametrization") if doc.get(k) is not None}
 
 
-def _from_cache(ctx: _Ctx, rel: str, abspath: str, cached: CachedFile | None, need_sha: bool, need_facts: bool) -> FileEntry | None:
+def _from_cache(ctx: _Ctx, rel: str, shown: str, abspath: str, cached: CachedFile | None, need_sha: bool, need_facts: bool) -> FileEntry | None:
     """The inventory entry of an unchanged file from the hash cache, or None when it must be read."""
     if cached is None or cached.xxh3_128 is None or (need_sha and cached.sha256 is None) or (need_facts and cached.facts is None):
         return None
@@ -468,9 +468,10 @@ def _from_cache(ctx: _Ctx, rel: str, abspath: str, cached: CachedFile | None, ne
             ctx.facts[rel] = (int(doc["rows"]), tuple(str(c) for c in doc["columns"]))
         except (ValueError, KeyError, TypeError):
             return None
-    ctx.digests[rel] = FileDigest(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, cached.xxh3_128, cached.sha256, None, False)
+    if need_sha or need_facts:  # the integrity checks read these; other files need only the entry
+        ctx.digests[rel] = FileDigest(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, cached.xxh3_128, cached.sha256, None, False)
     return FileEntry(
-        display(rel), raw_bytes(rel), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev,
+        shown, raw_bytes(rel), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev,
         cached.xxh3_128, cached.sha256, cached.facts, cached=True,
     )
 
@@ -510,7 +511,7 @@ def _bytes_from_cache(ctx: _Ctx, rel: str, abspath: str, cached: CachedFile | No
     d = FileDigest(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, cached.xxh3_128, cached.sha256, data, False)
     ctx.digests[rel] = d
     ctx.data[rel] = data
-    ctx.from_cache.add(rel)
+    ctx.from_cache[rel] = cached.facts
     return d
 
 
@@ -561,10 +562,11 @@ def scan_simulation(
         if rel == REGISTRY_REL and rel in ctx.digests:
             d: FileDigest | None = ctx.digests[rel]
         else:
-            cached = cache.get(display(rel)) if cache is not None else None
+            shown = display(rel)
+            cached = cache.get(shown) if cache is not None else None
             d = None
             if use_cache and rel not in identity_names:
-                hit = _from_cache(ctx, rel, abspath, cached, rel in sha_targets, rel in parquet_targets)
+                hit = _from_cache(ctx, rel, shown, abspath, cached, rel in sha_targets, rel in parquet_targets)
                 if hit is not None:
                     inventory.append(hit)
                     continue
@@ -583,13 +585,13 @@ def scan_simulation(
                 inventory.append(entry)
             continue
         trusted = rel not in ctx.changed
-        hit = rel in ctx.from_cache
+        hit = ctx.from_cache.get(rel)
         kept = trusted and (rel in identity_names or rel == REGISTRY_REL) and opts.hash_files
         inventory.append(
             FileEntry(
                 display(rel), raw_bytes(rel), d.size, d.mtime_ns, d.ctime_ns, d.inode, d.device,
                 d.xxh3_128 if trusted else None, d.sha256 if trusted else None,
-                _kept_facts(ctx.data.get(rel)) if kept else None, hit,
+                (hit if hit is not None else _kept_facts(ctx.data.get(rel))) if kept else None, hit is not None,
             )
         )
 
