@@ -208,25 +208,6 @@ def audit(
     sink: IO[str] | None = None
     run_id = ""
     tracker: RunTracker | None = None
-    early: Fanout | None = None
-    cores = cluster.workers or os.cpu_count() or 1
-    # Peek at the start of the stream: a campaign that ends within it gets a right-sized cluster
-    # and no dashboard (a run of a few seconds is not watched; --dashboard forces it).
-    limit = max(cores * 2 * (batch_size or 250), DASHBOARD_THRESHOLD)
-    head: list[str] = []
-
-    def peek() -> tuple[bool, int, int]:
-        t_peek = time.monotonic()
-        head.extend(islice(stream, limit + 1))
-        tally.peek_s = time.monotonic() - t_peek
-        done = len(head) <= limit
-        return (done, *plan(len(head), done, cores, batch_size))
-
-    if not resume and cluster.kind == "local" and not (cluster.scheduler or cluster.scheduler_file):
-        # A new audit on a LocalCluster: start the cluster while the catalog is opened and the run
-        # recorded (a resume must first learn from the catalog what is left to scan).
-        exhausted, workers, size = peek()
-        early = Fanout(cluster, workers_needed=workers, dashboard=not exhausted).start_soon()
     try:
         if resume:
             run_id, before, done = _resume_state(catalog, resume, root)
@@ -240,8 +221,15 @@ def audit(
         if resume:
             tracker.seed(before.get("changes_partial"))
         sink = open(findings_path, "w", encoding="utf-8") if findings_path else None  # noqa: SIM115 - closed below
-        if early is None:
-            exhausted, workers, size = peek()
+        cores = cluster.workers or os.cpu_count() or 1
+        # Peek at the start of the stream: a campaign that ends within it gets a right-sized cluster
+        # and no dashboard (a run of a few seconds is not watched; --dashboard forces it).
+        limit = max(cores * 2 * (batch_size or 250), DASHBOARD_THRESHOLD)
+        t_peek = time.monotonic()
+        head = list(islice(stream, limit + 1))
+        tally.peek_s = time.monotonic() - t_peek
+        exhausted = len(head) <= limit
+        workers, size = plan(len(head), exhausted, cores, batch_size)
         walk_done = [exhausted]
 
         def paths() -> Iterator[str]:
@@ -268,8 +256,7 @@ def audit(
 
         bar = Progress("audit", stream=log_stream, enabled=progress)
         t_cluster = time.monotonic()
-        fan_cm, early = early or Fanout(cluster, workers_needed=workers, dashboard=not exhausted), None
-        with fan_cm as fan:
+        with Fanout(cluster, workers_needed=workers, dashboard=not exhausted) as fan:
             tally.cluster_s = time.monotonic() - t_cluster
             # Handlers only now: forked workers must not inherit them.
             previous = _install_signal_handlers(stop)
@@ -311,8 +298,6 @@ def audit(
         status = "interrupted"
         raise
     finally:
-        if early is not None:  # started, never entered: set-up failed before the fan-out
-            early.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if sink is not None:

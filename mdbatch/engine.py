@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -145,37 +144,8 @@ class Fanout:
         self.cluster: Any = None
         self.dashboard_link: str | None = None
         self.n_workers = 0
-        self._starting: threading.Thread | None = None
-        self._start_error: BaseException | None = None
-
-    def start_soon(self) -> Fanout:
-        """Start the cluster on a thread while the caller does other set-up (opening the catalog);
-        entering the `with` block then waits for it. Whoever starts it this way must enter it or
-        `close()` it."""
-        def run() -> None:
-            try:
-                self._enter()
-            except BaseException as exc:  # noqa: BLE001 - re-raised by __enter__ on the caller's thread
-                self._start_error = exc
-
-        self._starting = threading.Thread(target=run, name="mdbatch-cluster-start", daemon=True)
-        self._starting.start()
-        return self
-
-    def _wait_started(self) -> None:
-        if self._starting is not None and self._starting is not threading.current_thread():
-            self._starting.join()
-            self._starting = None
 
     def __enter__(self) -> Fanout:
-        if self._starting is None:
-            return self._enter()
-        self._wait_started()
-        if self._start_error is not None:
-            raise self._start_error
-        return self
-
-    def _enter(self) -> Fanout:
         try:
             self._start()
         except ClusterError:
@@ -293,7 +263,6 @@ class Fanout:
         return performance_report(filename=self.options.performance_report)
 
     def close(self) -> None:
-        self._wait_started()
         if self.client is not None:
             self.client.close()
             self.client = None

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import threading
-import time
 
 import pytest
 
@@ -153,18 +151,3 @@ def test_inventory_reads_back_from_the_catalog(make_campaign, tmp_path):
     assert len(chunks) > 1 and sum(c.num_rows for c in chunks) == result.files
     raw = [r for c in chunks for r in c.column("path_raw").to_pylist() if r is not None]
     assert raw and all(isinstance(r, bytes) for r in raw)
-
-
-def test_a_catalog_that_cannot_open_stops_the_cluster_started_beside_it(make_campaign, tmp_path):
-    import multiprocessing
-
-    from mdbatch.errors import MdbatchError
-
-    result = make_campaign(4, seed=81)
-    (tmp_path / "not-a-dir").write_text("a file where the catalog's directory should be\n")
-    before = set(multiprocessing.active_children())
-    with pytest.raises(MdbatchError):
-        audit(result.dest, db=f"sqlite:///{tmp_path / 'not-a-dir' / 'c.db'}", cluster=ClusterOptions(workers=1), progress=False)
-    time.sleep(2.0)  # long enough for a cluster left starting on its own to have spawned its workers
-    assert set(multiprocessing.active_children()) <= before  # the LocalCluster started early was closed
-    assert not [t for t in threading.enumerate() if t.name == "mdbatch-cluster-start"]
