@@ -101,9 +101,8 @@ class BatchResult:
     findings: pa.Table
     elapsed_s: float
     #: Change detection against the recorded inventory, done on the worker (see tracking.scan_group):
-    #: whether it ran, the change records (runs.Change tuples), unchanged files, and the simulations
-    #: whose inventory is exactly the recorded one.
-    compared: bool = False
+    #: the change records (runs.Change tuples), unchanged files, and the simulations whose inventory
+    #: is exactly the recorded one.
     changes: tuple[tuple[Any, ...], ...] = ()
     unchanged_files: int = 0
     identical: frozenset[str] = frozenset()

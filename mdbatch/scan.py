@@ -452,15 +452,21 @@ def _yaml_identity(text: str) -> dict[str, Any]:
     return {k: doc.get(k) for k in ("hash", "simulation_type", "engine", "parametrization") if doc.get(k) is not None}
 
 
-def _from_cache(ctx: _Ctx, rel: str, shown: str, abspath: str, cached: CachedFile | None, need_sha: bool, need_facts: bool) -> FileEntry | None:
-    """The inventory entry of an unchanged file from the hash cache, or None when it must be read."""
-    if cached is None or cached.xxh3_128 is None or (need_sha and cached.sha256 is None) or (need_facts and cached.facts is None):
-        return None
+def _unchanged_stat(abspath: str, cached: CachedFile) -> os.stat_result | None:
+    """The file's lstat if it still matches the cache entry on every stat field, else None."""
     try:
         st = os.lstat(abspath)
     except OSError:
         return None
-    if not cached.matches(st):
+    return st if cached.matches(st) else None
+
+
+def _from_cache(ctx: _Ctx, rel: str, shown: str, abspath: str, cached: CachedFile | None, need_sha: bool, need_facts: bool) -> FileEntry | None:
+    """The inventory entry of an unchanged file from the hash cache, or None when it must be read."""
+    if cached is None or cached.xxh3_128 is None or (need_sha and cached.sha256 is None) or (need_facts and cached.facts is None):
+        return None
+    st = _unchanged_stat(abspath, cached)
+    if st is None:
         return None
     if need_facts:
         try:
@@ -496,11 +502,8 @@ def _bytes_from_cache(ctx: _Ctx, rel: str, abspath: str, cached: CachedFile | No
     when it must be read (no entry, stat moved, or no bytes recorded)."""
     if cached is None or cached.xxh3_128 is None or not cached.facts:
         return None
-    try:
-        st = os.lstat(abspath)
-    except OSError:
-        return None
-    if not cached.matches(st):
+    st = _unchanged_stat(abspath, cached)
+    if st is None:
         return None
     try:
         data = base64.b64decode(json.loads(cached.facts)["bytes"], validate=True)
@@ -559,12 +562,12 @@ def scan_simulation(
 
     inventory: list[FileEntry] = []
     for rel, abspath in files.items():
+        shown = display(rel)
+        d: FileDigest | None = None
         if rel == REGISTRY_REL and rel in ctx.digests:
-            d: FileDigest | None = ctx.digests[rel]
+            d = ctx.digests[rel]
         else:
-            shown = display(rel)
             cached = cache.get(shown) if cache is not None else None
-            d = None
             if use_cache and rel not in identity_names:
                 hit = _from_cache(ctx, rel, shown, abspath, cached, rel in sha_targets, rel in parquet_targets)
                 if hit is not None:
@@ -572,14 +575,10 @@ def scan_simulation(
                     continue
             elif use_cache and rel not in sha_targets:
                 d = _bytes_from_cache(ctx, rel, abspath, cached)
-            if d is not None:
-                pass
-            elif opts.hash_files or rel in sha_targets or rel in keep_names:
+            if d is None and (opts.hash_files or rel in sha_targets or rel in keep_names):
                 d = _read(ctx, rel, abspath, sha256=rel in sha_targets, keep=rel in keep_names, xxh3=opts.hash_files)
                 if d is not None and cached is not None and opts.verify == "full":
                     _check_silent_change(ctx, rel, d, cached)
-            else:
-                d = None
         if d is None:
             if rel not in ctx.changed and (entry := _stat_only(rel, abspath)) is not None:
                 inventory.append(entry)
@@ -589,7 +588,7 @@ def scan_simulation(
         kept = trusted and (rel in identity_names or rel == REGISTRY_REL) and opts.hash_files
         inventory.append(
             FileEntry(
-                display(rel), raw_bytes(rel), d.size, d.mtime_ns, d.ctime_ns, d.inode, d.device,
+                shown, raw_bytes(rel), d.size, d.mtime_ns, d.ctime_ns, d.inode, d.device,
                 d.xxh3_128 if trusted else None, d.sha256 if trusted else None,
                 (hit if hit is not None else _kept_facts(ctx.data.get(rel))) if kept else None, hit is not None,
             )

@@ -77,7 +77,7 @@ def scan_group(group: Group, root: str | None, options: ScanOptions | None = Non
     previous, cache, stale = split_inventory(group.inventory, group.use_cache)
     batch = scan_batch(group.paths, root, options, group.id, cache)
     changes, unchanged, identical = file_changes(previous, batch.files, batch.systems.column("directory").to_pylist())
-    return dataclasses.replace(batch, compared=True, changes=tuple(changes), unchanged_files=unchanged, identical=frozenset(identical - stale))
+    return dataclasses.replace(batch, changes=tuple(changes), unchanged_files=unchanged, identical=frozenset(identical - stale))
 
 
 @dataclass(slots=True)

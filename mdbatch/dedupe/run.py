@@ -189,7 +189,8 @@ def dedupe(
     """Find identical files across the campaign under `root`; link them when `apply` or `store`.
 
     `mode` is "auto" (in-process for small work, the Dask cluster when a stage is big), "local"
-    or "cluster". `link_threads`: threads that link (None: 1 or 4, chosen by timing the first chunk). Raises MdbatchError for fatal problems; files that changed are reported, never fatal.
+    or "cluster". `link_threads`: threads that link (None: 1 or 4, chosen by timing the first
+    chunk). Raises MdbatchError for fatal problems; files that changed are reported, never fatal.
     """
     started = time.monotonic()
     top = os.path.abspath(os.fspath(root))
