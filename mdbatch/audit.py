@@ -217,7 +217,10 @@ def audit(
         else:
             run_id = new_run_id()
             catalog.begin_run(RunInfo(run_id, "audit", root, arguments or {}, socket.gethostname(), __version__, datetime.now(timezone.utc).isoformat()))
-        tracker = RunTracker(catalog, run_id, root, complete_walk=os.path.isdir(os.fspath(source)))
+        opts = options or ScanOptions()
+        # --verify full and --no-hash read every file: no simulation is kept unscanned.
+        trust = opts.hash_files and opts.verify != "full"
+        tracker = RunTracker(catalog, run_id, root, keep_unchanged=trust, complete_walk=os.path.isdir(os.fspath(source)))
         if resume:
             tracker.seed(before.get("changes_partial"))
         sink = open(findings_path, "w", encoding="utf-8") if findings_path else None  # noqa: SIM115 - closed below
@@ -265,7 +268,7 @@ def audit(
                 (log_stream or sys.stderr).write(f"mdbatch: Dask dashboard at {fan.dashboard_link}\n")
             t_fan = time.monotonic()
             with fan.performance_report():
-                results = fan.stream(scan_group, tracker.groups(batches(paths(), size)), root, options or ScanOptions())
+                results = fan.stream(scan_group, tracker.groups(batches(paths(), size), size), root, opts)
                 try:
                     while True:
                         stop.waiting = True
@@ -322,7 +325,10 @@ def audit(
 
 def _stages(tally: _Tally, stats: DiscoveryStats, tracker: RunTracker, info: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per-stage snapshots of the run (stored in MDBATCH_STAGES and the summary)."""
-    info["cache"] = {"hits": tracker.cache_hits, "files_read": tracker.files_read, "bytes_read": tracker.bytes_read, "lookup_s": round(tracker.lookup_s, 3)}
+    info["cache"] = {
+        "hits": tracker.cache_hits, "files_read": tracker.files_read, "bytes_read": tracker.bytes_read,
+        "simulations_kept": tracker.kept, "simulations_rescanned": tracker.deferred, "lookup_s": round(tracker.lookup_s, 3),
+    }
     stages = {
         "discover": {"items": stats.simulations, "elapsed_s": tally.peek_s, "errors": len(stats.unreadable), "directories": stats.directories},
         "scan": {"items": tally.files, "bytes": tracker.bytes_read, "elapsed_s": tally.scan_s, "errors": tally.kinds.get("unreadable", 0), "cache_hits": tracker.cache_hits},

@@ -273,7 +273,7 @@ class Fanout:
     def stream(
         self,
         fn: Callable[..., Any],
-        groups: Iterable[list[str]],
+        groups: Iterable[Any],
         *args: Any,
         prefix: str = "scan",
         in_flight: int | None = None,
@@ -281,7 +281,8 @@ class Fanout:
         """Run `fn(group, *args, index=i)` for each group on the cluster, yielding results as they finish.
 
         At most `in_flight` tasks are outstanding (default: three per worker), so the client's
-        memory does not grow with the campaign. Task keys read `scan-000042-<run>` on the dashboard.
+        memory does not grow with the campaign. `groups` is asked again after each result has been
+        handled, so an iterator that runs out may yield follow-up work that the results called for. Task keys read `scan-000042-<run>` on the dashboard.
         If the iteration is interrupted (a signal raising in the client), :meth:`drain` hands back
         the results that had already completed.
         """
@@ -293,13 +294,15 @@ class Fanout:
         index = 0
         self._pending = as_completed()
 
-        def submit_next() -> None:
+        def submit_next() -> bool:
             nonlocal index
             group = next(it, None)
-            if group is not None:
-                future = self.client.submit(fn, group, *args, index=index, key=f"{prefix}-{index:06d}-{token}", pure=False)
-                self._pending.add(future)
-                index += 1
+            if group is None:
+                return False
+            future = self.client.submit(fn, group, *args, index=index, key=f"{prefix}-{index:06d}-{token}", pure=False)
+            self._pending.add(future)
+            index += 1
+            return True
 
         for _ in range(limit):
             submit_next()
@@ -310,6 +313,9 @@ class Fanout:
                 future.release()
             submit_next()
             yield result
+            # Handling a result may have given `groups` more to run (follow-ups): top the queue up.
+            while self._pending.count() < limit and submit_next():
+                pass
 
     def drain(self) -> Iterator[Any]:
         """Results of tasks that already finished; everything still queued or running is cancelled."""

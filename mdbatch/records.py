@@ -38,6 +38,7 @@ SYSTEMS_SCHEMA = pa.schema(
         ("file_count", pa.int64()),
         ("bytes", pa.int64()),
         ("finding_count", pa.int64()),
+        ("fingerprint", pa.string()),
     ]
 )
 ANALYSES_SCHEMA = pa.schema(
@@ -106,6 +107,12 @@ class BatchResult:
     changes: tuple[tuple[Any, ...], ...] = ()
     unchanged_files: int = 0
     identical: frozenset[str] = frozenset()
+    #: Simulations (of `identical`) whose recorded fingerprint held: kept as recorded without a scan.
+    #: Their `systems` rows carry only directory, path, hash, status, counts and fingerprint; they
+    #: have no `files` rows, and their `findings` are the recorded ones.
+    kept: frozenset[str] = frozenset()
+    #: Paths whose recorded fingerprint did not hold: to be scanned again with their hash-cache entries.
+    deferred: tuple[str, ...] = ()
 
     @property
     def simulations(self) -> int:
@@ -113,15 +120,15 @@ class BatchResult:
 
     @property
     def file_count(self) -> int:
-        return self.files.num_rows
+        return int(pc.sum(self.systems.column("file_count")).as_py() or 0) if self.systems.num_rows else 0
 
     @property
     def bytes(self) -> int:
-        total = pc.sum(self.files.column("size")).as_py() if self.files.num_rows else 0
-        return int(total or 0)
+        return int(pc.sum(self.systems.column("bytes")).as_py() or 0) if self.systems.num_rows else 0
 
 
-def _columns(rows: Iterable[tuple[object, ...]], schema: pa.Schema) -> pa.Table:
+def tuples_table(rows: Iterable[tuple[object, ...]], schema: pa.Schema) -> pa.Table:
+    """Row tuples (in the order of `schema`'s fields) as an Arrow table of that schema."""
     cols = list(zip(*rows, strict=True)) if rows else []
     if not cols:
         return schema.empty_table()
@@ -133,7 +140,7 @@ def to_tables(scans: Sequence[SimulationScan], index: int = 0, elapsed_s: float 
     systems = [
         (
             s.hash, s.directory, s.path, s.simulation_type, s.engine, s.parametrization, s.status,
-            s.input_data, s.input_data_type, s.scanned_at, len(s.files), s.bytes, len(s.findings),
+            s.input_data, s.input_data_type, s.scanned_at, len(s.files), s.bytes, len(s.findings), s.fingerprint,
         )
         for s in scans
     ]
@@ -161,11 +168,11 @@ def to_tables(scans: Sequence[SimulationScan], index: int = 0, elapsed_s: float 
     found = [(f.simulation, f.kind, f.item, f.detail) for s in scans for f in s.findings]
     return BatchResult(
         index=index,
-        systems=_columns(systems, SYSTEMS_SCHEMA),
-        analyses=_columns(analyses, ANALYSES_SCHEMA),
-        artifacts=_columns(artifacts, ARTIFACTS_SCHEMA),
-        files=_columns(files, FILES_SCHEMA),
-        findings=_columns(found, FINDINGS_SCHEMA),
+        systems=tuples_table(systems, SYSTEMS_SCHEMA),
+        analyses=tuples_table(analyses, ANALYSES_SCHEMA),
+        artifacts=tuples_table(artifacts, ARTIFACTS_SCHEMA),
+        files=tuples_table(files, FILES_SCHEMA),
+        findings=tuples_table(found, FINDINGS_SCHEMA),
         elapsed_s=elapsed_s,
     )
 

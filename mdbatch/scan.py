@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import os
 import re
@@ -22,17 +23,18 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import __version__
 from . import findings as fk
 from .errors import RegistryCorruptError
 from .findings import Finding
 from .hashing import FileDigest, NotRegularFile, digest_file
+from .inventory import HASH_CACHE_VERSION, fingerprint, simulation_status, walk
 from .naming import is_valid_name
 from .paths import contained, display, raw_bytes, relative_to_root
 from .registry import ANALYSIS_DIRNAME, REGISTRY_FILENAME, parse_registry
 
 REGISTRY_REL = f"{ANALYSIS_DIRNAME}/{REGISTRY_FILENAME}"
 _HASH40 = re.compile(r"[0-9A-Fa-f]{40}")
-_EQUILIBRATION = ("min.gro", "nvt.gro", "npt.gro")
 # The registry and build metadata are parsed from the bytes the inventory read anyway.
 _MAX_REGISTRY_BYTES = 64 << 20
 
@@ -49,6 +51,13 @@ class ScanOptions:
     #: "cache": trust the hash cache for files whose stat is unchanged; "full": read everything and
     #: report files whose bytes changed while their stat did not (silent corruption).
     verify: str = "cache"
+
+
+@functools.lru_cache(maxsize=16)
+def scan_salt(options: ScanOptions) -> str:
+    """What besides the files shapes a scan's result, salted into every fingerprint: a new mdbatch
+    or hash-cache version, or other scan options, make every recorded fingerprint differ."""
+    return f"mdbatch {__version__}|cache {HASH_CACHE_VERSION}|hash {int(options.hash_files)}|input {options.max_input_bytes}"
 
 
 #: Identity and registry files up to this size keep their bytes in the hash cache (as facts), so
@@ -141,6 +150,9 @@ class SimulationScan:
     findings: tuple[Finding, ...]
     scanned_at: str
     elapsed_s: float
+    #: The inventory's fingerprint (see `inventory`), or None when this scan cannot be reproduced
+    #: from the stat fields alone (a file was unreadable or changed while being read, no digests).
+    fingerprint: str | None = None
 
     @property
     def bytes(self) -> int:
@@ -165,50 +177,6 @@ class _Ctx:
 
     def add(self, kind: str, item: str, detail: str) -> None:
         self.findings.append(Finding(self.name, kind, item, detail))
-
-
-def simulation_status(top_level_names: set[str] | frozenset[str]) -> str:
-    """MDFactory's status rule from the files at the top of a simulation directory."""
-    if "prod.gro" in top_level_names:
-        return "completed"
-    if "prod.xtc" in top_level_names:
-        return "production"
-    if all(n in top_level_names for n in _EQUILIBRATION):
-        return "equilibrated"
-    return "build"
-
-
-def _walk(ctx: _Ctx) -> dict[str, str]:
-    """Every regular file below the simulation directory (relative path -> absolute path).
-
-    Symlinks (to files or directories, loops included) are never followed and not inventoried.
-    """
-    files: dict[str, str] = {}
-    stack: list[tuple[str, str]] = [("", ctx.sim)]
-    while stack:
-        rel_dir, abs_dir = stack.pop()
-        try:
-            with os.scandir(abs_dir) as it:
-                entries = list(it)
-        except FileNotFoundError:
-            if rel_dir:
-                ctx.add(fk.CHANGED_DURING_SCAN, display(rel_dir), "directory vanished during the scan")
-            else:
-                ctx.add(fk.UNREADABLE, ".", "simulation directory vanished before the scan")
-            continue
-        except OSError as exc:
-            ctx.add(fk.UNREADABLE, display(rel_dir) or ".", exc.strerror or str(exc))
-            continue
-        for entry in entries:
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append((rel, entry.path))
-                elif entry.is_file(follow_symlinks=False):
-                    files[rel] = entry.path
-            except OSError as exc:
-                ctx.add(fk.UNREADABLE, display(rel), exc.strerror or str(exc))
-    return dict(sorted(files.items()))
 
 
 def _read(ctx: _Ctx, rel: str, abspath: str, *, sha256: bool, keep: bool, xxh3: bool) -> FileDigest | None:
@@ -546,7 +514,7 @@ def scan_simulation(
     opts = options or ScanOptions()
     sim = os.fspath(sim_dir)
     ctx = _Ctx(sim=sim, name=relative_to_root(sim, None if root is None else os.fspath(root)), options=opts)
-    files = _walk(ctx)
+    files = walk(sim, ctx.add)
     top = {rel for rel in files if "/" not in rel}
     use_cache = cache is not None and opts.hash_files and opts.verify != "full"
     registry = _load_registry(ctx, files, cache.get(REGISTRY_REL) if use_cache and cache is not None else None)
@@ -626,4 +594,16 @@ def scan_simulation(
         findings=tuple(ctx.findings),
         scanned_at=datetime.now(timezone.utc).isoformat(),
         elapsed_s=time.perf_counter() - started,
+        fingerprint=_fingerprint(ctx, files, inventory),
     )
+
+
+def _fingerprint(ctx: _Ctx, files: dict[str, str], inventory: list[FileEntry]) -> str | None:
+    """The inventory's fingerprint, when every walked file was inventoried with its digest and
+    nothing was unreadable or changed during the scan (only then do the stat fields determine it)."""
+    if not ctx.options.hash_files or len(inventory) != len(files):
+        return None
+    if any(f.kind in (fk.UNREADABLE, fk.CHANGED_DURING_SCAN) for f in ctx.findings) or any(e.xxh3_128 is None for e in inventory):
+        return None
+    rows = ((os.fsdecode(e.path_raw) if e.path_raw is not None else e.path, e.size, e.mtime_ns, e.ctime_ns, e.inode, e.device) for e in inventory)
+    return fingerprint(rows, scan_salt(ctx.options))

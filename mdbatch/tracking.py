@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow as pa
@@ -27,10 +29,11 @@ import pyarrow.compute as pc
 from .catalog import schema
 from .catalog.base import CatalogBackend
 from .catalog.ops import Delete, Op, Upsert
-from .paths import relative_to_root
-from .records import BatchResult, scan_batch
+from .inventory import Unchanged, check_unchanged
+from .paths import display, relative_to_root
+from .records import FINDINGS_SCHEMA, SYSTEMS_SCHEMA, BatchResult, scan_batch, tuples_table
 from .runs import Change, ChangeCounts, FileState, PreviousFile, describe, file_changes, finding_changes, pair_moves, removed_simulations, simulation_changes
-from .scan import CachedFile, ScanOptions
+from .scan import CachedFile, ScanOptions, scan_salt
 
 #: Bumped when what the cache stores changes meaning; entries of other versions are ignored.
 CACHE_VERSION = schema.HASH_CACHE_VERSION
@@ -40,13 +43,21 @@ _CHANGE_COLUMNS = ["run_id", "scope", "change", "simulation", "item", "size", "d
 
 @dataclass(frozen=True, slots=True)
 class Group:
-    """A batch as submitted: its id, simulation paths, and the catalog's recorded inventory of those
-    simulations (rows of _INVENTORY_COLUMNS; None when there is nothing to compare against)."""
+    """A batch as submitted: its id, simulation paths, and what the catalog recorded of them.
+
+    `fingerprints` maps simulations to their recorded fingerprint, `hashes` to their recorded hash,
+    and `findings` holds their findings in the run that last scanned them: a simulation whose
+    fingerprint still holds is kept as recorded. `inventory` holds the recorded inventory (rows of
+    _INVENTORY_COLUMNS) of the others; None when there is nothing to compare against.
+    """
 
     id: int
     paths: list[str]
     inventory: pa.Table | None = None
     use_cache: bool = True
+    fingerprints: Mapping[str, str] = field(default_factory=dict)
+    hashes: Mapping[str, str] = field(default_factory=dict)
+    findings: pa.Table | None = None
 
 
 def split_inventory(inventory: pa.Table, use_cache: bool = True) -> tuple[dict[str, dict[str, FileState]], dict[str, dict[str, CachedFile]], set[str]]:
@@ -70,14 +81,61 @@ def split_inventory(inventory: pa.Table, use_cache: bool = True) -> tuple[dict[s
 
 
 def scan_group(group: Group, root: str | None, options: ScanOptions | None = None, index: int = 0) -> BatchResult:
-    """The task a worker runs: `scan_batch` over the group with its hash-cache entries, then the
-    classification of its files against the recorded inventory (so the client only writes)."""
+    """The task a worker runs. Simulations whose recorded fingerprint still holds are kept as
+    recorded; those whose fingerprint moved are deferred (the client sends them again with their
+    hash-cache entries); the rest go through `scan_batch` with their hash-cache entries, and their
+    files are classified against the recorded inventory (so the client only writes)."""
+    started = time.perf_counter()
+    opts = options or ScanOptions()
+    kept: dict[str, tuple[str, Unchanged]] = {}
+    deferred: list[str] = []
+    paths = group.paths
+    if group.fingerprints and group.use_cache and opts.hash_files and opts.verify != "full":
+        salt = scan_salt(opts)
+        paths = []
+        for path in group.paths:
+            sim = relative_to_root(path, root)
+            expected = group.fingerprints.get(sim)
+            if expected is None:
+                paths.append(path)
+            elif (same := check_unchanged(path, salt, expected)) is not None:
+                kept[sim] = (path, same)
+            else:
+                deferred.append(path)
     if group.inventory is None or group.inventory.num_rows == 0:
-        return scan_batch(group.paths, root, options, group.id, None)
-    previous, cache, stale = split_inventory(group.inventory, group.use_cache)
-    batch = scan_batch(group.paths, root, options, group.id, cache)
-    changes, unchanged, identical = file_changes(previous, batch.files, batch.systems.column("directory").to_pylist())
-    return dataclasses.replace(batch, changes=tuple(changes), unchanged_files=unchanged, identical=frozenset(identical - stale))
+        batch = scan_batch(paths, root, options, group.id, None)
+    else:
+        previous, cache, stale = split_inventory(group.inventory, group.use_cache)
+        batch = scan_batch(paths, root, options, group.id, cache)
+        changes, unchanged, identical = file_changes(previous, batch.files, batch.systems.column("directory").to_pylist())
+        batch = dataclasses.replace(batch, changes=tuple(changes), unchanged_files=unchanged, identical=frozenset(identical - stale))
+    if kept:
+        batch = _with_kept(batch, kept, group)
+    return dataclasses.replace(batch, deferred=tuple(deferred), elapsed_s=time.perf_counter() - started)
+
+
+def _with_kept(batch: BatchResult, kept: Mapping[str, tuple[str, Unchanged]], group: Group) -> BatchResult:
+    """`batch` plus the simulations kept as recorded: their systems rows and recorded findings."""
+    found = group.findings if group.findings is not None else FINDINGS_SCHEMA.empty_table()
+    found = found.select(FINDINGS_SCHEMA.names).filter(pc.is_in(found.column("simulation"), value_set=pa.array(list(kept), pa.string())))
+    per_sim = Counter(found.column("simulation").to_pylist())
+    now = datetime.now(timezone.utc).isoformat()
+    systems = tuples_table(
+        [
+            (group.hashes.get(sim), sim, display(os.path.abspath(path)), None, None, None, same.status, None, None, now,
+             same.files, same.bytes, per_sim.get(sim, 0), group.fingerprints[sim])
+            for sim, (path, same) in kept.items()
+        ],
+        SYSTEMS_SCHEMA,
+    )
+    return dataclasses.replace(
+        batch,
+        systems=pa.concat_tables([batch.systems, systems]),
+        findings=pa.concat_tables([batch.findings, found.cast(FINDINGS_SCHEMA)]),
+        unchanged_files=batch.unchanged_files + sum(same.files for _, same in kept.values()),
+        identical=batch.identical | frozenset(kept),
+        kept=frozenset(kept),
+    )
 
 
 @dataclass(slots=True)
@@ -94,6 +152,8 @@ class RunTracker:
     run_id: str
     root: str
     use_cache: bool = True
+    #: Keep simulations whose recorded fingerprint holds, unscanned (not under --verify full).
+    keep_unchanged: bool = True
     complete_walk: bool = True
     previous_run: str | None = None
     counts: ChangeCounts = field(default_factory=ChangeCounts)
@@ -101,7 +161,13 @@ class RunTracker:
     files_read: int = 0
     bytes_read: int = 0
     lookup_s: float = 0.0
+    #: Simulations kept as recorded (fingerprint held), and those whose fingerprint moved.
+    kept: int = 0
+    deferred: int = 0
     _baselines: dict[int, _Baseline] = field(default_factory=dict)
+    #: Paths whose fingerprint did not hold, waiting to be scanned with their hash-cache entries.
+    _deferred: list[str] = field(default_factory=list)
+    _next_gid: int = 0
 
     def __post_init__(self) -> None:
         self.previous_run = self._previous_audit()
@@ -115,29 +181,55 @@ class RunTracker:
 
     # -- per batch ------------------------------------------------------------------------------
 
-    def groups(self, batches: Iterator[list[str]]) -> Iterator[Group]:
-        """Wrap batches of paths with their cache entries, looked up in one query per batch."""
-        for gid, paths in enumerate(batches):
-            yield self._prepare(gid, paths)
+    def groups(self, batches: Iterator[list[str]], size: int) -> Iterator[Group]:
+        """The groups to scan: the batches of paths, each with what the catalog recorded of its
+        simulations (one query per table per batch), and, as results come back, groups of the
+        simulations whose fingerprint did not hold (`size` at a time)."""
+        return _Feed(self, batches, size)
 
-    def _prepare(self, gid: int, paths: list[str]) -> Group:
+    def _prepare(self, paths: list[str], keep: bool = True) -> Group:
         t0 = time.monotonic()
+        gid = self._next_gid
+        self._next_gid += 1
         sims = [relative_to_root(p, self.root) for p in paths]
         status: dict[str, str] = {}
         inventory: pa.Table | None = None
+        fingerprints: dict[str, str] = {}
+        hashes: dict[str, str] = {}
+        findings: pa.Table | None = None
         if self.previous_run is not None or self.use_cache:
-            match = pa.table({"root": pa.array([self.root] * len(sims), pa.string()), "simulation": pa.array(sims, pa.string())})
-            inventory = self.catalog.rows_matching(schema.FILES.name, match, columns=_INVENTORY_COLUMNS)
-            known = self.catalog.rows_matching(schema.SIMULATIONS.name, match, columns=["simulation", "status"])
-            status = dict(zip(known.column("simulation").to_pylist(), known.column("status").to_pylist(), strict=True))
+            known = self.catalog.rows_matching(
+                schema.SIMULATIONS.name, self._match(sims), columns=["simulation", "status", "hash", "run_id", "fingerprint"]
+            ).to_pydict()
+            status = dict(zip(known["simulation"], known["status"], strict=True))
+            last_scan: dict[str, str] = {}
+            if keep and self.use_cache and self.keep_unchanged:
+                for sim, digest, run, fp in zip(known["simulation"], known["hash"], known["run_id"], known["fingerprint"], strict=True):
+                    if fp is not None and digest is not None:
+                        fingerprints[sim], hashes[sim], last_scan[sim] = fp, digest, run
+            rest = [s for s in sims if s not in fingerprints]
+            if rest:
+                inventory = self.catalog.rows_matching(schema.FILES.name, self._match(rest), columns=_INVENTORY_COLUMNS)
+            if last_scan:
+                findings = self.catalog.rows_matching(
+                    schema.FINDINGS.name,
+                    pa.table({"run_id": pa.array(list(last_scan.values()), pa.string()), "simulation": pa.array(list(last_scan), pa.string())}),
+                    columns=["simulation", "kind", "item", "detail"],
+                )
         self._baselines[gid] = _Baseline(status)
         self.lookup_s += time.monotonic() - t0
-        return Group(gid, paths, inventory, self.use_cache)
+        return Group(gid, paths, inventory, self.use_cache, fingerprints, hashes, findings)
+
+    def _match(self, sims: list[str]) -> pa.Table:
+        return pa.table({"root": pa.array([self.root] * len(sims), pa.string()), "simulation": pa.array(sims, pa.string())})
 
     def batch_ops(self, batch: BatchResult) -> tuple[list[Op], set[str]]:
         """History operations for a finished batch, and the simulations whose inventory is unchanged
-        (the worker classified the files: see `scan_group`)."""
+        (the worker classified the files and checked the fingerprints: see `scan_group`)."""
         base = self._baselines.pop(batch.index, _Baseline({}))
+        self._deferred.extend(batch.deferred)
+        self.kept += len(batch.kept)
+        self.deferred += len(batch.deferred)
         sims = batch.systems.column("directory").to_pylist()
         files = batch.files
         if files.num_rows:
@@ -146,6 +238,9 @@ class RunTracker:
             self.cache_hits += hits
             self.files_read += files.num_rows - hits
             self.bytes_read += int(pc.sum(pc.if_else(cached, 0, files.column("size"))).as_py() or 0)
+        if batch.kept:
+            counts = batch.systems.column("file_count").to_pylist()
+            self.cache_hits += sum(n for sim, n in zip(sims, counts, strict=True) if sim in batch.kept)
         changes = [Change(*c) for c in batch.changes]  # a first audit compares nothing and records nothing
         self.counts.files["unchanged"] += batch.unchanged_files
         status_now = dict(zip(sims, batch.systems.column("status").to_pylist(), strict=True))
@@ -156,14 +251,14 @@ class RunTracker:
         ops: list[Op] = []
         if records:
             ops.append(Upsert(schema.CHANGES.name, self._changes_table(records)))
-        hashes = batch.systems.column("hash").to_pylist()
+        n = len(sims)
         ops.append(
             Upsert(
                 schema.SIMULATIONS.name,
                 pa.table({
-                    "root": pa.array([self.root] * len(sims), pa.string()), "simulation": pa.array(sims, pa.string()),
-                    "hash": pa.array(hashes, pa.string()), "status": pa.array(list(status_now.values()), pa.string()),
-                    "run_id": pa.array([self.run_id] * len(sims), pa.string()),
+                    "root": pa.array([self.root] * n, pa.string()), "simulation": pa.array(sims, pa.string()),
+                    "hash": batch.systems.column("hash"), "status": batch.systems.column("status"),
+                    "run_id": pa.array([self.run_id] * n, pa.string()), "fingerprint": batch.systems.column("fingerprint"),
                 }),
             )
         )
@@ -269,6 +364,34 @@ class RunTracker:
             },
             schema=schema.arrow_schema(schema.STAGES),
         )
+
+
+class _Feed:
+    """The groups of one run, for `Fanout.stream`: the walk's batches, and follow-up groups of the
+    simulations whose fingerprint did not hold. Running out is not final: the stream asks again
+    after each result, which may have deferred more simulations."""
+
+    def __init__(self, tracker: RunTracker, batches: Iterator[list[str]], size: int) -> None:
+        self.tracker = tracker
+        self.batches = batches
+        self.size = max(1, size)
+        self.walked = False
+
+    def __iter__(self) -> _Feed:
+        return self
+
+    def __next__(self) -> Group:
+        waiting = self.tracker._deferred
+        if not self.walked and len(waiting) < self.size:
+            paths = next(self.batches, None)
+            if paths is not None:
+                return self.tracker._prepare(paths)
+            self.walked = True
+        if waiting:
+            paths = waiting[: self.size]
+            del waiting[: self.size]
+            return self.tracker._prepare(paths, keep=False)
+        raise StopIteration
 
 
 def _paired_sources(moves: list[Change], missing: list[Change]) -> list[Change]:

@@ -15,6 +15,7 @@ import pytest
 from mdbatch.audit import audit
 from mdbatch.engine import ClusterOptions
 from mdbatch.generate import inject_fault
+from mdbatch.scan import ScanOptions
 
 pytestmark = pytest.mark.integration
 LOCAL = ClusterOptions(workers=2, dashboard=False)
@@ -38,6 +39,8 @@ def test_unchanged_reaudit_reads_no_file_at_all(make_campaign, tmp_path):
     # Not even the identity inputs and registries: their bytes are in the hash cache.
     assert second.summary["cache"]["files_read"] == 0 and second.summary["cache"]["bytes_read"] == 0
     assert second.summary["cache"]["hits"] == result.files
+    # Hostile names (non-UTF-8 bytes, SQL-ish, spaces) fingerprint the same way on every walk.
+    assert second.summary["cache"]["simulations_kept"] == len(result.simulations)
     # The inventory was not rewritten: its rows still carry the first run's id.
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT DISTINCT run_id FROM MDBATCH_FILES").fetchall() == [(first.run_id,)]
@@ -69,14 +72,16 @@ def test_rows_of_unchanged_simulations_are_not_rewritten(make_campaign, tmp_path
     assert moved == {str(touched.resolve())} or moved == {str(touched)}
 
 
-def test_entries_of_an_older_cache_version_are_read_and_rewritten_once(make_campaign, tmp_path):
+@pytest.mark.parametrize("fingerprint", [None, "0" * 32], ids=["no-fingerprint", "other-fingerprint"])
+def test_entries_of_an_older_cache_version_are_read_and_rewritten_once(make_campaign, tmp_path, fingerprint):
     from mdbatch.catalog.schema import HASH_CACHE_VERSION
 
     result = make_campaign(12, seed=53)
     db = tmp_path / "c.db"
     run(result, db)
-    with sqlite3.connect(db) as conn:  # a catalog written by an older mdbatch
+    with sqlite3.connect(db) as conn:  # a catalog written by an older mdbatch: before fingerprints, or salted differently
         conn.execute("UPDATE MDBATCH_FILES SET cache_version = ?", (HASH_CACHE_VERSION - 1,))
+        conn.execute("UPDATE MDBATCH_SIMULATIONS SET fingerprint = ?", (fingerprint,))
     second = run(result, db)
     assert second.summary["cache"]["hits"] == 0 and second.summary["cache"]["files_read"] == result.files
     assert second.summary["changes"]["files"]["unchanged"] == result.files
@@ -178,3 +183,91 @@ def test_interrupted_run_leaves_history_consistent(make_campaign, tmp_path):
     assert ch["previous_run"] == first.run_id  # the interrupted run is not a baseline
     assert ch["files"]["new"] == 1 and ch["files"]["unchanged"] == result.files and ch["files"]["changed"] == 0
     assert third.summary["files"] == result.files + 1
+
+
+def findings_of(res) -> list[tuple[str, str, str, str]]:
+    return sorted(map(tuple, res.findings().itertuples(index=False)))
+
+
+def test_unchanged_simulations_are_kept_with_their_recorded_findings(make_campaign, tmp_path):
+    result = make_campaign(40, seed=55, faults=True)
+    db = tmp_path / "c.db"
+    first = audit(result.dest, db=f"sqlite:///{db}", cluster=LOCAL, progress=False, findings_path=tmp_path / "f1.jsonl")
+    assert first.summary["cache"]["simulations_kept"] == 0
+    second = audit(result.dest, db=f"sqlite:///{db}", cluster=LOCAL, progress=False, findings_path=tmp_path / "f2.jsonl")
+    # Every simulation's fingerprint held: none was scanned, none was rescanned.
+    assert second.summary["cache"]["simulations_kept"] == len(result.simulations)
+    assert second.summary["cache"]["simulations_rescanned"] == 0
+    assert second.summary["cache"]["hits"] == result.files and second.summary["cache"]["files_read"] == 0
+    # ...and the run says exactly what a scan would have said.
+    for key in ("simulations", "files", "bytes", "findings", "findings_total", "simulations_with_findings", "status", "duplicate_hashes"):
+        assert second.summary[key] == first.summary[key], key
+    expected = [f for f in result.expected_findings if not (f.get("requires_non_root") and os.geteuid() == 0)]
+    assert findings_of(second) == findings_of(first) and len(findings_of(first)) == len(expected)
+    lines = lambda p: sorted((tmp_path / p).read_text().splitlines())  # noqa: E731
+    assert lines("f2.jsonl") == lines("f1.jsonl")
+    assert second.summary["changes"]["findings"]["persisting"] == first.summary["findings_total"]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM MDBATCH_SIMULATIONS WHERE run_id = ? AND fingerprint IS NOT NULL", (second.run_id,)).fetchone() == (len(result.simulations),)
+
+
+def test_a_moved_fingerprint_rescans_that_simulation_with_its_hash_cache(make_campaign, tmp_path):
+    result = make_campaign(30, seed=56, faults=True)
+    db = tmp_path / "c.db"
+    run(result, db)
+    manifest = json.loads(result.manifest_path.read_text())
+    faulty = {f["simulation"] for f in result.expected_findings}
+    sims = [m["dir"] for m in manifest["simulations"] if m["status"] == "completed" and m["dir"] not in faulty]
+    # Same size, mtime restored: only the ctime betrays the change.
+    top = result.dest / sims[2] / "topology.top"
+    st = top.stat()
+    data = bytearray(top.read_bytes())
+    data[-1] ^= 1
+    time.sleep(0.01)
+    top.write_bytes(bytes(data))
+    os.utime(top, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.chmod(result.dest / sims[3] / "em.mdp", 0o600)  # metadata only: rescanned, found unchanged
+    (result.dest / sims[4] / "notes.txt").write_text("new\n")
+    new_fault = inject_fault(result.dest / sims[5], "missing_file")
+    second = run(result, db)
+    cache = second.summary["cache"]
+    assert cache["simulations_rescanned"] == 4 and cache["simulations_kept"] == len(result.simulations) - 4
+    # Only files whose stat moved were read: the rescanned simulations' other files came from the cache.
+    assert cache["files_read"] == 3  # topology.top, em.mdp (its ctime moved) and notes.txt
+    ch = second.summary["changes"]
+    assert ch["files"]["changed"] == 1 and ch["files"]["new"] == 1 and ch["files"]["missing"] == 1
+    assert ch["files"]["unchanged"] == result.files - 2
+    assert ch["findings"]["new"] == 1
+    assert ("missing_file", new_fault["item"]) in {(k, i) for s, k, i, _ in findings_of(second) if s == sims[5]}
+    third = run(result, db)
+    assert third.summary["cache"]["simulations_kept"] == len(result.simulations) and findings_of(third) == findings_of(second)
+
+
+def test_verify_full_keeps_nothing_and_reads_every_file(make_campaign, tmp_path):
+    result = make_campaign(10, seed=57)
+    db = tmp_path / "c.db"
+    run(result, db)
+    full = audit(result.dest, db=f"sqlite:///{db}", cluster=LOCAL, progress=False, options=ScanOptions(verify="full"))
+    assert full.summary["cache"]["simulations_kept"] == 0 and full.summary["cache"]["files_read"] == result.files
+    assert full.summary["changes"]["files"]["unchanged"] == result.files
+
+
+def test_catalog_of_schema_3_gains_fingerprints(make_campaign, tmp_path):
+    from mdbatch.catalog import open_catalog, schema
+
+    result = make_campaign(10, seed=58)
+    db = tmp_path / "c.db"
+    first = run(result, db)
+    with sqlite3.connect(db) as conn:  # what a catalog of schema 3 looked like
+        conn.execute("DROP INDEX ix_findings_run_simulation")
+        conn.execute("ALTER TABLE MDBATCH_SIMULATIONS DROP COLUMN fingerprint")
+        conn.execute("UPDATE MDBATCH_SCHEMA SET value = '3'")
+    second = run(result, db)  # scanned (from the hash cache), fingerprints recorded
+    assert second.summary["cache"]["simulations_kept"] == 0 and second.summary["cache"]["files_read"] == 0
+    assert findings_of(second) == findings_of(first)
+    with open_catalog(f"sqlite:///{db}") as cat:
+        assert cat.schema_version() == schema.SCHEMA_VERSION
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'ix_findings_run_simulation'").fetchone() == (1,)
+    third = run(result, db)
+    assert third.summary["cache"]["simulations_kept"] == len(result.simulations)

@@ -192,6 +192,7 @@ def test_unreadable_file_is_a_finding(make_campaign):
     kinds = {(f.kind, f.item) for f in scan.findings}
     assert kinds == {(fk.UNREADABLE, "nvt.mdp")}
     assert any(f.path == "nvt.mdp" and f.xxh3_128 is None for f in scan.files)
+    assert scan.fingerprint is None  # an audit must scan it again, not keep it
 
 
 def _scan_as_nobody(sim: str, root: str, queue) -> None:  # pragma: no cover - runs in a child
@@ -220,6 +221,7 @@ def test_file_changing_during_scan_is_reported(tmp_path, make_campaign):
         writer.join(10)
     assert {(f.kind, f.item) for f in scan.findings} == {(fk.CHANGED_DURING_SCAN, "prod.trr")}
     assert next(f for f in scan.files if f.path == "prod.trr").xxh3_128 is None
+    assert scan.fingerprint is None
 
 
 def _keep_writing(path: str, stop) -> None:  # pragma: no cover - runs in a child

@@ -24,15 +24,16 @@ from sqlalchemy import (
 )
 
 from ..errors import InvalidNameError, UsageError
+from .. import inventory
 from ..naming import is_valid_name
 
 #: Version 2: `ANALYSIS_<name>.data_csv_bytes`, `MDBATCH_FILES.facts`; user-derived strings are unbounded TEXT.
 #: Version 3: run history (`MDBATCH_SIMULATIONS`, `MDBATCH_CHANGES`, `MDBATCH_STAGES`), `MDBATCH_FILES.cache_version`.
-SCHEMA_VERSION = 3
+#: Version 4: `MDBATCH_SIMULATIONS.fingerprint`; an index on `MDBATCH_FINDINGS` (run_id, simulation).
+SCHEMA_VERSION = 4
 
-#: Version of what MDBATCH_FILES records as a hash cache (digests, footer facts).
-#: Version 2: the bytes of small identity and registry files are kept in `facts`.
-HASH_CACHE_VERSION = 2
+#: Version of what MDBATCH_FILES records as a hash cache (digests, footer facts); see `inventory`.
+HASH_CACHE_VERSION = inventory.HASH_CACHE_VERSION
 
 RUN_TABLE = "RUN_DATABASE"
 OVERVIEW_TABLE = "ANALYSIS_OVERVIEW"
@@ -102,6 +103,8 @@ FINDINGS = Table(
     Column("item", Text, nullable=False),
     Column("detail", Text, nullable=False),
 )
+#: An unchanged simulation's findings are copied from the run that last scanned it.
+Index("ix_findings_run_simulation", FINDINGS.c.run_id, FINDINGS.c.simulation)
 
 RUNS = Table(
     "MDBATCH_RUNS",
@@ -135,7 +138,11 @@ SIMULATIONS = Table(
     Column("simulation", Text, primary_key=True),
     Column("hash", Text),
     Column("status", String(32)),
+    #: The run that last scanned the simulation; its findings there are the simulation's current ones.
     Column("run_id", String(64), nullable=False),
+    #: The fingerprint of the recorded inventory (`inventory.fingerprint`); NULL when the last scan
+    #: cannot be reproduced from stat fields. An audit keeps a simulation whose fingerprint holds.
+    Column("fingerprint", String(32)),
 )
 
 #: What each run found changed since the previous one (files, simulations, findings).

@@ -136,6 +136,9 @@ class SQLCatalog(CatalogBackend):
         if version < 3:  # run history tables are created with the fixed tables; the cache gains a version
             if "cache_version" not in {c["name"] for c in inspect(conn).get_columns(schema.FILES.name)}:
                 conn.exec_driver_sql(f"ALTER TABLE {self._q(schema.FILES.name)} ADD COLUMN cache_version INTEGER")
+        if version < 4:  # simulations gain the fingerprint of their recorded inventory (NULL: scan them)
+            if "fingerprint" not in {c["name"] for c in inspect(conn).get_columns(schema.SIMULATIONS.name)}:
+                conn.exec_driver_sql(f"ALTER TABLE {self._q(schema.SIMULATIONS.name)} ADD COLUMN fingerprint VARCHAR(32)")
 
     def _ensure_tables(self, names: Sequence[str]) -> None:
         """Create the item tables among `names` that this process has not seen yet (own transaction)."""

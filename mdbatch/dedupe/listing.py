@@ -14,6 +14,8 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..inventory import simulation_status, stat_files, top_level
+
 #: Temporary names the apply step creates beside a file; never listed as campaign files.
 TMP_PREFIX = ".mdbatch-tmp-"
 
@@ -40,40 +42,21 @@ def list_simulation(sim_dir: str, root: str) -> tuple[str, list[tuple[str, int, 
 
     Symlinks (to files or directories) are neither followed nor listed; FIFOs and devices are skipped.
     """
-    # Imported here: mdbatch.scan pulls in pyarrow (~0.3 s), which `store` and `--recover` never need.
-    from ..scan import simulation_status
-
-    rows: list[tuple[str, int, int, int, int, int]] = []
     errors: list[tuple[str, str]] = []
     base = os.path.relpath(sim_dir, root).replace(os.sep, "/")
     base = "" if base == "." else base
-    top: set[str] = set()
-    stack: list[tuple[str, str]] = [(base, sim_dir)]
-    first = True
-    while stack:
-        rel_dir, abs_dir = stack.pop()
-        try:
-            with os.scandir(abs_dir) as it:
-                entries = list(it)
-        except OSError as exc:
-            errors.append((rel_dir or ".", exc.strerror or str(exc)))
-            continue
-        if first:
-            top = {e.name for e in entries}
-            first = False
-        for entry in entries:
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append((rel, entry.path))
-                elif entry.is_file(follow_symlinks=False):
-                    if entry.name.startswith(TMP_PREFIX):
-                        continue
-                    st = entry.stat(follow_symlinks=False)
-                    rows.append((rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev))
-            except OSError as exc:
-                errors.append((rel, exc.strerror or str(exc)))
-    return simulation_status(top), rows, errors
+
+    def note(kind: str, item: str, detail: str) -> None:
+        errors.append((f"{base}/{item}" if base and item != "." else base or item, detail))
+
+    listed = stat_files(sim_dir, note)
+    prefix = f"{base}/" if base else ""
+    rows = [
+        (prefix + rel, size, mtime, ctime, ino, dev)
+        for rel, size, mtime, ctime, ino, dev in listed
+        if not rel.rsplit("/", 1)[-1].startswith(TMP_PREFIX)
+    ]
+    return simulation_status(top_level(listed)), rows, errors
 
 
 def list_batch(sim_dirs: Sequence[str], root: str, index: int = 0) -> ListingBatch:

@@ -1,0 +1,138 @@
+"""A simulation's file inventory: the walk that lists it, and the fingerprint that proves it unchanged.
+
+A simulation's fingerprint is a digest of every inventoried file's path and stat fields (size,
+mtime_ns, ctime_ns, inode, device), salted with what shaped its scan (mdbatch version, hash-cache
+version, scan options). The scan's result is a function of exactly these: its findings, identity
+and status come from the bytes of those files, which the hash cache already trusts while their stat
+fields hold. So when a fresh walk and one lstat per file give the recorded fingerprint
+(`check_unchanged`), the simulation's scan would be the recorded one, and an audit keeps it without
+building a record per file.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import xxhash
+
+from . import findings as fk
+from .paths import display
+
+#: Version of what the hash cache (MDBATCH_FILES) stores; entries of other versions are ignored.
+#: Version 2: the bytes of small identity and registry files are kept in `facts`.
+HASH_CACHE_VERSION = 2
+
+_EQUILIBRATION = ("min.gro", "nvt.gro", "npt.gro")
+
+#: (relative path, size, mtime_ns, ctime_ns, inode, device) of one file, as the fingerprint takes it.
+StatRow = tuple[str, int, int, int, int, int]
+
+
+def simulation_status(top_level_names: set[str] | frozenset[str]) -> str:
+    """MDFactory's status rule from the files at the top of a simulation directory."""
+    if "prod.gro" in top_level_names:
+        return "completed"
+    if "prod.xtc" in top_level_names:
+        return "production"
+    if all(n in top_level_names for n in _EQUILIBRATION):
+        return "equilibrated"
+    return "build"
+
+
+def walk(sim: str, on_error: Callable[[str, str, str], None]) -> dict[str, str]:
+    """Every regular file below the simulation directory (relative path -> absolute path), sorted.
+
+    Symlinks (to files or directories, loops included) are never followed and not inventoried.
+    Problems are reported as `on_error(finding kind, item, detail)`; the walk goes on.
+    """
+    files: dict[str, str] = {}
+    stack: list[tuple[str, str]] = [("", sim)]
+    while stack:
+        rel_dir, abs_dir = stack.pop()
+        try:
+            with os.scandir(abs_dir) as it:
+                entries = list(it)
+        except FileNotFoundError:
+            if rel_dir:
+                on_error(fk.CHANGED_DURING_SCAN, display(rel_dir), "directory vanished during the scan")
+            else:
+                on_error(fk.UNREADABLE, ".", "simulation directory vanished before the scan")
+            continue
+        except OSError as exc:
+            on_error(fk.UNREADABLE, display(rel_dir) or ".", exc.strerror or str(exc))
+            continue
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((rel, entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    files[rel] = entry.path
+            except OSError as exc:
+                on_error(fk.UNREADABLE, display(rel), exc.strerror or str(exc))
+    return dict(sorted(files.items()))
+
+
+def stat_files(sim: str, on_error: Callable[[str, str, str], None]) -> list[StatRow]:
+    """`walk` plus one lstat per file: a StatRow per regular file, in path order. A file that
+    vanished, could not be stat'ed or stopped being a regular file meanwhile is reported and left out."""
+    rows: list[StatRow] = []
+    for rel, path in walk(sim, on_error).items():
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            on_error(fk.CHANGED_DURING_SCAN, display(rel), "file vanished during the scan")
+            continue
+        except OSError as exc:
+            on_error(fk.UNREADABLE, display(rel), exc.strerror or str(exc))
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            on_error(fk.CHANGED_DURING_SCAN, display(rel), "file stopped being a regular file during the scan")
+            continue
+        rows.append((rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev))
+    return rows
+
+
+def top_level(rows: list[StatRow]) -> set[str]:
+    """The names of the files at the top of the simulation directory."""
+    return {r[0] for r in rows if "/" not in r[0]}
+
+
+def fingerprint(rows: Iterable[StatRow], salt: str) -> str:
+    """The fingerprint of an inventory: xxh3-128 over the salt and every row, in path order."""
+    h = xxhash.xxh3_128(salt.encode())
+    for rel, size, mtime, ctime, ino, dev in rows:
+        h.update(os.fsencode(rel) + f"\0{size},{mtime},{ctime},{ino},{dev}\n".encode())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Unchanged:
+    """What a stat-only check of an unchanged simulation learned: its status, file count and bytes."""
+
+    status: str
+    files: int
+    bytes: int
+
+
+class _WalkProblem(Exception):
+    """Any problem the walk reports: the simulation cannot be proven unchanged."""
+
+
+def _stop(kind: str, item: str, detail: str) -> None:
+    raise _WalkProblem(kind, item, detail)
+
+
+def check_unchanged(sim: str, salt: str, expected: str) -> Unchanged | None:
+    """Walk `sim` and lstat every file: the simulation's status and totals if its fingerprint is
+    still `expected`, else None (anything changed, or anything could not be walked or stat'ed)."""
+    try:
+        rows = stat_files(sim, _stop)
+    except _WalkProblem:
+        return None
+    if fingerprint(rows, salt) != expected:
+        return None
+    return Unchanged(simulation_status(top_level(rows)), len(rows), sum(r[1] for r in rows))
