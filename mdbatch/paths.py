@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 
@@ -51,5 +52,19 @@ def relative_to_root(path: str, root: str | None) -> str:
     """`path` relative to `root` in '/' form (the simulation's name in findings and the catalog)."""
     if root is None:
         return display(os.path.basename(os.path.normpath(path)) or path)
+    prefix = _root_prefix(root)
+    if prefix is not None and path.startswith(prefix):
+        # The common case (paths the walk joined onto the root) without relpath's two abspath calls.
+        rel = path[len(prefix):]
+        if rel and posixpath.normpath(rel) == rel and not rel.startswith(("/", "..")):
+            return display(rel)
     rel = os.path.relpath(path, root)
     return display(rel.replace(os.sep, "/"))
+
+
+@functools.lru_cache(maxsize=16)
+def _root_prefix(root: str) -> str | None:
+    """`root` plus the separator, when `root` is absolute and normalized (else None: use relpath)."""
+    if os.sep != "/" or not os.path.isabs(root) or posixpath.normpath(root) != root:
+        return None
+    return root if root.endswith("/") else root + "/"
