@@ -364,6 +364,7 @@ def _summary(
             "unreadable_directories": [{"path": p, "error": e} for p, e in stats.unreadable],
             "listed_outside_root": stats.outside_root,
             "listed_missing": stats.missing,
+            "listed_twice": stats.repeated,
         },
         "batches": tally.batches,
         "workers": info.get("workers"),

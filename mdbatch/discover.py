@@ -34,6 +34,8 @@ class DiscoveryStats:
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     outside_root: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    #: Listed entries naming a simulation already listed (same directory, however spelled).
+    repeated: list[str] = field(default_factory=list)
 
 
 def is_simulation_dir(path: str, names: set[str] | None = None) -> bool:
@@ -132,6 +134,7 @@ def _walk_parallel(top: str, stats: DiscoveryStats, threads: int) -> Iterator[st
 
 
 def _resolve_listed(paths: list[str], base: Path, root: Path | None, stats: DiscoveryStats) -> Iterator[str]:
+    seen: set[str] = set()
     for raw in paths:
         candidate = Path(raw)
         if not candidate.is_absolute():
@@ -144,6 +147,11 @@ def _resolve_listed(paths: list[str], base: Path, root: Path | None, stats: Disc
         if not candidate.is_dir():
             stats.missing.append(str(candidate))
             continue
+        same = os.path.realpath(candidate)
+        if same in seen:  # scanned once: a second scan would count and record it twice
+            stats.repeated.append(str(candidate))
+            continue
+        seen.add(same)
         stats.simulations += 1
         yield os.fspath(candidate)
 

@@ -62,12 +62,14 @@ def test_summary_yaml_and_csv_inputs(make_campaign, tmp_path):
     root, stream = discover(summary, csv_root=result.dest, stats=stats)
     assert sorted(stream) == sorted(str(result.dest / p) for p in listed)
     table = tmp_path / "input.csv"
-    table.write_text("directory,other\n" + "".join(f"{p},x\n" for p in listed) + "../../etc,y\nmissing_dir,z\n")
+    again = [f"{listed[0]}/", str(result.dest / listed[1])]  # the same simulations, spelled differently
+    table.write_text("directory,other\n" + "".join(f"{p},x\n" for p in [*listed, *again]) + "../../etc,y\nmissing_dir,z\n")
     stats = DiscoveryStats()
     got = sorted(from_csv(table, result.dest, stats))
     assert got == sorted(str(result.dest / p) for p in listed)
     assert stats.outside_root == [str(result.dest / "../../etc")]
     assert stats.missing == [str(result.dest / "missing_dir")]
+    assert stats.repeated == [str(result.dest / listed[0]), str(result.dest / listed[1])] and stats.simulations == 4
 
 
 @pytest.mark.parametrize(
