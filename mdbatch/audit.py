@@ -218,7 +218,7 @@ def audit(
             run_id = new_run_id()
             catalog.begin_run(RunInfo(run_id, "audit", root, arguments or {}, socket.gethostname(), __version__, datetime.now(timezone.utc).isoformat()))
         opts = options or ScanOptions()
-        # --verify full and --no-hash read every file: no simulation is kept unscanned.
+        # --verify full (and a scan without digests) reads every file: no simulation is kept unscanned.
         trust = opts.hash_files and opts.verify != "full"
         tracker = RunTracker(catalog, run_id, root, keep_unchanged=trust, complete_walk=os.path.isdir(os.fspath(source)))
         if resume:

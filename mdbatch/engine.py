@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import IO, Any
 
 from .errors import ClusterError
 
@@ -88,7 +88,7 @@ def plan(known: int, exhausted: bool, max_workers: int, batch_size: int | None) 
 class Progress:
     """A bar on a terminal; a log line every `interval` seconds otherwise (Slurm logs)."""
 
-    def __init__(self, label: str, *, stream: TextIO | None = None, enabled: bool = True, interval: float | None = None) -> None:
+    def __init__(self, label: str, *, stream: IO[str] | None = None, enabled: bool = True, interval: float | None = None) -> None:
         self.label = label
         self.stream = stream or sys.stderr
         self.enabled = enabled
@@ -350,11 +350,10 @@ def load_jobqueue_config(path: str) -> None:
 
 
 def _have_bokeh() -> bool:
-    try:
-        import bokeh  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether the dashboard can be served (it needs bokeh), without paying bokeh's import here."""
+    import importlib.util
+
+    return importlib.util.find_spec("bokeh") is not None
 
 
 def _dashboard(client: Any) -> str | None:

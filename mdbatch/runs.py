@@ -234,8 +234,9 @@ def resolve_run(catalog: Any, run: str, root: str | None = None, command: str | 
         raise UsageError(f"no run {run!r} in this catalog")
     record = {k: (None if _isna(v) else v) for k, v in row.to_dict().items()}
     for key in ("summary", "arguments"):
-        if isinstance(record.get(key), str) and record[key]:
-            record[key] = json.loads(record[key])
+        text = record.get(key)
+        if isinstance(text, str) and text:
+            record[key] = json.loads(text)
     return record
 
 

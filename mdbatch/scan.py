@@ -552,13 +552,13 @@ def scan_simulation(
                 inventory.append(entry)
             continue
         trusted = rel not in ctx.changed
-        hit = ctx.from_cache.get(rel)
+        cached_bytes = ctx.from_cache.get(rel)
         kept = trusted and (rel in identity_names or rel == REGISTRY_REL) and opts.hash_files
         inventory.append(
             FileEntry(
                 shown, raw_bytes(rel), d.size, d.mtime_ns, d.ctime_ns, d.inode, d.device,
                 d.xxh3_128 if trusted else None, d.sha256 if trusted else None,
-                (hit if hit is not None else _kept_facts(ctx.data.get(rel))) if kept else None, hit is not None,
+                (cached_bytes if cached_bytes is not None else _kept_facts(ctx.data.get(rel))) if kept else None, cached_bytes is not None,
             )
         )
 
