@@ -56,6 +56,17 @@ def test_findings_exit_1_and_jsonl(make_campaign, tmp_path):
     assert "findings in" in proc.stdout  # the human summary follows the JSON
 
 
+def test_reaudit_exits_the_same_and_says_what_it_kept(make_campaign, tmp_path):
+    result = make_campaign(20, seed=22, faults=True)
+    args = ("audit", str(result.dest), "--db", f"sqlite:///{tmp_path / 'c.db'}", "--no-dashboard")
+    first = mdbatch(*args, "--findings", str(tmp_path / "1.jsonl"))
+    second = mdbatch(*args, "--findings", str(tmp_path / "2.jsonl"))
+    assert first.returncode == second.returncode == 1, second.stderr  # the findings persist, so does the exit code
+    assert sorted((tmp_path / "2.jsonl").read_text().splitlines()) == sorted((tmp_path / "1.jsonl").read_text().splitlines())
+    assert f"hash cache: {result.files} unchanged files not read again, 0 read; 20 simulations unchanged (fingerprint), 0 rescanned" in second.stdout
+    assert "findings 0 new, 0 resolved" in second.stdout
+
+
 def test_default_db_in_working_directory_and_env_override(make_campaign, tmp_path):
     result = make_campaign(5, seed=23)
     work = tmp_path / "work"

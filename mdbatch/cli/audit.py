@@ -109,7 +109,10 @@ def render_summary(summary: dict[str, Any], findings: list[dict[str, Any]] | Non
         lines.append(f"  changes: {changes['summary']}")
     cache = summary.get("cache")
     if cache and cache.get("hits"):
-        lines.append(f"  hash cache: {cache['hits']} unchanged files not read again, {cache['files_read']} read")
+        line = f"  hash cache: {cache['hits']} unchanged files not read again, {cache['files_read']} read"
+        if cache.get("simulations_kept") or cache.get("simulations_rescanned"):
+            line += f"; {cache.get('simulations_kept', 0)} simulations unchanged (fingerprint), {cache.get('simulations_rescanned', 0)} rescanned"
+        lines.append(line)
     lines.append(f"  catalog: {summary['catalog']}")
     return "\n".join(lines)
 
