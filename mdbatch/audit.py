@@ -218,9 +218,7 @@ def audit(
             run_id = new_run_id()
             catalog.begin_run(RunInfo(run_id, "audit", root, arguments or {}, socket.gethostname(), __version__, datetime.now(timezone.utc).isoformat()))
         opts = options or ScanOptions()
-        # --verify full (and a scan without digests) reads every file: no simulation is kept unscanned.
-        trust = opts.hash_files and opts.verify != "full"
-        tracker = RunTracker(catalog, run_id, root, keep_unchanged=trust, complete_walk=os.path.isdir(os.fspath(source)))
+        tracker = RunTracker(catalog, run_id, root, keep_unchanged=opts.trusts_cache, complete_walk=os.path.isdir(os.fspath(source)))
         if resume:
             tracker.seed(before.get("changes_partial"))
         sink = open(findings_path, "w", encoding="utf-8") if findings_path else None  # noqa: SIM115 - closed below
@@ -327,7 +325,7 @@ def _stages(tally: _Tally, stats: DiscoveryStats, tracker: RunTracker, info: dic
     """Per-stage snapshots of the run (stored in MDBATCH_STAGES and the summary)."""
     info["cache"] = {
         "hits": tracker.cache_hits, "files_read": tracker.files_read, "bytes_read": tracker.bytes_read,
-        "simulations_kept": tracker.kept, "simulations_rescanned": tracker.deferred, "lookup_s": round(tracker.lookup_s, 3),
+        "simulations_kept": tracker.kept, "simulations_rescanned": tracker.rescanned, "lookup_s": round(tracker.lookup_s, 3),
     }
     stages = {
         "discover": {"items": stats.simulations, "elapsed_s": tally.peek_s, "errors": len(stats.unreadable), "directories": stats.directories},

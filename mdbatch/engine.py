@@ -282,9 +282,9 @@ class Fanout:
 
         At most `in_flight` tasks are outstanding (default: three per worker), so the client's
         memory does not grow with the campaign. `groups` is asked again after each result has been
-        handled, so an iterator that runs out may yield follow-up work that the results called for. Task keys read `scan-000042-<run>` on the dashboard.
-        If the iteration is interrupted (a signal raising in the client), :meth:`drain` hands back
-        the results that had already completed.
+        handled, so an iterator that runs out may yield follow-up work that the results called for.
+        Task keys read `scan-000042-<run>` on the dashboard. If the iteration is interrupted (a
+        signal raising in the client), :meth:`drain` hands back the results that had already completed.
         """
         from distributed import as_completed
 

@@ -52,6 +52,12 @@ class ScanOptions:
     #: report files whose bytes changed while their stat did not (silent corruption).
     verify: str = "cache"
 
+    @property
+    def trusts_cache(self) -> bool:
+        """Whether a file whose stat is unchanged may be taken from the hash cache (and a simulation
+        whose fingerprint holds kept unscanned): not under --verify full, not without digests."""
+        return self.hash_files and self.verify != "full"
+
 
 @functools.lru_cache(maxsize=16)
 def scan_salt(options: ScanOptions) -> str:
@@ -516,7 +522,7 @@ def scan_simulation(
     ctx = _Ctx(sim=sim, name=relative_to_root(sim, None if root is None else os.fspath(root)), options=opts)
     files = walk(sim, ctx.add)
     top = {rel for rel in files if "/" not in rel}
-    use_cache = cache is not None and opts.hash_files and opts.verify != "full"
+    use_cache = cache is not None and opts.trusts_cache
     registry = _load_registry(ctx, files, cache.get(REGISTRY_REL) if use_cache and cache is not None else None)
     sha_targets = _artifact_targets(ctx, registry)
     parquet_targets = (

@@ -29,14 +29,12 @@ import pyarrow.compute as pc
 from .catalog import schema
 from .catalog.base import CatalogBackend
 from .catalog.ops import Delete, Op, Upsert
-from .inventory import Unchanged, check_unchanged
+from .inventory import HASH_CACHE_VERSION, Unchanged, check_unchanged
 from .paths import display, relative_to_root
 from .records import FINDINGS_SCHEMA, SYSTEMS_SCHEMA, BatchResult, scan_batch, tuples_table
 from .runs import Change, ChangeCounts, FileState, PreviousFile, describe, file_changes, finding_changes, pair_moves, removed_simulations, simulation_changes
 from .scan import CachedFile, ScanOptions, scan_salt
 
-#: Bumped when what the cache stores changes meaning; entries of other versions are ignored.
-CACHE_VERSION = schema.HASH_CACHE_VERSION
 _INVENTORY_COLUMNS = ["simulation", "path", "size", "mtime_ns", "ctime_ns", "inode", "device", "xxh3_128", "sha256", "facts", "cache_version"]
 _CHANGE_COLUMNS = ["run_id", "scope", "change", "simulation", "item", "size", "digest", "detail"]
 
@@ -69,7 +67,7 @@ def split_inventory(inventory: pa.Table, use_cache: bool = True) -> tuple[dict[s
     stale: set[str] = set()
     cols = inventory.select(_INVENTORY_COLUMNS).to_pydict()
     for sim, path, size, mtime, ctime, ino, dev, digest, sha, facts, version in zip(*cols.values(), strict=True):
-        if version != CACHE_VERSION:
+        if version != HASH_CACHE_VERSION:
             stale.add(sim)
             previous[sim][path] = PreviousFile(size, mtime, ctime, ino, dev, digest)
             continue
@@ -90,7 +88,7 @@ def scan_group(group: Group, root: str | None, options: ScanOptions | None = Non
     kept: dict[str, tuple[str, Unchanged]] = {}
     deferred: list[str] = []
     paths = group.paths
-    if group.fingerprints and group.use_cache and opts.hash_files and opts.verify != "full":
+    if group.fingerprints and group.use_cache and opts.trusts_cache:
         salt = scan_salt(opts)
         paths = []
         for path in group.paths:
@@ -139,12 +137,6 @@ def _with_kept(batch: BatchResult, kept: Mapping[str, tuple[str, Unchanged]], gr
 
 
 @dataclass(slots=True)
-class _Baseline:
-    #: Recorded status of each simulation of the batch.
-    status: dict[str, str]
-
-
-@dataclass(slots=True)
 class RunTracker:
     """History bookkeeping for one audit run of `root` in `catalog`."""
 
@@ -161,10 +153,11 @@ class RunTracker:
     files_read: int = 0
     bytes_read: int = 0
     lookup_s: float = 0.0
-    #: Simulations kept as recorded (fingerprint held), and those whose fingerprint moved.
+    #: Simulations kept as recorded (fingerprint held), and those rescanned because it moved.
     kept: int = 0
-    deferred: int = 0
-    _baselines: dict[int, _Baseline] = field(default_factory=dict)
+    rescanned: int = 0
+    #: Recorded status of each simulation of each group in flight, by group id.
+    _baselines: dict[int, dict[str, str]] = field(default_factory=dict)
     #: Paths whose fingerprint did not hold, waiting to be scanned with their hash-cache entries.
     _deferred: list[str] = field(default_factory=list)
     _next_gid: int = 0
@@ -216,7 +209,7 @@ class RunTracker:
                     pa.table({"run_id": pa.array(list(last_scan.values()), pa.string()), "simulation": pa.array(list(last_scan), pa.string())}),
                     columns=["simulation", "kind", "item", "detail"],
                 )
-        self._baselines[gid] = _Baseline(status)
+        self._baselines[gid] = status
         self.lookup_s += time.monotonic() - t0
         return Group(gid, paths, inventory, self.use_cache, fingerprints, hashes, findings)
 
@@ -226,10 +219,10 @@ class RunTracker:
     def batch_ops(self, batch: BatchResult) -> tuple[list[Op], set[str]]:
         """History operations for a finished batch, and the simulations whose inventory is unchanged
         (the worker classified the files and checked the fingerprints: see `scan_group`)."""
-        base = self._baselines.pop(batch.index, _Baseline({}))
+        recorded_status = self._baselines.pop(batch.index, {})
         self._deferred.extend(batch.deferred)
         self.kept += len(batch.kept)
-        self.deferred += len(batch.deferred)
+        self.rescanned += len(batch.deferred)
         sims = batch.systems.column("directory").to_pylist()
         files = batch.files
         if files.num_rows:
@@ -246,7 +239,7 @@ class RunTracker:
         status_now = dict(zip(sims, batch.systems.column("status").to_pylist(), strict=True))
         records: list[Change] = []
         if self.previous_run is not None:
-            records = changes + simulation_changes(base.status, status_now)
+            records = changes + simulation_changes(recorded_status, status_now)
         self.counts.add(records)
         ops: list[Op] = []
         if records:

@@ -196,7 +196,7 @@ def analysis_table(name: str, meta: MetaData | None = None) -> Table:
         return _item_table("analysis", name)
     return Table(
         f"{ANALYSIS_PREFIX}{checked_name(name)}",
-        meta if meta is not None else MetaData(),
+        meta,
         Column("hash", Text, primary_key=True),
         Column("directory", Text),
         Column("simulation_type", Text),
@@ -215,7 +215,7 @@ def artifact_table(name: str, meta: MetaData | None = None) -> Table:
         return _item_table("artifact", name)
     return Table(
         f"{ARTIFACT_PREFIX}{checked_name(name)}",
-        meta if meta is not None else MetaData(),
+        meta,
         Column("hash", Text, primary_key=True),
         Column("directory", Text),
         Column("simulation_type", Text),
