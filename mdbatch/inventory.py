@@ -96,9 +96,9 @@ def stat_files(sim: str, on_error: Callable[[str, str, str], None]) -> list[Stat
     return rows
 
 
-def top_level(rows: list[StatRow]) -> set[str]:
-    """The names of the files at the top of the simulation directory."""
-    return {r[0] for r in rows if "/" not in r[0]}
+def top_level(rels: Iterable[str]) -> set[str]:
+    """The names, among inventory paths, of the files at the top of the simulation directory."""
+    return {rel for rel in rels if "/" not in rel}
 
 
 def fingerprint(rows: Iterable[StatRow], salt: str) -> str:
@@ -135,4 +135,4 @@ def check_unchanged(sim: str, salt: str, expected: str) -> Unchanged | None:
         return None
     if fingerprint(rows, salt) != expected:
         return None
-    return Unchanged(simulation_status(top_level(rows)), len(rows), sum(r[1] for r in rows))
+    return Unchanged(simulation_status(top_level(r[0] for r in rows)), len(rows), sum(r[1] for r in rows))

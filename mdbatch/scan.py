@@ -28,7 +28,7 @@ from . import findings as fk
 from .errors import RegistryCorruptError
 from .findings import Finding
 from .hashing import FileDigest, NotRegularFile, digest_file
-from .inventory import HASH_CACHE_VERSION, fingerprint, simulation_status, walk
+from .inventory import HASH_CACHE_VERSION, fingerprint, simulation_status, top_level, walk
 from .naming import is_valid_name
 from .paths import contained, display, raw_bytes, relative_to_root
 from .registry import ANALYSIS_DIRNAME, REGISTRY_FILENAME, parse_registry
@@ -521,7 +521,7 @@ def scan_simulation(
     sim = os.fspath(sim_dir)
     ctx = _Ctx(sim=sim, name=relative_to_root(sim, None if root is None else os.fspath(root)), options=opts)
     files = walk(sim, ctx.add)
-    top = {rel for rel in files if "/" not in rel}
+    top = top_level(files)
     use_cache = cache is not None and opts.trusts_cache
     registry = _load_registry(ctx, files, cache.get(REGISTRY_REL) if use_cache and cache is not None else None)
     sha_targets = _artifact_targets(ctx, registry)

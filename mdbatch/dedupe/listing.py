@@ -56,7 +56,7 @@ def list_simulation(sim_dir: str, root: str) -> tuple[str, list[tuple[str, int, 
         for rel, size, mtime, ctime, ino, dev in listed
         if not rel.rsplit("/", 1)[-1].startswith(TMP_PREFIX)
     ]
-    return simulation_status(top_level(listed)), rows, errors
+    return simulation_status(top_level(r[0] for r in listed)), rows, errors
 
 
 def list_batch(sim_dirs: Sequence[str], root: str, index: int = 0) -> ListingBatch:
