@@ -38,6 +38,7 @@ from mdbatch.errors import (
     UsageError,
 )
 from mdbatch.hashing import sha256_file
+from mdbatch.inventory import file_type
 from mdbatch.naming import is_valid_name
 from mdbatch.paths import contained
 
@@ -233,12 +234,10 @@ class Registry:
         return self._analysis_dir / (REGISTRY_FILENAME + LOCK_SUFFIX)
 
     def load(self) -> dict[str, Any]:
-        """Read and validate the registry (missing reads as empty; corrupt raises RegistryCorruptError)."""
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return empty_registry()
-        return parse_registry(data, str(self.path))
+        """Read and validate the registry: missing reads as empty; corrupt, or not a regular file
+        (a directory, FIFO, socket, symlink, or `.analysis` a symlink), raises RegistryCorruptError."""
+        data = read_registry_file(self.path)
+        return empty_registry() if data is None else parse_registry(data, str(self.path))
 
     def add_analysis(self, name: str, data: TableLike, **extras: Any) -> dict[str, Any]:
         """Write `.analysis/<name>.parquet` and register it (raise if registered); return the entry."""
@@ -487,6 +486,41 @@ class Registry:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def read_registry_file(path: Path) -> bytes | None:
+    """The bytes of the registry file at `path`, or None when there is none.
+
+    As the scanner does, follows no symlink (neither the registry nor its `.analysis`) and never
+    blocks (a FIFO is opened non-blocking and refused): anything but a regular file there raises
+    RegistryCorruptError saying what it is.
+    """
+    analysis = path.parent
+    if analysis.is_symlink():
+        raise RegistryCorruptError(f"{analysis.name} is a symbolic link, not a directory", str(path))
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError:  # ELOOP for a symlink, ENXIO for a socket: say what is there, not the errno
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            mode = stat.S_IFREG
+        if stat.S_ISREG(mode):
+            raise
+        raise RegistryCorruptError(f"is {file_type(mode)}, not a regular file", str(path)) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise RegistryCorruptError(f"is {file_type(mode)}, not a regular file", str(path))
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read()
+    finally:
+        os.close(fd)
 
 
 def _split_item(item: str) -> tuple[str, str]:

@@ -28,12 +28,13 @@ from . import findings as fk
 from .errors import RegistryCorruptError
 from .findings import Finding
 from .hashing import FileDigest, NotRegularFile, digest_file
-from .inventory import HASH_CACHE_VERSION, fingerprint, simulation_status, top_level, walk
+from .inventory import HASH_CACHE_VERSION, fingerprint, loose_parquets, odd_salt, registry_absence, simulation_status, top_level, walk
 from .naming import is_valid_name
 from .paths import contained, display, raw_bytes, relative_to_root
 from .registry import ANALYSIS_DIRNAME, REGISTRY_FILENAME, parse_registry
 
 REGISTRY_REL = f"{ANALYSIS_DIRNAME}/{REGISTRY_FILENAME}"
+_NO_REGISTRY = f"parquet file in {ANALYSIS_DIRNAME}, which has no registry ({REGISTRY_REL} is absent)"
 _HASH40 = re.compile(r"[0-9A-Fa-f]{40}")
 # The registry and build metadata are parsed from the bytes the inventory read anyway.
 _MAX_REGISTRY_BYTES = 64 << 20
@@ -180,6 +181,10 @@ class _Ctx:
     changed: set[str] = field(default_factory=set)
     #: Files whose digest and bytes came from the hash cache, with the cache's facts (their bytes).
     from_cache: dict[str, str] = field(default_factory=dict)
+    #: `inventory.odd_entries`: what is at the registry's path when it is no regular file.
+    odd: dict[str, os.stat_result] = field(default_factory=dict)
+    #: True when the simulation has no registry at all (not one that cannot be read).
+    no_registry: bool = False
 
     def add(self, kind: str, item: str, detail: str) -> None:
         self.findings.append(Finding(self.name, kind, item, detail))
@@ -221,6 +226,7 @@ def _stat_only(rel: str, abspath: str) -> FileEntry | None:
 
 def _load_registry(ctx: _Ctx, files: dict[str, str], cached: CachedFile | None = None) -> dict[str, Any] | None:
     if REGISTRY_REL not in files:
+        ctx.no_registry, ctx.odd = registry_absence(ctx.sim, ctx.add, [f.item for f in ctx.findings if f.kind == fk.UNREADABLE])
         return None
     d = _bytes_from_cache(ctx, REGISTRY_REL, files[REGISTRY_REL], cached) if cached is not None else None
     if d is None:
@@ -573,9 +579,11 @@ def scan_simulation(
     if registry is not None:
         analyses, registered = _check_analyses(ctx, registry, files)
         artifacts = _check_artifacts(ctx, registry, files)
-        for rel in files:
-            if rel.startswith(f"{ANALYSIS_DIRNAME}/") and rel.endswith(".parquet") and rel.count("/") == 1 and rel not in registered:
-                ctx.add(fk.EXTRA_FILE, display(rel), "parquet file in .analysis is not in the registry")
+        for rel in loose_parquets(files, registered):
+            ctx.add(fk.EXTRA_FILE, display(rel), "parquet file in .analysis is not in the registry")
+    elif ctx.no_registry:
+        for rel in loose_parquets(files, set()):
+            ctx.add(fk.EXTRA_FILE, display(rel), _NO_REGISTRY)
 
     if ctx.facts:
         inventory = [
@@ -612,4 +620,4 @@ def _fingerprint(ctx: _Ctx, files: dict[str, str], inventory: list[FileEntry]) -
     if any(f.kind in (fk.UNREADABLE, fk.CHANGED_DURING_SCAN) for f in ctx.findings) or any(e.xxh3_128 is None for e in inventory):
         return None
     rows = ((os.fsdecode(e.path_raw) if e.path_raw is not None else e.path, e.size, e.mtime_ns, e.ctime_ns, e.inode, e.device) for e in inventory)
-    return fingerprint(rows, scan_salt(ctx.options))
+    return fingerprint(rows, scan_salt(ctx.options) + odd_salt(ctx.odd))

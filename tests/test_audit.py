@@ -151,3 +151,64 @@ def test_inventory_reads_back_from_the_catalog(make_campaign, tmp_path):
     assert len(chunks) > 1 and sum(c.num_rows for c in chunks) == result.files
     raw = [r for c in chunks for r in c.column("path_raw").to_pylist() if r is not None]
     assert raw and all(isinstance(r, bytes) for r in raw)
+
+
+# -- registries that are missing or not files (issue 13, item 4) ---------------------------------------
+
+NO_REGISTRY = "parquet file in .analysis, which has no registry (.analysis/metadata.json is absent)"
+A_DIRECTORY = "registry is a directory, not a regular file"
+
+
+def _sims_with_parquets(result, count):
+    """`count` simulations whose registry lists analyses, with their sorted parquet items."""
+    picked = []
+    for rel in result.simulations:
+        registry = result.dest / rel / ".analysis" / "metadata.json"
+        if registry.is_file() and json.loads(registry.read_text())["analyses"]:
+            items = sorted(f".analysis/{e['filename']}" for e in json.loads(registry.read_text())["analyses"].values())
+            picked.append((rel, items))
+    assert len(picked) >= count
+    return picked[:count]
+
+
+def test_cli_audit_reports_a_missing_registry_and_one_that_is_a_directory(make_campaign, tmp_path):
+    from .test_cli import mdbatch
+
+    result = make_campaign(5, seed=31)
+    (gone, parquets), (dir_sim, _) = _sims_with_parquets(result, 2)
+    (result.dest / gone / ".analysis" / "metadata.json").unlink()
+    registry = result.dest / dir_sim / ".analysis" / "metadata.json"
+    registry.unlink()
+    registry.mkdir()
+    out = tmp_path / "f.jsonl"
+    proc = mdbatch("audit", str(result.dest), "--db", f"sqlite:///{tmp_path / 'c.db'}", "--findings", str(out),
+                   "--workers", "1", "--no-dashboard", "--quiet")
+    assert proc.returncode == 1, proc.stderr
+    lines = sorted((json.loads(line) for line in out.read_text().splitlines()), key=lambda f: (f["simulation"], f["item"]))
+    want = [{"simulation": gone, "kind": "extra_file", "item": p, "detail": NO_REGISTRY} for p in parquets]
+    want.append({"simulation": dir_sim, "kind": "registry_corrupt", "item": ".analysis/metadata.json", "detail": A_DIRECTORY})
+    assert lines == sorted(want, key=lambda f: (f["simulation"], f["item"]))
+
+
+def test_reaudit_sees_a_registry_that_became_a_directory(make_campaign, tmp_path):
+    # Between two audits: one registry is replaced by a directory; where another was already missing
+    # (extra_file findings), an empty directory appears. That adds no file to the walk, so only the
+    # fingerprint's view of the registry path keeps the second audit from keeping the first's findings.
+    result = make_campaign(6, seed=32)
+    (replaced, _), (absent, parquets) = _sims_with_parquets(result, 2)
+    (result.dest / absent / ".analysis" / "metadata.json").unlink()
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    first = audit(result.dest, db=db, cluster=LOCAL, progress=False)
+    assert {(f["simulation"], f["kind"], f["item"]) for f in first.findings().to_dict("records")} == {
+        (absent, "extra_file", p) for p in parquets
+    }
+    for rel in (replaced, absent):
+        registry = result.dest / rel / ".analysis" / "metadata.json"
+        registry.unlink(missing_ok=True)
+        registry.mkdir()
+    second = audit(result.dest, db=db, cluster=LOCAL, progress=False)
+    assert second.exit_code == 1
+    assert sorted((f["simulation"], f["kind"], f["item"], f["detail"]) for f in second.findings().to_dict("records")) == sorted(
+        (rel, "registry_corrupt", ".analysis/metadata.json", A_DIRECTORY) for rel in (replaced, absent)
+    )
+    assert second.summary["cache"]["simulations_kept"] == len(result.simulations) - 2

@@ -8,7 +8,7 @@ import time
 import pytest
 import xxhash
 
-from mdbatch.inventory import check_unchanged, fingerprint
+from mdbatch.inventory import check_unchanged, fingerprint, stat_files
 from mdbatch.scan import ScanOptions, scan_salt, scan_simulation
 
 SALT = scan_salt(ScanOptions())
@@ -103,3 +103,70 @@ def test_scans_that_stat_fields_cannot_reproduce_have_no_fingerprint(make_campai
     gone = scan_simulation(tmp_path / "no-such-simulation", tmp_path)
     assert gone.fingerprint is None and [f.kind for f in gone.findings] == ["unreadable"]
     assert check_unchanged(os.fspath(tmp_path / "no-such-simulation"), SALT, "0" * 32) is None
+
+
+def _sim_with_registry(make_campaign):
+    result = make_campaign(6, seed=66)
+    rel = next(r for r in result.simulations if (result.dest / r / ".analysis" / "metadata.json").is_file())
+    return result, result.dest / rel
+
+
+def _no_walk_problem(kind: str, item: str, detail: str) -> None:
+    pytest.fail(f"walk reported {kind} {item}: {detail}")
+
+
+def test_an_ordinary_fingerprint_is_paths_and_stats_only(make_campaign):
+    # What the registry checks add to the fingerprint is empty for an ordinary simulation, so the
+    # fingerprints recorded before they existed still hold (no re-read of a whole campaign).
+    result, sim = _sim_with_registry(make_campaign)
+    scan = scan_simulation(sim, result.dest)
+    assert scan.fingerprint == fingerprint(stat_files(os.fspath(sim), _no_walk_problem), SALT)
+    (sim / ".analysis" / "metadata.json").unlink()
+    scan = scan_simulation(sim, result.dest)
+    assert scan.fingerprint == fingerprint(stat_files(os.fspath(sim), _no_walk_problem), SALT)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("then", ["directory", "fifo", "symlink", "analysis_symlink"])
+def test_something_appearing_where_no_registry_was_breaks_the_fingerprint(make_campaign, tmp_path, then):
+    # The walk inventories regular files only: an empty directory, a FIFO or a symlink at the
+    # registry path adds no row, yet it turns "no registry" (extra_file findings) into registry_corrupt.
+    result, sim = _sim_with_registry(make_campaign)
+    registry = sim / ".analysis" / "metadata.json"
+    registry.unlink()
+    before = scan_simulation(sim, result.dest)
+    assert {f.kind for f in before.findings} == {"extra_file"}
+    if then == "directory":
+        registry.mkdir()
+    elif then == "fifo":
+        os.mkfifo(registry)
+    elif then == "symlink":
+        registry.symlink_to(tmp_path / "absent.json")
+    else:
+        os.mkdir(tmp_path / "elsewhere")
+        (sim / ".analysis").rename(tmp_path / "elsewhere" / ".analysis")
+        (sim / ".analysis").symlink_to(tmp_path / "elsewhere" / ".analysis")
+    assert check_unchanged(os.fspath(sim), SALT, before.fingerprint) is None
+    after = scan_simulation(sim, result.dest)
+    assert [f.kind for f in after.findings] == ["registry_corrupt"]
+    assert after.fingerprint is not None and after.fingerprint != before.fingerprint
+    assert check_unchanged(os.fspath(sim), SALT, after.fingerprint) is not None  # the two agree
+
+
+def test_a_registry_symlink_made_anew_breaks_the_fingerprint(make_campaign, tmp_path):
+    result, sim = _sim_with_registry(make_campaign)
+    registry = sim / ".analysis" / "metadata.json"
+    registry.unlink()
+    registry.symlink_to(tmp_path / "a.json")
+    scan = scan_simulation(sim, result.dest)
+    assert check_unchanged(os.fspath(sim), SALT, scan.fingerprint) is not None
+    registry.unlink()
+    registry.symlink_to(tmp_path / "b.json")
+    assert check_unchanged(os.fspath(sim), SALT, scan.fingerprint) is None
+
+
+def test_the_registry_paths_agree_with_the_registry_module():
+    from mdbatch.inventory import ANALYSIS_DIR, REGISTRY_PATH
+    from mdbatch.registry import ANALYSIS_DIRNAME, REGISTRY_FILENAME
+
+    assert (ANALYSIS_DIR, REGISTRY_PATH) == (ANALYSIS_DIRNAME, f"{ANALYSIS_DIRNAME}/{REGISTRY_FILENAME}")

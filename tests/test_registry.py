@@ -685,3 +685,71 @@ def test_no_temp_files_survive_a_session_of_writes(tmp_path: Path) -> None:
     registry.remove_analysis("rdf")
     assert tmp_files(tmp_path) == []
     assert sorted(os.listdir(registry.analysis_dir)) == ["artifacts", "metadata.json", "metadata.json.lock"]
+
+
+# --------------------------------------------------------------------------- a registry that is absent or not a file
+
+
+def _put_in_place_of_registry(sim: Path, what: str) -> None:
+    registry = Registry(sim)
+    registry.path.unlink()
+    if what == "directory":
+        registry.path.mkdir()
+    elif what == "fifo":
+        os.mkfifo(registry.path)
+    elif what == "socket":
+        import socket
+
+        cwd = os.getcwd()
+        os.chdir(registry.path.parent)  # AF_UNIX paths are limited to 108 bytes: bind a relative one
+        try:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.bind(registry.path.name)
+        finally:
+            os.chdir(cwd)
+    elif what == "symlink":  # to a valid registry inside the simulation: still not followed
+        (sim / "real.json").write_bytes(encode_registry({"schema_version": "1.0", "analyses": {}, "artifacts": {}}))
+        registry.path.symlink_to(sim / "real.json")
+    else:
+        raise AssertionError(what)
+
+
+KIND_WORDS = {"directory": "a directory", "fifo": "a FIFO", "socket": "a socket", "symlink": "a symbolic link"}
+
+
+@pytest.mark.timeout(30)  # reading a FIFO without O_NONBLOCK would block forever
+@pytest.mark.parametrize("what", sorted(KIND_WORDS))
+def test_a_registry_that_is_not_a_regular_file_is_corrupt_and_never_replaced(clean_sim: Path, what: str) -> None:
+    _put_in_place_of_registry(clean_sim, what)
+    registry = Registry(clean_sim)
+    with pytest.raises(RegistryCorruptError) as info:
+        registry.load()
+    assert (info.value.path, info.value.reason) == (str(registry.path), f"is {KIND_WORDS[what]}, not a regular file")
+    for write in (lambda: registry.add_analysis("fresh", frame()), lambda: registry.remove_analysis("rdf")):
+        with pytest.raises(RegistryCorruptError):
+            write()
+    assert not (clean_sim / ".analysis" / "fresh.parquet").exists()
+    assert (clean_sim / ".analysis" / "rdf.parquet").exists()
+    assert tmp_files(clean_sim) == []
+    report = Registry(clean_sim).check_integrity()
+    assert report["valid"] is False
+    assert findings_of(report) == [("registry_corrupt", ".analysis/metadata.json")]
+    assert report["missing_files"] == report["extra_files"] == report["row_count_mismatches"] == []
+
+
+def test_an_analysis_directory_that_is_a_symlink_is_not_read(clean_sim: Path, tmp_path: Path) -> None:
+    (clean_sim / ".analysis").rename(tmp_path / "elsewhere")
+    (clean_sim / ".analysis").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(RegistryCorruptError) as info:
+        Registry(clean_sim).load()
+    assert info.value.reason == ".analysis is a symbolic link, not a directory"
+    assert findings_of(Registry(clean_sim).check_integrity()) == [("registry_corrupt", ".analysis/metadata.json")]
+
+
+def test_check_integrity_without_a_registry_lists_every_parquet_as_extra(clean_sim: Path) -> None:
+    Registry(clean_sim).path.unlink()
+    report = Registry(clean_sim).check_integrity()
+    assert report["valid"] is False
+    assert report["extra_files"] == ["density.parquet", "rdf.parquet"]  # as MDFactory's check reports them
+    assert findings_of(report) == [("extra_file", ".analysis/density.parquet"), ("extra_file", ".analysis/rdf.parquet")]
+    assert report["missing_files"] == report["artifact_missing_files"] == report["artifact_checksum_mismatches"] == []

@@ -397,3 +397,119 @@ def test_verify_full_reports_silent_corruption(make_campaign):
     full = scan_simulation(sim, result.dest, ScanOptions(verify="full"), cache=cache)
     assert [(f.kind, f.item) for f in full.findings] == [(fk.SILENT_CORRUPTION, "system.pdb")]
     assert not any(f.cached for f in full.files)
+
+
+# -- a registry that is absent, or not a regular file (issue 13, item 4) ------------------------------
+
+REG = ".analysis/metadata.json"
+NO_REGISTRY = "parquet file in .analysis, which has no registry (.analysis/metadata.json is absent)"
+
+
+def _loose_parquets(sim: Path) -> list[str]:
+    """The parquet files at the top of `.analysis`, as extra_file items, from the registry's own list."""
+    reg = json.loads((sim / REG).read_text())
+    return sorted(f".analysis/{e['filename']}" for e in reg["analyses"].values())
+
+
+def test_a_missing_registry_makes_every_parquet_an_extra_file(make_campaign):
+    result, sim = _one_clean_sim(make_campaign)
+    parquets = _loose_parquets(sim)
+    assert len(parquets) >= 2
+    (sim / REG).unlink()
+    # Neither a non-parquet file in .analysis nor a parquet below it is an analysis MDFactory registers.
+    (sim / ".analysis" / "notes.txt").write_text("x")
+    (sim / ".analysis" / "artifacts" / "nested.parquet").write_bytes(b"PAR1")
+    scan = scan_simulation(sim, result.dest)
+    assert [(f.kind, f.item, f.detail) for f in scan.findings] == [(fk.EXTRA_FILE, p, NO_REGISTRY) for p in parquets]
+    assert scan.analyses == () and scan.artifacts == ()
+    assert scan.fingerprint is not None  # nothing unreadable: an unchanged re-audit may keep it
+
+
+def test_an_analysis_directory_without_registry_or_parquet_is_clean(make_campaign):
+    # Artifacts are only known through a registry that lists them (as MDFactory's check_integrity
+    # does), so an .analysis holding artifacts alone, or nothing, has nothing to check.
+    result, sim = _one_clean_sim(make_campaign)
+    for parquet in (sim / ".analysis").glob("*.parquet"):
+        parquet.unlink()
+    (sim / REG).unlink()
+    assert list((sim / ".analysis" / "artifacts").rglob("*.*"))
+    assert scan_simulation(sim, result.dest).findings == ()
+    shutil.rmtree(sim / ".analysis")
+    (sim / ".analysis").mkdir()
+    assert scan_simulation(sim, result.dest).findings == ()
+
+
+def _make_fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _make_socket(path: Path) -> None:
+    import socket
+
+    cwd = os.getcwd()
+    os.chdir(path.parent)  # AF_UNIX paths are limited to 108 bytes: bind a relative one
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(path.name)
+    finally:
+        os.chdir(cwd)
+
+
+def _replace_registry(sim: Path, what: str, tmp_path: Path) -> str:
+    """Put `what` where the registry (or .analysis) was; return the registry_corrupt detail expected."""
+    reg = sim / REG
+    data = reg.read_bytes()
+    reg.unlink()
+    if what == "directory":
+        reg.mkdir()
+        (reg / "inside.json").write_bytes(data)  # its content is inventoried, never read as a registry
+        return "registry is a directory, not a regular file"
+    if what == "fifo":
+        _make_fifo(reg)
+        return "registry is a FIFO, not a regular file"
+    if what == "socket":
+        _make_socket(reg)
+        return "registry is a socket, not a regular file"
+    if what in ("symlink inside", "symlink outside", "dangling symlink"):
+        target = {"symlink inside": sim / ".analysis" / "real.json", "symlink outside": tmp_path / "real.json",
+                  "dangling symlink": tmp_path / "absent.json"}[what]
+        if what != "dangling symlink":
+            target.write_bytes(data)
+        reg.symlink_to(target)
+        return "registry is a symbolic link, not a regular file (symlinks are never followed)"
+    if what == ".analysis symlink":
+        elsewhere = tmp_path / "elsewhere"
+        (sim / ".analysis").rename(elsewhere)
+        (elsewhere / "metadata.json").write_bytes(data)
+        (sim / ".analysis").symlink_to(elsewhere)
+        return ".analysis is a symbolic link, not a directory (symlinks are never followed)"
+    if what == ".analysis file":
+        shutil.rmtree(sim / ".analysis")
+        (sim / ".analysis").write_bytes(data)
+        return ".analysis is a regular file, not a directory"
+    raise AssertionError(what)
+
+
+NOT_A_FILE = ["directory", "fifo", "socket", "symlink inside", "symlink outside", "dangling symlink", ".analysis symlink", ".analysis file"]
+
+
+@pytest.mark.timeout(30)  # a FIFO opened for reading without O_NONBLOCK would block forever
+@pytest.mark.parametrize("what", NOT_A_FILE)
+def test_a_registry_that_is_not_a_regular_file_is_corrupt(make_campaign, tmp_path, what):
+    result, sim = _one_clean_sim(make_campaign)
+    detail = _replace_registry(sim, what, tmp_path)
+    for options in (ScanOptions(), ScanOptions(hash_files=False)):
+        scan = scan_simulation(sim, result.dest, options)
+        assert [(f.kind, f.item, f.detail) for f in scan.findings] == [(fk.REGISTRY_CORRUPT, REG, detail)], options
+        assert scan.analyses == () and scan.artifacts == ()
+    assert scan_simulation(sim, result.dest).fingerprint is not None
+
+
+@pytest.mark.timeout(30)
+def test_a_cached_registry_replaced_by_a_directory_is_not_taken_from_the_cache(make_campaign, tmp_path):
+    result, sim = _one_clean_sim(make_campaign)
+    first = scan_simulation(sim, result.dest)
+    detail = _replace_registry(sim, "directory", tmp_path)
+    second = scan_simulation(sim, result.dest, cache=cache_of(first))
+    assert [(f.kind, f.item, f.detail) for f in second.findings] == [(fk.REGISTRY_CORRUPT, REG, detail)]
+    assert second.fingerprint != first.fingerprint
