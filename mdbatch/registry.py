@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import stat
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
-from mdbatch.atomic import atomic_write_bytes, fsync_dir
+from mdbatch.atomic import atomic_write_bytes, atomic_writer
 from mdbatch.errors import (
     InvalidNameError,
     MdbatchError,
@@ -586,17 +585,5 @@ def _new_file_mode(target: Path) -> int:
 
 def _write_parquet_atomic(table: pa.Table, target: Path) -> None:
     """Write `table` to `target` through a temp file in the same directory, fsync, os.replace."""
-    mode = _new_file_mode(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            pq.write_table(table, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(target.parent)
+    with atomic_writer(target, _new_file_mode(target)) as handle:
+        pq.write_table(table, handle)

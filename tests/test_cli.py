@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import expected
+from .conftest import IS_ROOT, expected
 
 pytestmark = pytest.mark.integration
 
@@ -141,3 +141,111 @@ def test_demo_runs_and_explains(tmp_path):
     assert (tmp_path / "mdbatch.db").exists() and (tmp_path / "demo-campaign" / "mdbatch-campaign.json").exists()
     again = mdbatch("demo", "--sims", "40", cwd=tmp_path)
     assert again.returncode == 0 and "reusing" in again.stdout
+
+
+# -- output paths and closed pipes (issue 13, item 6) -------------------------------------------------
+
+def _without_dac(cmd: list[str]) -> list[str]:
+    """`cmd` run so that directory permissions bind: as root, without the DAC-override capabilities."""
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", *cmd] if IS_ROOT else cmd
+
+
+def test_unwritable_output_paths_are_one_line_errors(make_campaign, tmp_path):
+    result = make_campaign(3, seed=26)
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    missing = tmp_path / "missing" / "s.json"
+    proc = mdbatch("audit", str(result.dest), "--db", db, "--json", str(missing), "--quiet", "--no-dashboard")
+    assert_one_line_error(proc, f"cannot write {missing}: directory {missing.parent} does not exist")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    for args, target in (
+        (["report", "--db", db, "-o", str(locked / "r.html")], locked / "r.html"),
+        (["runs", "list", "--db", db, "--output", str(locked / "runs.csv")], locked / "runs.csv"),
+    ):
+        proc = subprocess.run(_without_dac([sys.executable, "-m", "mdbatch", *args]), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert_one_line_error(proc, f"cannot write {target}: Permission denied")
+        assert os.listdir(locked) == []
+    proc = mdbatch("report", "--db", db, "-o", str(tmp_path))  # a directory cannot be replaced by the page
+    assert_one_line_error(proc, f"cannot write {tmp_path}: Is a directory")
+
+
+def test_write_error_is_an_os_error_naming_the_target(tmp_path):
+    import errno
+    import pickle
+
+    from mdbatch.atomic import WriteError, atomic_write_text
+    from mdbatch.errors import MdbatchError
+
+    target = tmp_path / "no" / "such" / "x.txt"
+    with pytest.raises(WriteError) as info:
+        atomic_write_text(target, "x")
+    error = info.value
+    assert isinstance(error, MdbatchError) and isinstance(error, OSError)
+    assert (error.errno, error.filename, str(error)) == (errno.ENOENT, str(target), f"cannot write {target}: directory {target.parent} does not exist")
+    again = pickle.loads(pickle.dumps(error))
+    assert (type(again), again.errno, str(again)) == (WriteError, errno.ENOENT, str(error))
+    assert os.listdir(tmp_path) == []
+
+
+def _catalog_with_runs(path: Path, count: int) -> str:
+    from mdbatch.catalog import RunInfo, open_catalog
+
+    url = f"sqlite:///{path}"
+    with open_catalog(url) as catalog:
+        catalog.init_schema()
+        for i in range(count):
+            run_id = f"20260101T{i // 3600:02d}{i // 60 % 60:02d}{i % 60:02d}Z-{i:06x}"
+            started = f"2026-01-01T{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}+00:00"
+            catalog.begin_run(RunInfo(run_id, "audit", f"/scratch/project/a/rather/long/campaign/root/number_{i:012d}", {}, "node001", "0.1.0", started))
+            catalog.finish_run(run_id, "completed", {"simulations": i, "findings_total": 0})
+    return url
+
+
+def _into_head(cmd: list[str], pipe_size: int | None) -> tuple[int, str, str]:
+    """Run `cmd` with its stdout piped into `head -1` (the pipe shrunk to `pipe_size` bytes, so that
+    the output surely outlasts head); (exit code, head's output, stderr)."""
+    import fcntl
+
+    read_end, write_end = os.pipe()
+    if pipe_size is not None:
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, pipe_size)
+    head = subprocess.Popen(["head", "-1"], stdin=read_end, stdout=subprocess.PIPE, text=True)
+    os.close(read_end)
+    proc = subprocess.Popen(cmd, stdout=write_end, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    os.close(write_end)
+    _, err = proc.communicate(timeout=120)
+    first, _ = head.communicate(timeout=30)
+    return proc.returncode, first, err
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
+    url = _catalog_with_runs(tmp_path / "c.db", 60)
+    cmd = [sys.executable, "-m", "mdbatch", "runs", "list", "--db", url]
+    full = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
+    # More than a pipe-full read by head and a refill before it exits: the rest meets a closed pipe.
+    assert len(full) > 2 * 4096 + 2048
+    for _ in range(3):
+        code, first, err = _into_head(cmd, 4096)
+        assert (code, err) == (141, "")  # as a Unix tool killed by SIGPIPE, and nothing on stderr
+        assert first == full.splitlines(keepends=True)[0]
+
+
+def test_a_reader_gone_before_the_first_write_ends_the_command_quietly(tmp_path):
+    # The output fits in the buffer, so it is written only at the end: the exit's flush must not
+    # print "Exception ignored ... BrokenPipeError" either.
+    url = _catalog_with_runs(tmp_path / "c.db", 2)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    proc = subprocess.run([sys.executable, "-m", "mdbatch", "runs", "list", "--db", url], stdout=write_end,
+                          stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, timeout=120)
+    os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (141, "")
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_still_an_error(tmp_path):
+    # Only a closed stdout is quiet: a BrokenPipeError from anything else stays an internal error.
+    from mdbatch.cli import _stdout_closed
+
+    assert _stdout_closed(BrokenPipeError(32, "Broken pipe")) is False  # stdout is pytest's capture, open
+    assert _stdout_closed(ValueError("x")) is False

@@ -203,6 +203,14 @@ def test_cli_report_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "no runs recorded" in capsys.readouterr().err and not (tmp_path / "x.html").exists()
 
 
+def test_cli_report_into_a_missing_directory_is_one_line(audited: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "missing" / "dir" / "r.html"
+    assert main(["report", "--db", audited["url"], "-o", str(target)]) == 2
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", f"error: cannot write {target}: directory {target.parent} does not exist\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- a real browser -----------------------------------------------------------------------------------
 
 def chromium(page: Path, *args: str, timeout: float = 180) -> tuple[subprocess.CompletedProcess[str], float]:

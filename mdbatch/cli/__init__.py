@@ -3,12 +3,14 @@
 Each subcommand lives in its own module with a `register(subparsers)` that adds its parser and
 sets `func`. Exit codes: 0 success and no findings; 1 findings exist; 2 usage or fatal error (one
 line on stderr, traceback only with --debug); 3 interrupted by a signal (completed batches are
-saved); 130 Ctrl-C.
+saved); 130 Ctrl-C; 141, silently, when stdout's reader went away (`mdbatch runs list | head -1`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import select
 import sys
 import traceback
 from collections.abc import Sequence
@@ -41,7 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         args = build_parser().parse_args(argv)
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a reader gone (`| head`) shows here, not as a message at exit
+        return code
     except MdbatchError as exc:
         if debug:
             traceback.print_exc()
@@ -51,7 +55,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into exit 2
+        if _stdout_closed(exc):
+            return _quiet_exit()
         if debug:
             traceback.print_exc()
         print(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
         return 2
+
+
+def _stdout_closed(exc: BaseException) -> bool:
+    """Whether `exc` is a BrokenPipeError from stdout: its reader went away (`mdbatch ... | head`).
+    Told from other pipes by polling stdout, which reports an error once a pipe has no reader."""
+    if not isinstance(exc, BrokenPipeError):
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no real stdout (io.UnsupportedOperation is both)
+        return False
+
+
+def _quiet_exit() -> int:
+    """End like a Unix tool whose reader left: nothing on stderr, exit 141 (128 + SIGPIPE). Output
+    still buffered goes to /dev/null, so the flush at exit cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141
