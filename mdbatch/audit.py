@@ -1,36 +1,41 @@
 """`audit`: discover a campaign, scan it on the cluster, write the catalog, summarize.
 
 Data flows one way: discovery stream -> batches -> scan tasks (workers) -> Arrow tables -> one
-bulk transaction per batch in the catalog, with the run record wrapped around it.
+bulk transaction per batch in the catalog, with the run record wrapped around it (see
+`lifecycle`): each batch's transaction also carries the run's summary so far, so a run killed at
+any instant leaves a record that matches what it committed.
+
+The scope of an audit is what it was asked to look at (`tracking.Scope`): a root, a sub-directory of
+a root the catalog knows, or the simulations a CSV or summary YAML lists. An audit that would
+record a mass removal (an empty or unreadable root, more than `max_removed` of its scope gone)
+refuses: the run is recorded `refused` and nothing else changes.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
-import signal
-import socket
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import IO, TYPE_CHECKING, Any
 
-from . import __version__
-from .catalog import CatalogBackend, RunInfo, open_catalog, resolve_url
+import pyarrow as pa
+
+from .catalog import CatalogBackend, open_catalog, resolve_url, schema
+from .catalog.ops import Delete, batch_ops
 from .discover import DiscoveryStats, discover
 from .engine import ClusterOptions, Fanout, Progress, batches, plan
-from .errors import MdbatchError, UsageError
+from .errors import Interrupted, MdbatchError, RefusedError, UsageError
 from .findings import KINDS
-from .catalog.ops import batch_ops
-from .records import BatchResult
-from .tracking import RunTracker, scan_group
+from .lifecycle import STOP, RunRecord
 from .paths import relative_to_root
+from .records import BatchResult
 from .scan import ScanOptions
+from .tracking import RunTracker, Scope, scan_group
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,12 +45,10 @@ if TYPE_CHECKING:
 EXAMPLES_PER_KIND = 20
 #: Campaigns with more simulations than this get the Dask dashboard unless told otherwise.
 DASHBOARD_THRESHOLD = 10_000
+#: The share of a scope's recorded simulations an audit may find gone before it refuses.
+MAX_REMOVED = 0.5
 
-
-class Interrupted(MdbatchError):
-    """The run was stopped by a signal; completed batches are in the catalog."""
-
-    exit_code = 3
+__all__ = ["MAX_REMOVED", "AuditResult", "Interrupted", "audit"]
 
 
 @dataclass(slots=True)
@@ -79,31 +82,26 @@ class AuditResult:
         return table.loc[table["run_id"] == self.run_id, columns].sort_values(columns).reset_index(drop=True)
 
 
-def new_run_id() -> str:
-    """Sortable, unique run id: UTC timestamp plus random suffix."""
-    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-
-
+@dataclass(slots=True)
 class _Tally:
-    """Running totals of the summary, fed one batch at a time."""
+    """Running totals of the summary, one batch at a time (`plus` returns a new tally)."""
 
-    def __init__(self) -> None:
-        self.simulations = 0
-        self.files = 0
-        self.bytes = 0
-        self.batches = 0
-        self.scan_s = 0.0
-        self.write_s = 0.0
-        self.peek_s = 0.0
-        self.cluster_s = 0.0
-        self.first_result_s: float | None = None
-        self.kinds: Counter[str] = Counter()
-        self.status: Counter[str] = Counter()
-        self.hashes: Counter[str] = Counter()
-        self.sims_with_findings = 0
+    simulations: int = 0
+    files: int = 0
+    bytes: int = 0
+    batches: int = 0
+    scan_s: float = 0.0
+    write_s: float = 0.0
+    peek_s: float = 0.0
+    cluster_s: float = 0.0
+    first_result_s: float | None = None
+    kinds: Counter[str] = field(default_factory=Counter)
+    status: Counter[str] = field(default_factory=Counter)
+    hashes: Counter[str] = field(default_factory=Counter)
+    sims_with_findings: int = 0
 
     def seed(self, summary: dict[str, Any]) -> None:
-        """Start from the counts an interrupted run had recorded (for --resume)."""
+        """Start from the counts a run had committed (for --resume)."""
         self.simulations = int(summary.get("simulations", 0))
         self.files = int(summary.get("files", 0))
         self.bytes = int(summary.get("bytes", 0))
@@ -112,40 +110,96 @@ class _Tally:
         self.status.update({k: int(v) for k, v in (summary.get("status") or {}).items()})
         self.sims_with_findings = int(summary.get("simulations_with_findings") or 0)
 
-    def add(self, batch: BatchResult) -> None:
-        self.simulations += batch.simulations
-        self.files += batch.file_count
-        self.bytes += batch.bytes
-        self.batches += 1
-        self.scan_s += batch.elapsed_s
-        self.kinds.update(batch.findings.column("kind").to_pylist())
-        self.sims_with_findings += len(set(batch.findings.column("simulation").to_pylist()))
-        self.status.update(batch.systems.column("status").to_pylist())
-        self.hashes.update(batch.systems.column("hash").to_pylist())
+    def plus(self, batch: BatchResult) -> _Tally:
+        """This tally with `batch` added (self is left as it was, until the batch is committed)."""
+        out = replace(self, kinds=Counter(self.kinds), status=Counter(self.status), hashes=Counter(self.hashes))
+        out.simulations += batch.simulations
+        out.files += batch.file_count
+        out.bytes += batch.bytes
+        out.batches += 1
+        out.scan_s += batch.elapsed_s
+        out.kinds.update(batch.findings.column("kind").to_pylist())
+        out.sims_with_findings += len(set(batch.findings.column("simulation").to_pylist()))
+        out.status.update(batch.systems.column("status").to_pylist())
+        out.hashes.update(batch.systems.column("hash").to_pylist())
+        return out
 
 
-class _Stop:
-    """Signal state: a stop is requested; it interrupts only while the client waits for results."""
+def audit(
+    source: str | os.PathLike[str],
+    *,
+    db: str | None = None,
+    cluster: ClusterOptions | None = None,
+    batch_size: int | None = None,
+    findings_path: str | os.PathLike[str] | None = None,
+    csv_root: str | os.PathLike[str] | None = None,
+    options: ScanOptions | None = None,
+    progress: bool = True,
+    log_stream: IO[str] | None = None,
+    arguments: dict[str, Any] | None = None,
+    resume: str | None = None,
+    walk_threads: int = 1,
+    max_removed: float = MAX_REMOVED,
+    allow_removals: bool = False,
+) -> AuditResult:
+    """Audit a campaign (a root directory, a sub-directory of a known root, a summary YAML or a
+    CSV) into the catalog at `db`; returns the run's summary as an `AuditResult`.
 
-    def __init__(self) -> None:
-        self.requested: str | None = None
-        self.waiting = False
+    The outcome is `completed`, or `interrupted` after SIGTERM/SIGUSR1 (every completed batch is
+    written). `resume` ("last" or a run id) continues an interrupted, failed or abandoned audit of
+    the same root, scanning only the simulations it had not written. An audit that would record
+    more than `max_removed` of its scope's simulations as removed (or finds its root empty or
+    unreadable) records the run `refused` and raises RefusedError, unless `allow_removals`.
+    Raises MdbatchError for fatal problems (bad input, unreachable catalog or cluster); problems
+    inside simulations are findings, never exceptions.
+    """
+    if not 0.0 <= max_removed <= 1.0:
+        raise UsageError(f"--max-removed takes a fraction between 0 and 1, got {max_removed}")
+    installed = STOP.install()
+    catalog = open_catalog(db)
+    try:
+        stats = DiscoveryStats()
+        root, stream, scope, top = _locate(source, csv_root, catalog, stats, walk_threads)
+        run = _AuditRun(catalog, root, scope, stats, options or ScanOptions(), cluster or ClusterOptions(), batch_size,
+                        findings_path, progress, log_stream, max_removed, allow_removals, top)
+        run.begin(resume, arguments or {}, resolve_url(db))
+        run.execute(stream)
+    finally:
+        catalog.close()
+        if installed:
+            STOP.uninstall()
+    return AuditResult(
+        run_id=run.run_id, summary=run.final, catalog_url=catalog.display_url,
+        findings_path=os.fspath(findings_path) if findings_path else None, catalog_url_full=resolve_url(db), examples=run.examples,
+    )
 
-    def handler(self, signum: int, _frame: Any) -> None:
-        self.requested = signal.Signals(signum).name
-        if self.waiting:
-            raise Interrupted(f"stopped by {self.requested}")
+
+def _locate(
+    source: str | os.PathLike[str], csv_root: str | os.PathLike[str] | None, catalog: CatalogBackend, stats: DiscoveryStats, threads: int
+) -> tuple[str, Iterator[str], Scope, str | None]:
+    """(root, stream of simulation paths, scope, the directory walked) for an audit of `source`.
+
+    A directory inside a root the catalog has audited is a partial audit of that root.
+    """
+    found, stream = discover(source, csv_root=csv_root, stats=stats, threads=threads)
+    if not os.path.isdir(os.fspath(source)):
+        return found, stream, Scope("listed"), None
+    parent = _enclosing_root(catalog, found)
+    if parent is None:
+        return found, stream, Scope("root"), found
+    return parent, stream, Scope("subtree", relative_to_root(found, parent)), found
 
 
-def _install_signal_handlers(stop: _Stop) -> dict[int, Any]:
-    """SIGTERM and SIGUSR1 (what Slurm sends before the walltime) stop the run gracefully."""
-    previous: dict[int, Any] = {}
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
-        try:
-            previous[sig] = signal.signal(sig, stop.handler)
-        except ValueError:  # not the main thread: no graceful stop, the default action stands
-            pass
-    return previous
+def _enclosing_root(catalog: CatalogBackend, directory: str) -> str | None:
+    """The nearest root of a completed audit that holds `directory` below it, if any."""
+    if schema.RUNS.name not in catalog.tables():
+        return None
+    roots = {
+        r for chunk in catalog.iter_rows(schema.RUNS.name, {"command": "audit", "status": "completed"}, ["root"])
+        for r in chunk.column("root").to_pylist() if r
+    }
+    inside = [r for r in roots if r != directory and os.path.commonpath([r, directory]) == r]
+    return max(inside, key=len) if inside else None
 
 
 def _resume_state(catalog: CatalogBackend, resume: str, root: str) -> tuple[str, dict[str, Any], set[str]]:
@@ -166,216 +220,311 @@ def _resume_state(catalog: CatalogBackend, resume: str, root: str) -> tuple[str,
         row = match.iloc[0]
     if row["status"] == "completed":
         raise UsageError(f"run {row['run_id']} completed; nothing to resume")
+    if row["status"] == "refused":
+        raise UsageError(f"run {row['run_id']} was refused; nothing to resume (start a new audit)")
+    if row["status"] == "running":
+        raise UsageError(f"run {row['run_id']} is still running (pid {row.get('pid')} on {row['host']}); wait for it or stop it first")
     summary = json.loads(row["summary"]) if isinstance(row["summary"], str) and row["summary"] else {}
     return str(row["run_id"]), summary, catalog.scanned_simulations(str(row["run_id"]))
 
 
-def audit(
-    source: str | os.PathLike[str],
-    *,
-    db: str | None = None,
-    cluster: ClusterOptions | None = None,
-    batch_size: int | None = None,
-    findings_path: str | os.PathLike[str] | None = None,
-    csv_root: str | os.PathLike[str] | None = None,
-    options: ScanOptions | None = None,
-    progress: bool = True,
-    log_stream: IO[str] | None = None,
-    arguments: dict[str, Any] | None = None,
-    resume: str | None = None,
-    walk_threads: int = 1,
-) -> AuditResult:
-    """Audit a campaign (a root directory, a summary YAML or a CSV) into the catalog at `db`.
+class _AuditRun:
+    """One audit run: its record, scope, history tracker, tally and outputs; `execute` drives it."""
 
-    Returns the run's summary (outcome `completed`, or `interrupted` after SIGTERM/SIGUSR1, with
-    every completed batch written). `resume` ("last" or a run id) continues an interrupted or failed
-    audit of the same root, scanning only the simulations it had not written. Raises MdbatchError
-    for fatal problems (bad input, unreachable catalog or cluster); problems inside simulations are
-    findings, never exceptions.
-    """
-    started = time.monotonic()
-    cluster = cluster or ClusterOptions()
-    stats = DiscoveryStats()
-    root, stream = discover(source, csv_root=csv_root, stats=stats, threads=walk_threads)
-    catalog = open_catalog(db)
-    tally = _Tally()
-    examples: list[dict[str, Any]] = []
-    per_kind: Counter[str] = Counter()
-    stop = _Stop()
-    previous: dict[int, Any] = {}
-    status = "failed"
-    info: dict[str, Any] = {}
-    sink: IO[str] | None = None
-    run_id = ""
-    tracker: RunTracker | None = None
-    try:
+    def __init__(
+        self, catalog: CatalogBackend, root: str, scope: Scope, stats: DiscoveryStats, options: ScanOptions, cluster: ClusterOptions,
+        batch_size: int | None, findings_path: str | os.PathLike[str] | None, progress: bool, log_stream: IO[str] | None,
+        max_removed: float, allow_removals: bool, top: str | None,
+    ) -> None:
+        self.started = time.monotonic()
+        self.catalog, self.root, self.scope, self.stats, self.options = catalog, root, scope, stats, options
+        self.cluster, self.batch_size, self.progress, self.log_stream = cluster, batch_size, progress, log_stream
+        self.findings_path = os.fspath(findings_path) if findings_path else None
+        self.max_removed, self.allow_removals, self.top = max_removed, allow_removals, top
+        self.tally = _Tally()
+        self.info: dict[str, Any] = {"scope": scope.to_dict()}
+        self.examples: list[dict[str, Any]] = []
+        self.per_kind: Counter[str] = Counter()
+        self.done: set[str] = set()
+        self.record: RunRecord | None = None
+        self.tracker: RunTracker | None = None
+        self.sink: IO[str] | None = None
+        self.final: dict[str, Any] = {}
+        self.committed: dict[str, Any] = {}
+        self.walk_done = False
+        self.bar = Progress("audit", stream=log_stream, enabled=progress)
+
+    @property
+    def run_id(self) -> str:
+        return self.record.run_id if self.record is not None else ""
+
+    def begin(self, resume: str | None, arguments: dict[str, Any], url: str) -> None:
+        """Record the run (new, or the resumed one) and set up its tracker."""
+        with STOP.deferred():
+            if resume:
+                run_id, before, self.done = _resume_state(self.catalog, resume, self.root)
+                self.scope = Scope.from_dict(before.get("scope")) or self.scope
+                self.info["scope"] = self.scope.to_dict()
+                self.record = RunRecord.resume(self.catalog, run_id, "audit", self.root, url=url)
+                self.tally.seed(before)
+                self.committed = before
+            else:
+                self.record = RunRecord.start(self.catalog, "audit", self.root, arguments, exclusive=True, url=url)
+        self.tracker = RunTracker(self.catalog, self.run_id, self.root, self.scope, keep_unchanged=self.options.trusts_cache)
         if resume:
-            run_id, before, done = _resume_state(catalog, resume, root)
-            tally.seed(before)
-            stream = (p for p in stream if relative_to_root(p, root) not in done)
-            catalog.finish_run(run_id, "running", before)
-        else:
-            run_id = new_run_id()
-            catalog.begin_run(RunInfo(run_id, "audit", root, arguments or {}, socket.gethostname(), __version__, datetime.now(timezone.utc).isoformat()))
-        opts = options or ScanOptions()
-        tracker = RunTracker(catalog, run_id, root, keep_unchanged=opts.trusts_cache, complete_walk=os.path.isdir(os.fspath(source)))
-        if resume:
-            tracker.seed(before.get("changes_partial"))
-        sink = open(findings_path, "w", encoding="utf-8") if findings_path else None  # noqa: SIM115 - closed below
-        cores = cluster.workers or os.cpu_count() or 1
-        # Peek at the start of the stream: a campaign that ends within it gets a right-sized cluster
-        # and no dashboard (a run of a few seconds is not watched; --dashboard forces it).
-        limit = max(cores * 2 * (batch_size or 250), DASHBOARD_THRESHOLD)
-        t_peek = time.monotonic()
+            self.tracker.seed(self.committed.get("changes_partial"))
+
+    def execute(self, stream: Iterator[str]) -> None:
+        """Scan the stream, write every batch, end the run; the final summary lands in `self.final`."""
+        status = "failed"
+        try:
+            head, exhausted = self._peek(stream)
+            self._check_removals(head, exhausted)
+            if self.findings_path:
+                self.sink = open(self.findings_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in _end/_complete
+            self._fan_out(self._paths(head, stream), len(head), exhausted)
+            self._complete()
+            status = "completed"
+        except Interrupted:
+            status = "interrupted"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            self._end(status)
+            raise
+        except RefusedError:
+            status = "refused"
+            raise
+        finally:
+            if status != "refused" and not self.final:
+                self._end(status)
+
+    def _paths(self, head: list[str], stream: Iterator[str]) -> Iterator[str]:
+        """The simulations to scan: the peeked ones, then the rest of the walk (less what a resumed run did)."""
+        for path in _concat(head, stream):
+            if not self.done or relative_to_root(path, self.root) not in self.done:
+                yield path
+        self.walk_done = True
+
+    def _peek(self, stream: Iterator[str]) -> tuple[list[str], bool]:
+        """The start of the stream: a campaign that ends within it gets a right-sized cluster, no
+        dashboard (a run of a few seconds is not watched), and its removals checked before any write."""
+        cores = self.cluster.workers or os.cpu_count() or 1
+        limit = max(cores * 2 * (self.batch_size or 250), DASHBOARD_THRESHOLD)
+        t0 = time.monotonic()
         head = list(islice(stream, limit + 1))
-        tally.peek_s = time.monotonic() - t_peek
-        exhausted = len(head) <= limit
-        workers, size = plan(len(head), exhausted, cores, batch_size)
-        walk_done = [exhausted]
+        self.tally.peek_s = time.monotonic() - t0
+        return head, len(head) <= limit
 
-        def paths() -> Iterator[str]:
-            yield from head
-            yield from stream
-            walk_done[0] = True
+    def _check_removals(self, head: list[str], exhausted: bool) -> None:
+        """Refuse before writing anything when the root is unreadable or (walk finished) too much is gone."""
+        assert self.tracker is not None
+        if not self.scope.walks:
+            return
+        unreadable = [reason for path, reason in self.stats.unreadable if path == self.top]
+        if unreadable:
+            self._refuse(f"{self.top} cannot be read ({unreadable[0]}): refusing to audit it", {})
+        if exhausted:
+            seen = {relative_to_root(p, self.root) for p in head} | self.done
+            recorded = [sim for sim, _ in self.tracker.recorded()]
+            self._check_vanished(sum(1 for sim in recorded if sim not in seen), len(recorded), found=len(head))
 
-        def handle(batch: BatchResult) -> None:
-            t0 = time.monotonic()
-            if tally.first_result_s is None:
-                tally.first_result_s = t0 - started
-            history, unchanged = tracker.batch_ops(batch)
-            catalog.apply([*batch_ops(run_id, root, batch, keep_inventory=unchanged), *history])
-            tally.write_s += time.monotonic() - t0
-            tally.add(batch)
-            rows = batch.findings.to_pylist()
-            if sink is not None:
-                sink.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-            for row in rows:
-                if per_kind[row["kind"]] < EXAMPLES_PER_KIND:
-                    per_kind[row["kind"]] += 1
-                    examples.append(row)
-            bar.update(batch.simulations, batch.file_count, stats.simulations if walk_done[0] else None)
+    def _check_vanished(self, vanished: int, recorded: int, found: int) -> None:
+        if self.allow_removals or vanished == 0:
+            return
+        where = self.top or self.root
+        if found == 0 and not self.done:
+            self._refuse(
+                f"{where} holds no simulation directory (is it mounted?): refusing to record the {recorded} simulations the "
+                "catalog records there as removed; if they are really gone, re-run with --allow-removals",
+                {"vanished": vanished, "recorded": recorded},
+            )
+        if vanished > self.max_removed * recorded:
+            self._refuse(
+                f"{vanished} of the {recorded} simulations the catalog records under {where} are gone "
+                f"({100 * vanished / recorded:.0f}%, more than --max-removed {self.max_removed:g}): refusing to record them as removed; "
+                "if they are really gone, re-run with --allow-removals (or a higher --max-removed)",
+                {"vanished": vanished, "recorded": recorded},
+            )
 
-        bar = Progress("audit", stream=log_stream, enabled=progress)
+    def _refuse(self, message: str, detail: dict[str, Any]) -> None:
+        """Record the run `refused` (nothing else) and raise RefusedError."""
+        assert self.record is not None
+        self._close_sink()
+        self.final = {**self._summary(self.tally, "refused"), "refused": {"reason": message, **detail}}
+        self.record.finish("refused", self.final)
+        raise RefusedError(message, self.run_id, self.final)
+
+    def _fan_out(self, paths: Iterator[str], known: int, exhausted: bool) -> None:
+        assert self.tracker is not None
+        cores = self.cluster.workers or os.cpu_count() or 1
+        workers, size = plan(known, exhausted, cores, self.batch_size)
+        self.bar.done = self.tally.simulations  # a resumed run counts what it did before
         t_cluster = time.monotonic()
-        with Fanout(cluster, workers_needed=workers, dashboard=not exhausted) as fan:
-            tally.cluster_s = time.monotonic() - t_cluster
-            # Handlers only now: forked workers must not inherit them.
-            previous = _install_signal_handlers(stop)
-            info = {"workers": fan.n_workers, "batch_size": size, "dashboard": fan.dashboard_link}
-            if progress and fan.dashboard_link:
-                (log_stream or sys.stderr).write(f"mdbatch: Dask dashboard at {fan.dashboard_link}\n")
+        with Fanout(self.cluster, workers_needed=workers, dashboard=not exhausted) as fan:
+            self.tally.cluster_s = time.monotonic() - t_cluster
+            self.info.update({"workers": fan.n_workers, "batch_size": size, "dashboard": fan.dashboard_link})
+            if self.progress and fan.dashboard_link:
+                (self.log_stream or sys.stderr).write(f"mdbatch: Dask dashboard at {fan.dashboard_link}\n")
             t_fan = time.monotonic()
             with fan.performance_report():
-                results = fan.stream(scan_group, tracker.groups(batches(paths(), size), size), root, opts)
+                results = fan.stream(scan_group, self.tracker.groups(batches(paths, size), size), self.root, self.options)
                 try:
-                    while True:
-                        stop.waiting = True
-                        if stop.requested:
-                            raise Interrupted(f"stopped by {stop.requested}")
-                        try:
-                            batch = next(results)
-                        except StopIteration:
-                            break
-                        finally:
-                            stop.waiting = False
-                        handle(batch)
+                    for batch in results:  # a stop signal raises Interrupted while this waits
+                        with STOP.deferred():
+                            self._handle(batch)
                 except (Interrupted, KeyboardInterrupt):
                     # Keep what already finished: write completed batches, cancel the rest.
-                    status = "interrupted"
                     for batch in fan.drain():
-                        handle(batch)
-                    if not stop.requested:
-                        raise
-            info["fanout_s"] = round(time.monotonic() - t_fan, 3)
-        bar.close()
-        if status != "interrupted":
-            info["duplicates"] = catalog.duplicate_summary(root)
-            t_changes = time.monotonic()
-            stages = _stages(tally, stats, tracker, info)
-            info["changes"] = tracker.finish(stages)
-            info["changes_s"] = round(time.monotonic() - t_changes, 3)
-            status = "completed"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if sink is not None:
-            sink.close()
-        if tracker is not None and status != "completed":
-            info["changes_partial"] = tracker.counts.to_dict()
+                        with STOP.deferred():
+                            self._handle(batch)
+                    raise
+                finally:
+                    self.info["fanout_s"] = round(time.monotonic() - t_fan, 3)
+        self.bar.close()
+
+    def _handle(self, batch: BatchResult) -> None:
+        """Write one batch, its history and the run's summary so far in one transaction."""
+        assert self.tracker is not None and self.record is not None
+        t0 = time.monotonic()
+        if self.tally.first_result_s is None:
+            self.tally.first_result_s = t0 - self.started
+        history, unchanged = self.tracker.batch_ops(batch)
+        tally = self.tally.plus(batch)
+        summary = self._summary(tally, "running")
+        self.catalog.apply([*batch_ops(self.run_id, self.root, batch, keep_inventory=unchanged), *history, self.record.progress_op(summary)])
+        tally.write_s += time.monotonic() - t0
+        self.tally, self.committed = tally, summary
+        rows = batch.findings.to_pylist()
+        if self.sink is not None:
+            self.sink.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        for row in rows:
+            if self.per_kind[row["kind"]] < EXAMPLES_PER_KIND:
+                self.per_kind[row["kind"]] += 1
+                self.examples.append(row)
+        self.bar.update(batch.simulations, batch.file_count, self.stats.simulations if self.walk_done else None)
+
+    def _complete(self) -> None:
+        """Record removals (or refuse them), the run's history and its end."""
+        assert self.tracker is not None and self.record is not None
+        t0 = time.monotonic()
+        vanished: list[tuple[str, str]] = []
+        if self.scope.walks:
+            recorded = list(self.tracker.recorded())
+            vanished = [(sim, run) for sim, run in recorded if run != self.run_id]
+            self._check_vanished(len(vanished), len(recorded), found=self.tally.simulations)
+        with STOP.deferred():
+            self.catalog.apply(self.tracker.finish(vanished))
+            self.info["duplicates"] = self.catalog.duplicate_summary(self.root)
+            self.info["changes"] = self.tracker.changes()
+            self.info["changes_s"] = round(time.monotonic() - t0, 3)
+            stages = self._stages()
+            self.final = self._summary(self.tally, "completed")
+            self._write_findings_file()
+            done = Delete(schema.SCANNED.name, pa.table({"run_id": [self.run_id]}))
+            self.record.finish("completed", self.final, extra=[self.tracker.stages_op(stages), done])
+
+    def _end(self, status: str) -> None:
+        """Record an unfinished run's end: the counts it committed, and how it ended."""
+        self._close_sink()
+        if self.record is None:
+            return
+        with STOP.deferred():
+            self.final = self._summary(self.tally, status)
+            if status == "failed" and self.committed:  # the tracker may have counted a batch that was not written
+                self.final["changes_partial"] = self.committed.get("changes_partial")
+            ops = [self.tracker.stages_op(self._stages())] if self.tracker is not None else []
             try:
-                tracker.record_stages(_stages(tally, stats, tracker, info))
-            except MdbatchError:
-                pass  # the run record below still says how far it got
-        summary = _summary(run_id, root, catalog, tally, stats, info, time.monotonic() - started, status)
-        try:
-            if run_id:
-                catalog.finish_run(run_id, status, summary)
-        finally:
-            catalog.close()
-    return AuditResult(
-        run_id=run_id, summary=summary, catalog_url=catalog.display_url,
-        findings_path=os.fspath(findings_path) if findings_path else None, catalog_url_full=resolve_url(db), examples=examples,
-    )
+                self._write_findings_file()
+                self.record.finish(status, self.final, extra=ops)
+            except (MdbatchError, OSError):
+                self.record.stop_heartbeat()
+                if status != "failed":  # a failing run reports its own error, not this one
+                    raise
+
+    def _close_sink(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
+            self.sink = None
+
+    def _write_findings_file(self) -> None:
+        """Rewrite the findings file from the catalog: every finding of the run, all legs of it."""
+        self._close_sink()
+        if not self.findings_path:
+            return
+        from .atomic import atomic_write_text
+
+        lines = []
+        for chunk in self.catalog.iter_rows(schema.FINDINGS.name, {"run_id": self.run_id}, ["id", "simulation", "kind", "item", "detail"]):
+            for row in chunk.drop_columns(["id"]).to_pylist():
+                lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+        atomic_write_text(self.findings_path, "".join(lines))
+
+    def _stages(self) -> dict[str, dict[str, Any]]:
+        """Per-stage snapshots of the run (stored in MDBATCH_STAGES and the summary)."""
+        tracker, tally, stats = self.tracker, self.tally, self.stats
+        assert tracker is not None
+        self.info["cache"] = {
+            "hits": tracker.cache_hits, "files_read": tracker.files_read, "bytes_read": tracker.bytes_read,
+            "simulations_kept": tracker.kept, "simulations_rescanned": tracker.rescanned, "lookup_s": round(tracker.lookup_s, 3),
+        }
+        stages = {
+            "discover": {"items": stats.simulations, "elapsed_s": tally.peek_s, "errors": len(stats.unreadable), "directories": stats.directories},
+            "scan": {"items": tally.files, "bytes": tracker.bytes_read, "elapsed_s": tally.scan_s, "errors": tally.kinds.get("unreadable", 0),
+                     "cache_hits": tracker.cache_hits},
+            "write": {"items": tally.batches, "elapsed_s": tally.write_s, "lookup_s": tracker.lookup_s},
+        }
+        self.info["stages"] = stages
+        return stages
+
+    def _summary(self, tally: _Tally, status: str) -> dict[str, Any]:
+        kinds = {k: tally.kinds.get(k, 0) for k in KINDS}
+        stats, info = self.stats, self.info
+        partial = None
+        if self.tracker is not None and status != "completed":
+            self._stages()
+            partial = self.tracker.counts.to_dict()
+        return {
+            "run_id": self.run_id,
+            "outcome": status,
+            "root": self.root,
+            "scope": info.get("scope"),
+            "catalog": self.catalog.display_url,
+            "simulations": tally.simulations,
+            "files": tally.files,
+            "bytes": tally.bytes,
+            "findings": kinds,
+            "findings_total": sum(kinds.values()),
+            "simulations_with_findings": tally.sims_with_findings,
+            "status": dict(sorted(tally.status.items())),
+            "duplicate_hashes": sum(1 for c in tally.hashes.values() if c > 1),
+            "duplicates": info.get("duplicates"),
+            "changes": info.get("changes"),
+            "changes_partial": partial,
+            "cache": info.get("cache"),
+            "discovery": {
+                "directories_walked": stats.directories,
+                "unreadable_directories": [{"path": p, "error": e} for p, e in stats.unreadable],
+                "listed_outside_root": stats.outside_root,
+                "listed_missing": stats.missing,
+                "listed_twice": stats.repeated,
+            },
+            "batches": tally.batches,
+            "workers": info.get("workers"),
+            "batch_size": info.get("batch_size"),
+            "dashboard": info.get("dashboard"),
+            "stages": info.get("stages"),
+            "timings": {
+                "peek_discovery_s": round(tally.peek_s, 3),
+                "cluster_start_s": round(tally.cluster_s, 3),
+                "first_result_s": None if tally.first_result_s is None else round(tally.first_result_s, 3),
+                "fanout_s": info.get("fanout_s"),
+                "scan_task_s": round(tally.scan_s, 3),
+                "catalog_write_s": round(tally.write_s, 3),
+            },
+            "elapsed_s": round(time.monotonic() - self.started, 3),
+        }
 
 
-def _stages(tally: _Tally, stats: DiscoveryStats, tracker: RunTracker, info: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per-stage snapshots of the run (stored in MDBATCH_STAGES and the summary)."""
-    info["cache"] = {
-        "hits": tracker.cache_hits, "files_read": tracker.files_read, "bytes_read": tracker.bytes_read,
-        "simulations_kept": tracker.kept, "simulations_rescanned": tracker.rescanned, "lookup_s": round(tracker.lookup_s, 3),
-    }
-    stages = {
-        "discover": {"items": stats.simulations, "elapsed_s": tally.peek_s, "errors": len(stats.unreadable), "directories": stats.directories},
-        "scan": {"items": tally.files, "bytes": tracker.bytes_read, "elapsed_s": tally.scan_s, "errors": tally.kinds.get("unreadable", 0), "cache_hits": tracker.cache_hits},
-        "write": {"items": tally.batches, "elapsed_s": tally.write_s, "lookup_s": tracker.lookup_s},
-    }
-    info["stages"] = stages
-    return stages
-
-
-def _summary(
-    run_id: str, root: str, catalog: CatalogBackend, tally: _Tally, stats: DiscoveryStats, info: dict[str, Any], elapsed: float, status: str
-) -> dict[str, Any]:
-    kinds = {k: tally.kinds.get(k, 0) for k in KINDS}
-    return {
-        "run_id": run_id,
-        "outcome": status,
-        "root": root,
-        "catalog": catalog.display_url,
-        "simulations": tally.simulations,
-        "files": tally.files,
-        "bytes": tally.bytes,
-        "findings": kinds,
-        "findings_total": sum(kinds.values()),
-        "simulations_with_findings": tally.sims_with_findings,
-        "status": dict(sorted(tally.status.items())),
-        "duplicate_hashes": sum(1 for c in tally.hashes.values() if c > 1),
-        "duplicates": info.get("duplicates"),
-        "changes": info.get("changes"),
-        "changes_partial": info.get("changes_partial"),
-        "cache": info.get("cache"),
-        "discovery": {
-            "directories_walked": stats.directories,
-            "unreadable_directories": [{"path": p, "error": e} for p, e in stats.unreadable],
-            "listed_outside_root": stats.outside_root,
-            "listed_missing": stats.missing,
-            "listed_twice": stats.repeated,
-        },
-        "batches": tally.batches,
-        "workers": info.get("workers"),
-        "batch_size": info.get("batch_size"),
-        "dashboard": info.get("dashboard"),
-        "stages": info.get("stages"),
-        "timings": {
-            "peek_discovery_s": round(tally.peek_s, 3),
-            "cluster_start_s": round(tally.cluster_s, 3),
-            "first_result_s": None if tally.first_result_s is None else round(tally.first_result_s, 3),
-            "fanout_s": info.get("fanout_s"),
-            "scan_task_s": round(tally.scan_s, 3),
-            "catalog_write_s": round(tally.write_s, 3),
-        },
-        "elapsed_s": round(elapsed, 3),
-    }
+def _concat(head: list[str], stream: Iterator[str]) -> Iterator[str]:
+    yield from head
+    yield from stream

@@ -148,12 +148,12 @@ class Fanout:
     def __enter__(self) -> Fanout:
         try:
             self._start()
-        except ClusterError:
-            self.close()
-            raise
         except (OSError, TimeoutError, ValueError) as exc:
             self.close()
             raise ClusterError(f"cannot start or reach the Dask cluster: {exc}") from exc
+        except BaseException:  # a ClusterError, or a stop signal while workers start: leave nothing running
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -181,19 +181,19 @@ class Fanout:
             cores = os.cpu_count() or 1
             wanted = opts.workers or cores
             n = max(1, min(wanted, self.workers_needed or wanted))
-            dash = opts.dashboard_address if self.want_dashboard and _have_bokeh() else None
             # Forked workers start in ~0.3 s and inherit the imported scan stack; spawned ones pay
             # ~3 s re-importing distributed and pyarrow. MDBATCH_MP_METHOD=spawn restores Dask's default.
             method = os.environ.get("MDBATCH_MP_METHOD", "fork")
+            os.environ[CLIENT_PID_ENV] = str(os.getpid())  # workers die with this process (dask_setup)
             with dask.config.set({"distributed.worker.multiprocessing-method": method}):
                 self.cluster = LocalCluster(
                     n_workers=n,
                     threads_per_worker=1,
                     processes=True,
                     host="127.0.0.1",
-                    dashboard_address=dash,
                     silence_logs=logging.ERROR,
-                    preload=["mdbatch.records"],
+                    preload=["mdbatch.records", "mdbatch.engine"],
+                    scheduler_kwargs=_dashboard_options(self.want_dashboard and _have_bokeh(), opts.dashboard_address),
                 )
             self.client = Client(self.cluster)
             self.n_workers = n
@@ -230,7 +230,7 @@ class Fanout:
             # Workers must reach the scheduler: bind it where this host is reachable.
             kwargs["scheduler_options"] = {"host": os.environ.get("MDBATCH_SCHEDULER_HOST", "127.0.0.1")}
         want_dash = self.want_dashboard and _have_bokeh()
-        kwargs["scheduler_options"] = {**kwargs.get("scheduler_options", {}), "dashboard_address": opts.dashboard_address if want_dash else None}
+        kwargs["scheduler_options"] = {**kwargs.get("scheduler_options", {}), **_dashboard_options(want_dash, opts.dashboard_address)}
         try:
             self.cluster = SLURMCluster(silence_logs="error", **kwargs)
         except (ValueError, TypeError, RuntimeError) as exc:
@@ -347,6 +347,55 @@ def load_jobqueue_config(path: str) -> None:
     if not isinstance(doc, dict):
         raise ClusterError(f"jobqueue config {path!r} is not a mapping")
     dask.config.update(dask.config.config, doc, priority="new")
+
+
+#: Environment variable naming the client process a local cluster's workers must not outlive.
+CLIENT_PID_ENV = "MDBATCH_CLIENT_PID"
+_PR_SET_PDEATHSIG = 1
+
+
+def dask_setup(worker: Any) -> None:
+    """Worker preload (local clusters): die with the client process, whatever kills it.
+
+    The kernel sends SIGKILL to this worker when the client thread that forked it ends
+    (PR_SET_PDEATHSIG); a client that died before this ran is caught by the parent check.
+    """
+    expected = os.environ.get(CLIENT_PID_ENV)
+    if not expected or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        log.debug("mdbatch: cannot set the parent-death signal of worker %s", os.getpid())
+    if str(os.getppid()) != expected:  # the client is already gone
+        os._exit(1)
+
+
+def _dashboard_options(wanted: bool, address: str) -> dict[str, Any]:
+    """Scheduler options for the dashboard: none at all when not wanted (only a loopback health port
+    that no one else can hold), else `address`, or a free port when its port is taken."""
+    if not wanted:
+        return {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
+    host, _, port = address.rpartition(":")
+    if port.isdigit() and not _port_free(host or "0.0.0.0", int(port)):
+        address = f"{host}:0"
+    return {"dashboard": True, "dashboard_address": address}
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _have_bokeh() -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class MdbatchError(Exception):
     """Root of mdbatch's errors; the CLI prints these as one line and exits 2."""
@@ -62,3 +64,21 @@ class DuplicateKeysError(CatalogError):
 
 class ConfigError(MdbatchError, ValueError):
     """The mdbatch config file cannot be read or holds invalid settings."""
+
+
+class Interrupted(MdbatchError):
+    """A run was stopped by a signal (SIGTERM, SIGUSR1, SIGINT); what it had committed is kept."""
+
+    exit_code = 3
+
+
+class RefusedError(MdbatchError):
+    """A run refused to record what it saw (a mass removal, another run of the same root in flight).
+
+    The run is recorded as `refused` and nothing else in the catalog changes.
+    """
+
+    def __init__(self, message: str, run_id: str = "", summary: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.summary = summary

@@ -11,7 +11,7 @@ status-changed; findings new, resolved or persisting.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -145,13 +145,14 @@ def pair_moves(new: Iterable[Change], missing: Iterable[Change]) -> tuple[list[C
     return moves, left_new, left_missing
 
 
-def simulation_changes(previous: Mapping[str, str], current: Mapping[str, str]) -> list[Change]:
-    """New simulations and status changes for the simulations of a batch (dir -> status)."""
+def simulation_changes(previous: Mapping[str, str], current: Mapping[str, str], reappeared: Collection[str] = ()) -> list[Change]:
+    """New simulations and status changes for the simulations of a batch (dir -> status); those in
+    `reappeared` were recorded removed and are new again."""
     out: list[Change] = []
     for sim, status in current.items():
         old = previous.get(sim)
         if old is None:
-            out.append(Change("simulation", "new", sim, sim, detail=status))
+            out.append(Change("simulation", "new", sim, sim, detail=f"{status} (reappeared)" if sim in reappeared else status))
         elif old != status:
             out.append(Change("simulation", "status_changed", sim, sim, detail=f"{old} -> {status}"))
     return out
@@ -170,13 +171,15 @@ def finding_changes(before: Iterable[tuple[str, str, str]], after: Iterable[tupl
     return records, len(old & new)
 
 
-def describe(changes: Mapping[str, Mapping[str, int]], previous_run: str | None) -> str:
-    """The one-paragraph summary of changes an audit prints at its end."""
-    if previous_run is None:
+def describe(changes: Mapping[str, Mapping[str, int]], previous_run: str | None, *, first: bool | None = None) -> str:
+    """The one-paragraph summary of changes an audit prints at its end (`first`: nothing was recorded
+    of the root before; by default, when there is no previous completed audit)."""
+    if first if first is not None else previous_run is None:
         return "First audit of this root: everything is new."
     f, s, g = changes["files"], changes["simulations"], changes["findings"]
+    since = f"Since run {previous_run}" if previous_run else "Since each simulation's latest scan"
     parts = [
-        f"Since run {previous_run}: files {f['new']} new, {f['missing']} missing, {f['changed']} changed, "
+        f"{since}: files {f['new']} new, {f['missing']} missing, {f['changed']} changed, "
         f"{f['moved']} moved, {f['unchanged']} unchanged",
         f"simulations {s['new']} new, {s['removed']} removed, {s['status_changed']} changed status",
         f"findings {g['new']} new, {g['resolved']} resolved, {g['persisting']} persisting.",
@@ -274,22 +277,58 @@ def diff_runs(catalog: Any, a: str | None = None, b: str | None = None, root: st
     lo, hi = ids.index(a), ids.index(last["run_id"])
     if lo >= hi:
         raise UsageError(f"run {a} is not older than run {last['run_id']}")
-    between = set(ids[lo + 1 : hi + 1])
-    changes = catalog.read_table("MDBATCH_CHANGES")
-    if changes.empty:
-        changes = pd.DataFrame(columns=CHANGE_COLUMNS)
-    changes = changes[changes["run_id"].isin(between) & (changes["scope"] != "finding")][CHANGE_COLUMNS]
-    found = catalog.read_table("MDBATCH_FINDINGS")
-
-    def keys(run_id: str) -> list[tuple[str, str, str]]:
-        if found.empty:
-            return []
-        sel = found[found["run_id"] == run_id]
-        return list(zip(sel["simulation"], sel["kind"], sel["item"], strict=True))
-
-    records, _ = finding_changes(keys(a), keys(last["run_id"]))
-    findings = pd.DataFrame([{"run_id": last["run_id"], **c._asdict()} for c in records], columns=CHANGE_COLUMNS)
-    frames = [f for f in (changes, findings) if not f.empty]
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CHANGE_COLUMNS)
+    between = [r for r in ids[lo + 1 : hi + 1] if r in set(audits.loc[audits["status"] != "refused", "run_id"])]
+    records: list[dict[str, Any]] = []
+    for run_id in between:  # in run order, filtered in the database
+        if "MDBATCH_CHANGES" not in catalog.tables():
+            break
+        for chunk in catalog.iter_rows("MDBATCH_CHANGES", {"run_id": run_id}, CHANGE_COLUMNS):
+            records += chunk.to_pylist()
+    out = pd.DataFrame([r for r in records if r["scope"] != "finding"] + net_finding_changes([r for r in records if r["scope"] == "finding"]),
+                       columns=CHANGE_COLUMNS)
     out["size"] = out["size"].astype("Int64")
     return out.sort_values(["scope", "change", "simulation", "item"]).reset_index(drop=True)
+
+
+def net_finding_changes(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The net effect of finding records over several runs (in run order): a finding new in one run and
+    resolved in a later one changed nothing; one resolved then new again persisted."""
+    first: dict[tuple[str, str], Mapping[str, Any]] = {}
+    last: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for record in records:
+        key = (record["simulation"], record["item"])
+        first.setdefault(key, record)
+        last[key] = record
+    out = []
+    for key, start in first.items():
+        end = last[key]
+        existed, exists = start["change"] == "resolved", end["change"] == "new"
+        if existed != exists:
+            out.append(dict(end))
+    return out
+
+
+def prune_removed(catalog: Any, root: str | None = None, older_than_days: float = 30.0) -> tuple[int, int]:
+    """Delete the rows kept for simulations removed more than `older_than_days` ago (their hash cache);
+    returns (simulations, inventory rows) deleted."""
+    from datetime import datetime, timedelta, timezone
+
+    import pyarrow.compute as pc
+
+    from .catalog import schema
+    from .catalog.ops import Delete
+
+    if schema.SIMULATIONS.name not in catalog.tables():
+        return 0, 0
+    cutoff = datetime.now(timezone.utc) - timedelta(days=older_than_days)
+    where = {"root": root} if root is not None else {}
+    gone: list[pa.Table] = []
+    for chunk in catalog.iter_rows(schema.SIMULATIONS.name, where, ["root", "simulation", "removed_run", "removed_at"]):
+        marked = pc.is_valid(chunk["removed_run"])
+        old = pc.or_kleene(pc.is_null(chunk["removed_at"]), pc.less_equal(chunk["removed_at"], pa.scalar(cutoff, pa.timestamp("us", tz="UTC"))))
+        gone.append(chunk.filter(pc.and_(marked, old)).select(["root", "simulation"]))
+    keys = pa.concat_tables(gone) if gone else pa.table({"root": pa.array([], pa.string()), "simulation": pa.array([], pa.string())})
+    if keys.num_rows == 0:
+        return 0, 0
+    counts = catalog.apply([Delete(schema.SIMULATIONS.name, keys), Delete(schema.FILES.name, keys)])
+    return keys.num_rows, counts[1]

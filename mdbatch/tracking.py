@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from .catalog import schema
 from .catalog.base import CatalogBackend
-from .catalog.ops import Delete, Op, Upsert
+from .catalog.ops import Delete, Op, Update, Upsert
 from .inventory import HASH_CACHE_VERSION, Unchanged, check_unchanged
 from .paths import display, relative_to_root
 from .records import FINDINGS_SCHEMA, SYSTEMS_SCHEMA, BatchResult, scan_batch, tuples_table
@@ -136,18 +136,65 @@ def _with_kept(batch: BatchResult, kept: Mapping[str, tuple[str, Unchanged]], gr
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What an audit was asked to look at: a whole root, a sub-directory of one, or listed simulations.
+
+    The baseline of a simulation is its latest completed scan, whichever run it came from: an audit
+    compares and records changes only for the simulations it scanned, and records as removed only
+    what a complete walk of its scope (a root or a sub-directory; never a list) no longer finds.
+    """
+
+    kind: str = "root"  # root | subtree | listed
+    #: For a subtree: the sub-directory, relative to the root.
+    path: str = ""
+
+    def covers(self, simulation: str) -> bool:
+        """Whether `simulation` (relative to the root) lies in the scope's walk."""
+        return self.kind != "subtree" or simulation == self.path or simulation.startswith(self.path + "/")
+
+    @property
+    def walks(self) -> bool:
+        """Whether the audit walks its scope completely (so what it does not find there is gone)."""
+        return self.kind != "listed"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "path": self.path} if self.kind == "subtree" else {"kind": self.kind}
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any] | None) -> Scope | None:
+        if not isinstance(value, Mapping) or value.get("kind") not in ("root", "subtree", "listed"):
+            return None
+        return cls(str(value["kind"]), str(value.get("path") or ""))
+
+
+@dataclass(slots=True)
+class _Baseline:
+    """What the catalog recorded of a group's simulations before this run scanned them."""
+
+    #: Recorded status of each present simulation.
+    status: dict[str, str] = field(default_factory=dict)
+    #: Findings (kind, item) of each present simulation in its latest scan.
+    findings: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+    #: Simulations recorded as removed (a scan of one now means it came back).
+    removed: set[str] = field(default_factory=set)
+
+
 @dataclass(slots=True)
 class RunTracker:
-    """History bookkeeping for one audit run of `root` in `catalog`."""
+    """History bookkeeping for one audit run of `root` (limited to `scope`) in `catalog`."""
 
     catalog: CatalogBackend
     run_id: str
     root: str
+    scope: Scope = field(default_factory=Scope)
     use_cache: bool = True
     #: Keep simulations whose recorded fingerprint holds, unscanned (not under --verify full).
     keep_unchanged: bool = True
-    complete_walk: bool = True
+    #: The last completed audit of the root (named in the summary of changes).
     previous_run: str | None = None
+    #: Whether the catalog has recorded any simulation of the root (else: a first audit, no records).
+    has_history: bool = False
     counts: ChangeCounts = field(default_factory=ChangeCounts)
     cache_hits: int = 0
     files_read: int = 0
@@ -156,14 +203,15 @@ class RunTracker:
     #: Simulations kept as recorded (fingerprint held), and those rescanned because it moved.
     kept: int = 0
     rescanned: int = 0
-    #: Recorded status of each simulation of each group in flight, by group id.
-    _baselines: dict[int, dict[str, str]] = field(default_factory=dict)
+    #: What the catalog recorded of each group in flight, by group id.
+    _baselines: dict[int, _Baseline] = field(default_factory=dict)
     #: Paths whose fingerprint did not hold, waiting to be scanned with their hash-cache entries.
     _deferred: list[str] = field(default_factory=list)
     _next_gid: int = 0
 
     def __post_init__(self) -> None:
         self.previous_run = self._previous_audit()
+        self.has_history = self.catalog.count_rows(schema.SIMULATIONS.name, {"root": self.root}) > 0
 
     def _previous_audit(self) -> str | None:
         runs = self.catalog.read_table("MDBATCH_RUNS")
@@ -171,6 +219,18 @@ class RunTracker:
             return None
         done = runs[(runs["command"] == "audit") & (runs["root"] == self.root) & (runs["status"] == "completed") & (runs["run_id"] != self.run_id)]
         return None if done.empty else str(done.sort_values("started_at").iloc[-1]["run_id"])
+
+    def recorded(self) -> Iterator[tuple[str, str]]:
+        """(simulation, run that last scanned it) of every present simulation the catalog records in the scope."""
+        where = {"root": self.root, "removed_run": None}
+        for chunk in self.catalog.iter_rows(schema.SIMULATIONS.name, where, ["simulation", "run_id"]):
+            for sim, run in zip(chunk.column("simulation").to_pylist(), chunk.column("run_id").to_pylist(), strict=True):
+                if self.scope.covers(sim):
+                    yield sim, run
+
+    def vanished(self) -> list[tuple[str, str]]:
+        """Recorded simulations of the scope that this run did not scan (call once every batch is written)."""
+        return [(sim, run) for sim, run in self.recorded() if run != self.run_id]
 
     # -- per batch ------------------------------------------------------------------------------
 
@@ -185,31 +245,37 @@ class RunTracker:
         gid = self._next_gid
         self._next_gid += 1
         sims = [relative_to_root(p, self.root) for p in paths]
-        status: dict[str, str] = {}
+        base = _Baseline()
         inventory: pa.Table | None = None
         fingerprints: dict[str, str] = {}
         hashes: dict[str, str] = {}
         findings: pa.Table | None = None
-        if self.previous_run is not None or self.use_cache:
-            known = self.catalog.rows_matching(
-                schema.SIMULATIONS.name, self._match(sims), columns=["simulation", "status", "hash", "run_id", "fingerprint"]
-            ).to_pydict()
-            status = dict(zip(known["simulation"], known["status"], strict=True))
-            last_scan: dict[str, str] = {}
-            if keep and self.use_cache and self.keep_unchanged:
-                for sim, digest, run, fp in zip(known["simulation"], known["hash"], known["run_id"], known["fingerprint"], strict=True):
-                    if fp is not None and digest is not None:
-                        fingerprints[sim], hashes[sim], last_scan[sim] = fp, digest, run
-            rest = [s for s in sims if s not in fingerprints]
-            if rest:
-                inventory = self.catalog.rows_matching(schema.FILES.name, self._match(rest), columns=_INVENTORY_COLUMNS)
-            if last_scan:
-                findings = self.catalog.rows_matching(
-                    schema.FINDINGS.name,
-                    pa.table({"run_id": pa.array(list(last_scan.values()), pa.string()), "simulation": pa.array(list(last_scan), pa.string())}),
-                    columns=["simulation", "kind", "item", "detail"],
-                )
-        self._baselines[gid] = status
+        known = self.catalog.rows_matching(
+            schema.SIMULATIONS.name, self._match(sims), columns=["simulation", "status", "hash", "run_id", "fingerprint", "removed_run"]
+        ).to_pydict()
+        last_scan: dict[str, str] = {}
+        trust = keep and self.use_cache and self.keep_unchanged
+        for sim, status, digest, run, fp, gone in zip(*known.values(), strict=True):
+            if gone is not None:  # it came back: rescanned from its hash cache, rewritten, counted new
+                base.removed.add(sim)
+                continue
+            base.status[sim] = status
+            last_scan[sim] = run
+            if trust and fp is not None and digest is not None:
+                fingerprints[sim], hashes[sim] = fp, digest
+        rest = [s for s in sims if s not in fingerprints]
+        if rest:
+            inventory = self.catalog.rows_matching(schema.FILES.name, self._match(rest), columns=_INVENTORY_COLUMNS)
+        if last_scan:
+            findings = self.catalog.rows_matching(
+                schema.FINDINGS.name,
+                pa.table({"run_id": pa.array(list(last_scan.values()), pa.string()), "simulation": pa.array(list(last_scan), pa.string())}),
+                columns=["simulation", "kind", "item", "detail"],
+            )
+            base.findings = {sim: set() for sim in last_scan}
+            for sim, kind, item in zip(*findings.select(["simulation", "kind", "item"]).to_pydict().values(), strict=True):
+                base.findings[sim].add((kind, item))
+        self._baselines[gid] = base
         self.lookup_s += time.monotonic() - t0
         return Group(gid, paths, inventory, self.use_cache, fingerprints, hashes, findings)
 
@@ -219,11 +285,39 @@ class RunTracker:
     def batch_ops(self, batch: BatchResult) -> tuple[list[Op], set[str]]:
         """History operations for a finished batch, and the simulations whose inventory is unchanged
         (the worker classified the files and checked the fingerprints: see `scan_group`)."""
-        recorded_status = self._baselines.pop(batch.index, {})
+        base = self._baselines.pop(batch.index, _Baseline())
         self._deferred.extend(batch.deferred)
         self.kept += len(batch.kept)
         self.rescanned += len(batch.deferred)
         sims = batch.systems.column("directory").to_pylist()
+        self._count_reads(batch, sims)
+        self.counts.files["unchanged"] += batch.unchanged_files
+        records: list[Change] = []
+        if self.has_history:  # a first audit compares nothing and records nothing
+            status_now = dict(zip(sims, batch.systems.column("status").to_pylist(), strict=True))
+            records = [Change(*c) for c in batch.changes] + simulation_changes(base.status, status_now, base.removed)
+            records += self._finding_changes(base, sims, batch.findings)
+        self.counts.add(records)
+        ops: list[Op] = []
+        if records:
+            ops.append(Upsert(schema.CHANGES.name, self._changes_table(records)))
+        n = len(sims)
+        nulls = pa.nulls(n, pa.string())
+        ops.append(
+            Upsert(
+                schema.SIMULATIONS.name,
+                pa.table({
+                    "root": pa.array([self.root] * n, pa.string()), "simulation": pa.array(sims, pa.string()),
+                    "hash": batch.systems.column("hash"), "status": batch.systems.column("status"),
+                    "run_id": pa.array([self.run_id] * n, pa.string()), "fingerprint": batch.systems.column("fingerprint"),
+                    "removed_run": nulls, "removed_at": pa.nulls(n, pa.timestamp("us", tz="UTC")),
+                }),
+            )
+        )
+        # A simulation that came back is rewritten even when identical: its rows carry the removal mark.
+        return ops, set(batch.identical) - base.removed
+
+    def _count_reads(self, batch: BatchResult, sims: list[str]) -> None:
         files = batch.files
         if files.num_rows:
             cached = files.column("cached")
@@ -234,28 +328,15 @@ class RunTracker:
         if batch.kept:
             counts = batch.systems.column("file_count").to_pylist()
             self.cache_hits += sum(n for sim, n in zip(sims, counts, strict=True) if sim in batch.kept)
-        changes = [Change(*c) for c in batch.changes]  # a first audit compares nothing and records nothing
-        self.counts.files["unchanged"] += batch.unchanged_files
-        status_now = dict(zip(sims, batch.systems.column("status").to_pylist(), strict=True))
-        records: list[Change] = []
-        if self.previous_run is not None:
-            records = changes + simulation_changes(recorded_status, status_now)
-        self.counts.add(records)
-        ops: list[Op] = []
-        if records:
-            ops.append(Upsert(schema.CHANGES.name, self._changes_table(records)))
-        n = len(sims)
-        ops.append(
-            Upsert(
-                schema.SIMULATIONS.name,
-                pa.table({
-                    "root": pa.array([self.root] * n, pa.string()), "simulation": pa.array(sims, pa.string()),
-                    "hash": batch.systems.column("hash"), "status": batch.systems.column("status"),
-                    "run_id": pa.array([self.run_id] * n, pa.string()), "fingerprint": batch.systems.column("fingerprint"),
-                }),
-            )
-        )
-        return ops, set(batch.identical)
+
+    def _finding_changes(self, base: _Baseline, sims: list[str], found: pa.Table) -> list[Change]:
+        """New and resolved findings of the batch's simulations against their latest scans."""
+        before = [(sim, kind, item) for sim in sims for kind, item in base.findings.get(sim, ())]
+        cols = found.select(["simulation", "kind", "item"]).to_pydict()
+        after = list(zip(cols["simulation"], cols["kind"], cols["item"], strict=True))
+        records, persisting = finding_changes(before, after)
+        self.counts.findings["persisting"] += persisting
+        return records
 
     def _changes_table(self, records: list[Change]) -> pa.Table:
         rows = [(self.run_id, *c) for c in records]
@@ -269,25 +350,24 @@ class RunTracker:
 
     # -- end of run -----------------------------------------------------------------------------
 
-    def record_stages(self, stages: Mapping[str, Mapping[str, Any]]) -> None:
-        """Store the per-stage snapshots of a run that did not complete."""
-        self.catalog.apply([Upsert(schema.STAGES.name, self._stages_table(stages))])
+    def stages_op(self, stages: Mapping[str, Mapping[str, Any]]) -> Op:
+        """The per-stage snapshots of the run, as an operation."""
+        return Upsert(schema.STAGES.name, self._stages_table(stages))
 
-    def finish(self, stages: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-        """Pair moves, record removed simulations and finding changes, store stage snapshots.
-
-        Returns the `changes` object of the run summary.
-        """
+    def finish(self, removed: list[tuple[str, str]]) -> list[Op]:
+        """Operations that end the run's history: moves paired across the campaign, and `removed`
+        (simulation, its last scan) recorded as removed with their findings resolved."""
         ops: list[Op] = []
-        if self.previous_run is not None:
+        if self.has_history:
             ops += self._pair_moves()
-            if self.complete_walk:
-                ops += self._removed()
-            ops += self._findings_diff()
-        ops.append(Upsert(schema.STAGES.name, self._stages_table(stages)))
-        self.catalog.apply(ops)
+        if removed:
+            ops += self._removed(removed)
+        return ops
+
+    def changes(self) -> dict[str, Any]:
+        """The `changes` object of the run summary."""
         out: dict[str, Any] = {"previous_run": self.previous_run, **self.counts.to_dict()}
-        out["summary"] = describe(out, self.previous_run)
+        out["summary"] = describe(out, self.previous_run, first=not self.has_history)
         return out
 
     def _read_changes(self, scope: str, change: str) -> list[Change]:
@@ -311,37 +391,29 @@ class RunTracker:
         return [Delete(schema.CHANGES.name, self._changes_table(gone).select(["run_id", "scope", "change", "simulation", "item"])),
                 Upsert(schema.CHANGES.name, self._changes_table(moves))]
 
-    def _removed(self) -> list[Op]:
-        before = {
-            s
-            for chunk in self.catalog.iter_rows(schema.SIMULATIONS.name, where={"root": self.root}, columns=["simulation", "run_id"])
-            for s, r in zip(chunk.column("simulation").to_pylist(), chunk.column("run_id").to_pylist(), strict=True)
-            if r != self.run_id
-        }
-        records = removed_simulations(before, set())
-        if not records:
-            return []
+    def _removed(self, removed: list[tuple[str, str]]) -> list[Op]:
+        """Record `removed` simulations: change records, their findings resolved, and their rows marked
+        removed (kept as the hash cache of a directory that comes back, until `runs prune`)."""
+        sims = sorted(sim for sim, _ in removed)
+        records = removed_simulations(sims, set())
+        last = dict(removed)
+        found = self.catalog.rows_matching(
+            schema.FINDINGS.name, pa.table({"run_id": pa.array([last[s] for s in sims], pa.string()), "simulation": pa.array(sims, pa.string())}),
+            columns=["simulation", "kind", "item"],
+        ).to_pydict()
+        gone_findings = list(zip(found["simulation"], found["kind"], found["item"], strict=True))
+        resolved, _ = finding_changes(gone_findings, [])
+        records += resolved
         self.counts.add(records)
-        gone = pa.table({"root": pa.array([self.root] * len(records), pa.string()), "simulation": pa.array([c.simulation for c in records], pa.string())})
+        n = len(sims)
+        keys = {"root": pa.array([self.root] * n, pa.string()), "simulation": pa.array(sims, pa.string())}
+        mark = pa.array([self.run_id] * n, pa.string())
+        now = pa.array([datetime.now(timezone.utc)] * n, pa.timestamp("us", tz="UTC"))
         return [
             Upsert(schema.CHANGES.name, self._changes_table(records)),
-            Delete(schema.SIMULATIONS.name, gone),
-            Delete(schema.FILES.name, gone),
+            Update(schema.SIMULATIONS.name, pa.table({**keys, "removed_run": mark, "removed_at": now})),
+            Update(schema.FILES.name, pa.table({**keys, "removed_run": mark}), match=("root", "simulation")),
         ]
-
-    def _finding_keys(self, run_id: str) -> list[tuple[str, str, str]]:
-        keys: list[tuple[str, str, str]] = []
-        for chunk in self.catalog.iter_rows(schema.FINDINGS.name, where={"run_id": run_id}, columns=["simulation", "kind", "item"]):
-            d = chunk.to_pydict()
-            keys += list(zip(d["simulation"], d["kind"], d["item"], strict=True))
-        return keys
-
-    def _findings_diff(self) -> list[Op]:
-        assert self.previous_run is not None
-        records, persisting = finding_changes(self._finding_keys(self.previous_run), self._finding_keys(self.run_id))
-        self.counts.add(records)
-        self.counts.findings["persisting"] += persisting
-        return [Upsert(schema.CHANGES.name, self._changes_table(records))] if records else []
 
     def _stages_table(self, stages: Mapping[str, Mapping[str, Any]]) -> pa.Table:
         names = list(stages)

@@ -125,7 +125,9 @@ def test_every_change_class_is_classified(make_campaign, tmp_path):
     assert ch["findings"]["persisting"] == first.summary["findings_total"] - 1
     with sqlite3.connect(db) as conn:
         rows = set(conn.execute("SELECT scope, change, simulation, item FROM MDBATCH_CHANGES WHERE run_id = ?", (second.run_id,)).fetchall())
-        assert conn.execute("SELECT COUNT(*) FROM MDBATCH_FILES WHERE simulation = ?", (clean_completed[4],)).fetchone()[0] == 0
+        # A removed simulation's rows stay as its hash cache, marked removed by this run.
+        assert conn.execute("SELECT COUNT(*) FROM MDBATCH_FILES WHERE simulation = ? AND removed_run IS NULL", (clean_completed[4],)).fetchone()[0] == 0
+        assert conn.execute("SELECT COUNT(*) FROM MDBATCH_FILES WHERE simulation = ? AND removed_run = ?", (clean_completed[4], second.run_id)).fetchone()[0] == 17
     assert ("file", "moved", d, "system_from_c.pdb") in rows
     assert ("file", "changed", b, "topology.top") in rows
     assert ("file", "new", a, "notes.txt") in rows and ("file", "missing", a, "em.mdp") in rows

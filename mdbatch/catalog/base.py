@@ -138,7 +138,7 @@ class CatalogBackend(abc.ABC):
         """
         parts = [
             t.filter(pc.and_(pc.is_valid(t["xxh3_128"]), pc.greater(t["size"], 0)))
-            for t in self.iter_rows(schema.FILES.name, {"root": root}, ["size", "xxh3_128", "inode", "device"])
+            for t in self.iter_rows(schema.FILES.name, {"root": root, "removed_run": None}, ["size", "xxh3_128", "inode", "device"])
         ]
         if not parts:
             return {"groups": 0, "files": 0, "reclaimable_bytes": 0}
@@ -151,10 +151,10 @@ class CatalogBackend(abc.ABC):
         return {"groups": dup.num_rows, "files": int(files_n), "reclaimable_bytes": int(reclaim)}
 
     def file_inventory(self, root: str, chunk_rows: int = 100_000) -> Iterator[pa.Table]:
-        """The recorded inventory of `root` (MDBATCH_FILES rows, FILES_SCHEMA columns) in chunks."""
+        """The recorded inventory of `root` (MDBATCH_FILES rows of present simulations, FILES_SCHEMA columns) in chunks."""
         self.init_schema()
         stored = [f.name for f in FILES_SCHEMA if f.name in schema.FILES.c]
-        for chunk in self.iter_rows(schema.FILES.name, {"root": root}, stored, chunk_rows):
+        for chunk in self.iter_rows(schema.FILES.name, {"root": root, "removed_run": None}, stored, chunk_rows):
             cols = [chunk[f.name] if f.name in stored else pa.nulls(chunk.num_rows, f.type) for f in FILES_SCHEMA]
             yield pa.Table.from_arrays(cols, schema=FILES_SCHEMA)
 

@@ -202,9 +202,7 @@ class CSVCatalog(CatalogBackend):
                     counts.append(current.num_rows - kept.num_rows)
                     work[op.table] = kept
                 elif isinstance(op, Update):
-                    keys = list(schema.key_columns(definition))
-                    hits = pc.is_in(key_strings(rows, keys), value_set=key_strings(current, keys))
-                    updated, written = _upsert(definition, current, rows.filter(hits), Upsert(op.table, rows))
+                    updated, written = _update(current, rows, list(op.match_columns()))
                     counts.append(written)
                     work[op.table] = updated
                 else:
@@ -326,6 +324,26 @@ def _upsert(definition: Any, current: pa.Table, rows: pa.Table, op: Upsert) -> t
     return pa.concat_tables([updated, _widen(new, full)]), new.num_rows + clashing.num_rows
 
 
+def _update(current: pa.Table, rows: pa.Table, match: list[str]) -> tuple[pa.Table, int]:
+    """`current` with the other columns of `rows` set on the rows equal to one of them on `match`."""
+    if current.num_rows == 0 or rows.num_rows == 0:
+        return current, 0
+    rows = dedupe(rows, match, "last")
+    where = pc.index_in(key_strings(current, match), value_set=key_strings(rows, match))
+    hit = pc.is_valid(where)
+    written = int(pc.sum(hit).as_py() or 0)
+    if not written:
+        return current, 0
+    out = current
+    for name in rows.column_names:
+        if name in match:
+            continue
+        column = out[name]
+        fresh = pc.take(rows[name], pc.fill_null(where, 0)).cast(column.type)
+        out = out.set_column(out.schema.get_field_index(name), name, pc.if_else(hit, fresh, column))
+    return out, written
+
+
 def _present(definition: Any, current: pa.Table) -> pa.Table:
     column = schema.present_column(definition)
     return current if column is None else current.filter(pc.is_valid(current[column]))
@@ -347,7 +365,10 @@ def _mask(table: pa.Table, where: Mapping[str, Any]) -> pa.ChunkedArray | None:
     for column, value in where.items():
         if column not in table.column_names:
             raise CatalogError(f"internal: no column {column!r}")
-        test = pc.fill_null(pc.equal(table[column], pa.scalar(value, table[column].type)), False)
+        if value is None:  # as in SQL: `column IS NULL`
+            test = pc.is_null(table[column])
+        else:
+            test = pc.fill_null(pc.equal(table[column], pa.scalar(value, table[column].type)), False)
         mask = test if mask is None else pc.and_(mask, test)
     return mask
 

@@ -59,10 +59,20 @@ class Delete:
 
 @dataclass(frozen=True, slots=True)
 class Update:
-    """Set the non-key columns of `rows` on the existing rows with the same keys (others are ignored)."""
+    """Set the other columns of `rows` on the existing rows equal to a row of `rows` on `match`
+    (default: the table's key columns); rows of `rows` that match nothing are ignored.
+
+    With `match` a part of the key (e.g. root and simulation of MDBATCH_FILES), one row of `rows`
+    updates every stored row that shares it; `match` values must then be unique within `rows`.
+    """
 
     table: str
     rows: pa.Table
+    match: tuple[str, ...] = ()
+
+    def match_columns(self) -> tuple[str, ...]:
+        """The columns rows are matched on."""
+        return self.match or schema.key_columns(schema.table_for(self.table))
 
 
 Op = Upsert | Delete | Update

@@ -90,9 +90,9 @@ class PostgresCatalog(SQLCatalog):
             cur.execute(f"DELETE FROM {q(table.name)} AS t USING {stage} AS s WHERE {match}")
             return max(cur.rowcount, 0)
         if isinstance(op, Update):
-            keys = schema.key_columns(table)
-            sets = ", ".join(f"{q(c)} = s.{q(c)}" for c in rows.column_names if c not in keys)
-            match = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in keys)
+            on = op.match_columns()
+            sets = ", ".join(f"{q(c)} = s.{q(c)}" for c in rows.column_names if c not in on)
+            match = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in on)
             cur.execute(f"UPDATE {q(table.name)} AS t SET {sets} FROM {stage} AS s WHERE {match}")
             return max(cur.rowcount, 0)
         cols = ", ".join(q(c) for c in rows.column_names)

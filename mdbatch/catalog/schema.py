@@ -32,7 +32,13 @@ from ..naming import is_valid_name
 #: Version 2: `ANALYSIS_<name>.data_csv_bytes`, `MDBATCH_FILES.facts`; user-derived strings are unbounded TEXT.
 #: Version 3: run history (`MDBATCH_SIMULATIONS`, `MDBATCH_CHANGES`, `MDBATCH_STAGES`), `MDBATCH_FILES.cache_version`.
 #: Version 4: `MDBATCH_SIMULATIONS.fingerprint`; an index on `MDBATCH_FINDINGS` (run_id, simulation).
-SCHEMA_VERSION = 4
+#: Version 5: runs record `pid` and `heartbeat_at`; removed simulations keep their rows, marked by
+#: `removed_run` (`MDBATCH_SIMULATIONS`, `MDBATCH_FILES`) and `removed_at`.
+SCHEMA_VERSION = 5
+
+#: Run statuses. `running` until it ends; `abandoned` when its process died without recording an end
+#: (see `lifecycle.reap_abandoned`); `refused` when it would have recorded something it cannot vouch for.
+RUN_STATUSES = ("running", "completed", "interrupted", "failed", "refused", "abandoned")
 
 #: Version of what MDBATCH_FILES records as a hash cache (digests, footer facts); see `inventory`.
 HASH_CACHE_VERSION = inventory.HASH_CACHE_VERSION
@@ -92,6 +98,9 @@ FILES = Table(
     #: The hash cache's version (HASH_CACHE_VERSION) when the digests were taken; the algorithms are
     #: the column names (xxh3_128, sha256).
     Column("cache_version", Integer),
+    #: The run that recorded the simulation removed (NULL: present). Removed rows stay as the hash
+    #: cache of a directory that comes back, until `mdbatch runs prune`.
+    Column("removed_run", String(64)),
 )
 Index("ix_files_digest", FILES.c.size, FILES.c.xxh3_128)
 
@@ -122,6 +131,9 @@ RUNS = Table(
     Column("ended_at", DateTime(timezone=True)),
     Column("status", String(16), nullable=False),
     Column("summary", Text),
+    #: The process that runs it (on `host`), and when it last said it was alive.
+    Column("pid", Integer),
+    Column("heartbeat_at", DateTime(timezone=True)),
 )
 
 #: Which simulations a run has written (for --resume); emptied when the run completes.
@@ -145,6 +157,9 @@ SIMULATIONS = Table(
     #: The fingerprint of the recorded inventory (`inventory.fingerprint`); NULL when the last scan
     #: cannot be reproduced from stat fields. An audit keeps a simulation whose fingerprint holds.
     Column("fingerprint", String(32)),
+    #: The run that found the simulation gone, and when (NULL: present). Its rows are kept.
+    Column("removed_run", String(64)),
+    Column("removed_at", DateTime(timezone=True)),
 )
 
 #: What each run found changed since the previous one (files, simulations, findings).

@@ -137,8 +137,19 @@ class SQLCatalog(CatalogBackend):
             if "cache_version" not in {c["name"] for c in inspect(conn).get_columns(schema.FILES.name)}:
                 conn.exec_driver_sql(f"ALTER TABLE {self._q(schema.FILES.name)} ADD COLUMN cache_version INTEGER")
         if version < 4:  # simulations gain the fingerprint of their recorded inventory (NULL: scan them)
-            if "fingerprint" not in {c["name"] for c in inspect(conn).get_columns(schema.SIMULATIONS.name)}:
-                conn.exec_driver_sql(f"ALTER TABLE {self._q(schema.SIMULATIONS.name)} ADD COLUMN fingerprint VARCHAR(32)")
+            self._add_columns(conn, schema.SIMULATIONS, ["fingerprint"])
+        if version < 5:  # runs gain pid and heartbeat; removed simulations are marked, not deleted
+            self._add_columns(conn, schema.RUNS, ["pid", "heartbeat_at"])
+            self._add_columns(conn, schema.SIMULATIONS, ["removed_run", "removed_at"])
+            self._add_columns(conn, schema.FILES, ["removed_run"])
+
+    def _add_columns(self, conn: Any, table: Table, names: Sequence[str]) -> None:
+        """Add the named columns of `table`'s definition that the database table lacks (NULL in old rows)."""
+        present = {c["name"] for c in inspect(conn).get_columns(table.name)}
+        for name in names:
+            if name not in present:
+                kind = table.c[name].type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f"ALTER TABLE {self._q(table.name)} ADD COLUMN {self._q(name)} {kind}")
 
     def _ensure_tables(self, names: Sequence[str]) -> None:
         """Create the item tables among `names` that this process has not seen yet (own transaction)."""
@@ -265,7 +276,7 @@ class SQLCatalog(CatalogBackend):
         sql = (
             f"SELECT COUNT(*), COALESCE(SUM(n), 0), COALESCE(SUM((n_inodes - 1) * size), 0) FROM ("
             f"SELECT size, COUNT(*) AS n, COUNT(DISTINCT {inode}) AS n_inodes FROM {q} "
-            f"WHERE root = {mark} AND xxh3_128 IS NOT NULL AND size > 0 GROUP BY size, xxh3_128 "
+            f"WHERE root = {mark} AND removed_run IS NULL AND xxh3_128 IS NOT NULL AND size > 0 GROUP BY size, xxh3_128 "
             f"HAVING COUNT(*) > 1) AS groups"
         )
 

@@ -71,9 +71,10 @@ class SQLiteCatalog(SQLCatalog):
                     continue
                 keys = schema.key_columns(table)
                 if isinstance(op, Update):
-                    sets = ", ".join(f"{self._q(c)} = ?" for c in rows.column_names if c not in keys)
-                    match = " AND ".join(f"{self._q(k)} = ?" for k in keys)
-                    ordered = rows.select([c for c in rows.column_names if c not in keys] + list(keys))
+                    on = op.match_columns()
+                    sets = ", ".join(f"{self._q(c)} = ?" for c in rows.column_names if c not in on)
+                    match = " AND ".join(f"{self._q(k)} = ?" for k in on)
+                    ordered = rows.select([c for c in rows.column_names if c not in on] + list(on))
                     cur.executemany(f"UPDATE {self._q(table.name)} SET {sets} WHERE {match}", _tuples(ordered))
                     counts.append(max(cur.rowcount, 0))
                     continue

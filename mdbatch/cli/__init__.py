@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import MdbatchError
+from ..lifecycle import STOP
 from . import audit as _audit
 from . import dedupe as _dedupe
 from . import report as _report
@@ -40,6 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
+    # First of all: a walltime signal (SIGUSR1/SIGTERM) from now on stops the command gracefully.
+    installed = STOP.install()
+    try:
+        return _main(argv)
+    finally:
+        if installed:
+            STOP.uninstall()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         args = build_parser().parse_args(argv)

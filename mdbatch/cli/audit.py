@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
-from .common import add_cluster_args, cluster_options, human_bytes, positive, write_json
+from ..errors import RefusedError, UsageError
+from .common import add_cluster_args, cluster_options, fraction, human_bytes, positive, write_json
+
+#: The audit's default --max-removed (kept here so `mdbatch --help` does not import the audit stack).
+MAX_REMOVED = 0.5
 
 
 def register(sub: Any) -> None:
@@ -27,6 +30,9 @@ def register(sub: Any) -> None:
     a.add_argument("--verify", choices=("cache", "full"), default="cache", help="'full' re-reads every file and reports bytes that changed while the stat did not (default: trust the hash cache)")
     a.add_argument("--walk-threads", type=positive, default=1, help="directory listings in flight during discovery (raise on parallel filesystems; default 1)")
     a.add_argument("--io-concurrency", type=positive, default=1, help="files each worker reads at once (threads; 2-4 help on cold or high-latency storage; default 1)")
+    a.add_argument("--max-removed", type=fraction, default=MAX_REMOVED, metavar="FRACTION",
+                   help=f"refuse to record more than this share of the simulations the catalog records as removed (default {MAX_REMOVED})")
+    a.add_argument("--allow-removals", action="store_true", help="record removals whatever their share (also an empty root)")
     add_cluster_args(a)
     a.set_defaults(func=_cmd_audit)
 
@@ -50,24 +56,14 @@ def register(sub: Any) -> None:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from ..audit import audit
-    from ..scan import ScanOptions
-
     if args.scheduler_file and not os.path.exists(args.scheduler_file):
         raise UsageError(f"scheduler file {args.scheduler_file!r} does not exist")
-    result = audit(
-        args.root,
-        db=args.db,
-        cluster=cluster_options(args),
-        batch_size=args.batch_size,
-        findings_path=args.findings,
-        csv_root=args.csv_root,
-        progress=not args.quiet,
-        arguments={k: v for k, v in vars(args).items() if k not in ("func",)},
-        resume=args.resume,
-        walk_threads=args.walk_threads,
-        options=ScanOptions(io_threads=args.io_concurrency, verify=args.verify),
-    )
+    try:
+        result = _run_audit(args)
+    except RefusedError as exc:
+        if exc.summary is not None:
+            write_json(args.json, exc.summary)
+        raise
     write_json(args.json, result.summary)
     if not args.quiet:
         print(render_summary(result.summary, result.examples))
@@ -81,6 +77,27 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     if result.summary["outcome"] == "interrupted":
         print(f"error: interrupted; completed batches are saved. Continue with: mdbatch audit {args.root} --resume {result.run_id}", file=sys.stderr)
     return result.exit_code
+
+
+def _run_audit(args: argparse.Namespace) -> Any:
+    from ..audit import audit
+    from ..scan import ScanOptions
+
+    return audit(
+        args.root,
+        db=args.db,
+        cluster=cluster_options(args),
+        batch_size=args.batch_size,
+        findings_path=args.findings,
+        csv_root=args.csv_root,
+        progress=not args.quiet,
+        arguments={k: v for k, v in vars(args).items() if k not in ("func",)},
+        resume=args.resume,
+        walk_threads=args.walk_threads,
+        options=ScanOptions(io_threads=args.io_concurrency, verify=args.verify),
+        max_removed=args.max_removed,
+        allow_removals=args.allow_removals,
+    )
 
 
 def render_summary(summary: dict[str, Any], findings: list[dict[str, Any]] | None = None, examples: int = 3) -> str:

@@ -25,6 +25,16 @@ def positive(value: str) -> int:
     return n
 
 
+def fraction(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {value!r}") from None
+    if not 0.0 <= x <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {value!r}")
+    return x
+
+
 def add_cluster_args(p: argparse.ArgumentParser) -> None:
     """The cluster options every fan-out command shares (audit, push, dedupe)."""
     g = p.add_argument_group("cluster")

@@ -12,7 +12,7 @@ from .common import output_frame
 
 def register(sub: Any) -> None:
     """Add the `runs` subcommand family."""
-    p = sub.add_parser("runs", help="run history: list runs, show one, diff two")
+    p = sub.add_parser("runs", help="run history: list runs, show one, diff two, prune removed simulations")
     runs = p.add_subparsers(dest="runs_command", required=True, parser_class=type(p))
     for name, helptext in (("list", "every recorded run, oldest first"), ("show", "one run's summary and stage snapshots"), ("diff", "what changed between two audits of a root")):
         q = runs.add_parser(name, help=helptext)
@@ -27,6 +27,12 @@ def register(sub: Any) -> None:
             q.add_argument("b", nargs="?", help="newer run (default: the last audit)")
             q.add_argument("--root", help="campaign root whose last two audits to compare")
         q.set_defaults(func=_cmd_runs)
+    q = runs.add_parser("prune", help="delete the rows kept for simulations removed long ago (their hash cache)")
+    q.add_argument("--db", help="catalog URL (default: $MDBATCH_DB, else sqlite:///mdbatch.db)")
+    q.add_argument("--root", help="only simulations of this campaign root")
+    q.add_argument("--older-than", type=float, default=30.0, metavar="DAYS",
+                   help="prune simulations removed at least this many days ago (default 30; 0: every removed one)")
+    q.set_defaults(func=_cmd_prune)
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
@@ -47,4 +53,18 @@ def _cmd_runs(args: argparse.Namespace) -> int:
                 print(json.dumps(run, indent=2, default=str, ensure_ascii=False))
         else:
             output_frame(diff_runs(catalog, args.a, args.b, root), args.output)
+    return 0
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from ..catalog import open_catalog
+    from ..errors import UsageError
+    from ..runs import prune_removed
+
+    if args.older_than < 0:
+        raise UsageError("--older-than takes a number of days >= 0")
+    root = os.path.abspath(args.root) if args.root else None
+    with open_catalog(args.db, must_exist=True) as catalog:
+        sims, files = prune_removed(catalog, root, args.older_than)
+    print(f"pruned {sims} removed simulations ({files} inventory rows) removed at least {args.older_than:g} days ago")
     return 0
