@@ -36,6 +36,9 @@ from .store import Ref, Store
 Hook = Callable[[str], None]
 #: One job of a link task: a link set and the (intent id, intent, member) of paths of one old inode.
 LinkJob = tuple["LinkSet", list[tuple[int, dict[str, Any], Member]]]
+#: Why a link set is skipped when its object exists by the time it is created (planned as absent):
+#: whatever appeared is not trusted; the next run compares its bytes and reuses it.
+_APPEARED = "a store object appeared under this digest after it was planned; nothing linked (a re-run checks its bytes and reuses it)"
 #: Links the first (serial) chunk must make before it decides between one thread and several.
 CALIBRATION_LINKS = 256
 
@@ -101,6 +104,7 @@ class Executor:
                     self._flush(chunk)
                     chunk, pending = [], 0
             self._flush(chunk)
+            self.planner.note_kept_out()
             if self.journal is not None:
                 self._drain()
                 self.result.journal = self.journal.close("completed")
@@ -171,7 +175,7 @@ class Executor:
                        "target_ino": ls.target_ino, "old_ino": m.st.st_ino, "old_dev": m.st.st_dev}
                 journal.write_link(rec)
                 ls.intents.append((i, rec))
-            if self.store is not None:
+            if ls.obj is not None:  # paths kept out of the store are linked among themselves: no reference
                 refs.extend(Ref(ls.group.digest, os.path.join(self.root, m.ref.rel), ls.kind) for m in ls.members)
         if self.store is not None:
             self.store.add_refs(refs)
@@ -419,6 +423,8 @@ class Executor:
                 dfd, name = self.fs.at(ls.keeper.ref.rel)
                 os.link(name, obj, src_dir_fd=dfd, follow_symlinks=False)
                 st = os.lstat(obj)
+            except FileExistsError:
+                return _APPEARED
             except OSError as exc:
                 return f"store object not created: {exc.strerror or exc}"
             if st.st_ino != ls.keeper.st.st_ino or st.st_mtime_ns != ls.keeper.st.st_mtime_ns:
@@ -440,13 +446,22 @@ class Executor:
                     os.fsync(fd)  # the copy's bytes are on disk before any path points at them
                     if not same_bytes(src, fd, ls.group.size):
                         raise OSError(f"the copy in the store does not read back identical ({tmp})")
-                    os.fchmod(fd, 0o444)
+                    reason = self._take_owner(fd, ls.keeper.st) if ls.put == "copy" else None
+                    if reason is None:
+                        os.fchmod(fd, 0o444 if ls.put == "reflink" else stat.S_IMODE(ls.keeper.st.st_mode) & ~0o222)
                     ost = os.fstat(fd)
                 finally:
                     os.close(fd)
             finally:
                 os.close(src)
-            os.link(tmp, obj)  # never replaces an object that appeared meanwhile
+            if reason is not None:
+                os.unlink(tmp)
+                return reason
+            try:
+                os.link(tmp, obj)  # never replaces an object that appeared meanwhile
+            except FileExistsError:
+                os.unlink(tmp)
+                return _APPEARED
             os.unlink(tmp)
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -454,6 +469,16 @@ class Executor:
             return f"store object not created: {exc.strerror or exc}"
         ls.target_ino, ls.target_dev, ls.target_mtime_ns = ost.st_ino, ost.st_dev, ost.st_mtime_ns
         fsync_dir(os.path.dirname(obj))
+        return None
+
+    @staticmethod
+    def _take_owner(fd: int, like: os.stat_result) -> str | None:
+        """Give a copied object the owner of the files that will be symlinks to it (they will show
+        it); None when done, else why not."""
+        try:
+            os.fchown(fd, like.st_uid, like.st_gid)
+        except PermissionError:
+            return "cannot give the store object the owner of these files (run as their owner); nothing linked"
         return None
 
     def _chmod(self, ls: LinkSet) -> bool:

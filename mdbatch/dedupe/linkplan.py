@@ -5,6 +5,9 @@ whole group); the group is split into link sets whose paths may share one inode 
 hardlinks and symlinks also the same owner and mode, write bits aside, since linked paths show the
 kept inode's); a kept copy is chosen (the inode with most names here); and the bytes of every other
 inode are compared with it, or with the store object, in full: a fast-hash match is never proof.
+With a store, a digest names one object: the paths that may show it form one set (the object is
+created once, or an existing one reused after a full byte comparison) and the others are linked
+among themselves, as without a store.
 """
 
 from __future__ import annotations
@@ -70,6 +73,10 @@ class LinkPlanner:
         self.link_max = link_max
         self.result = result
         self._sets = 0
+        #: Digests whose object a link set of this run creates.
+        self._storing: set[str] = set()
+        self.kept_out_paths = 0
+        self.kept_out_groups = 0
 
     def _eligible(self, ref: FileRef) -> bool:
         statuses = self.options.statuses
@@ -95,11 +102,12 @@ class LinkPlanner:
         parts: dict[tuple[int, ...], list[Member]] = defaultdict(list)
         for m in fresh:
             parts[self._partition(m.st)].append(m)
+        if self.store is not None:
+            return self._plan_store_group(group, list(parts.values()))
         sets: list[LinkSet] = []
         for members in parts.values():
-            if len(members) < 2 and self.store is None:
-                continue
-            sets.extend(self._plan_set(group, members))
+            if len(members) >= 2:
+                sets.extend(self._plan_set(group, members))
         return sets
 
     def _recheck(self, group: DuplicateGroup, refs: list[FileRef]) -> tuple[list[Member], list[str], list[str]]:
@@ -160,8 +168,6 @@ class LinkPlanner:
         # Keep the inode that already has the most names here (fewest renames), then the first path.
         best = max(range(len(members)), key=lambda k: (per_inode[members[k].st.st_ino], members[k].st.st_nlink, -k))
         keeper = members[best]
-        if self.store is not None:
-            return self._plan_store_set(group, members, keeper)
         actions = [m for m in members if m.st.st_ino != keeper.st.st_ino]
         if not actions:
             return []
@@ -184,30 +190,76 @@ class LinkPlanner:
             room = 0
         return sets
 
-    def _plan_store_set(self, group: DuplicateGroup, members: list[Member], keeper: Member) -> list[LinkSet]:
+    @staticmethod
+    def _shows(st: os.stat_result) -> tuple[int, int, int]:
+        """Owner, group and mode (write bits aside) that a path linked to the inode `st` shows."""
+        return (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode) & ~WRITE_BITS)
+
+    def _plan_store_group(self, group: DuplicateGroup, parts: list[list[Member]]) -> list[LinkSet]:
+        """The group's one store link set, and the link sets of paths that cannot share the object.
+
+        A digest names one object, so every path that may show it (on its device for hardlinks and
+        reflinks; with its owner and mode for hardlinks and symlinks) goes into a single set: one
+        object, created once. An object already in the store is used only if its bytes are these
+        (compared in full; its name proves nothing). Paths whose owner or mode differ from the
+        object's are linked among themselves, as without a store, and counted as kept out.
+        """
         assert self.store is not None
-        obj = self.store.object_path(group.digest)
-        same_dev = keeper.st.st_dev == self.store.device
-        if self.kind in ("hardlink", "reflink") and not same_dev:
-            self.skip(group, f"the store is on another device than these files: use --link symlink to store them ({self.kind} cannot cross devices)", [m.ref.rel for m in members])
+        if self.kind in ("hardlink", "reflink"):
+            device = self.store.device
+            away = [m.ref.rel for ms in parts for m in ms if m.st.st_dev != device]
+            if away:
+                self.skip(group, f"the store is on another device than these files: use --link symlink to store them ({self.kind} cannot cross devices)", away)
+            parts = [ms for ms in parts if ms[0].st.st_dev == device]
+        if not parts:
             return []
+        obj = self.store.object_path(group.digest)
+        every = [m.ref.rel for ms in parts for m in ms]
         try:
             ost: os.stat_result | None = os.lstat(obj)
         except FileNotFoundError:
             ost = None
-        ls = LinkSet(self._new_set(), group, self.kind, keeper, [], members=members, obj=obj)
         if ost is not None:
             if not stat.S_ISREG(ost.st_mode) or ost.st_size != group.size:
-                self.skip(group, "the store holds a different file under this digest", [m.ref.rel for m in members])
+                self.skip(group, "the store holds a different file under this digest (see `mdbatch store verify`); nothing linked", every)
                 return []
+            # Every member has the bytes of parts[0][0] (checked in _recheck): one comparison suffices.
+            if not self._verify_object(group, obj, ost, parts[0][0], every):
+                return []
+            shows = self._shows(ost)
+        elif group.digest in self._storing:
+            self.skip(group, "another group of this run stores other bytes under this digest (hash collision?); nothing linked", every)
+            return []
+        else:  # the object takes the owner and mode of the largest set (of equal ones, the most readable)
+            shows = self._shows(max(parts, key=lambda ms: (len(ms), bin(stat.S_IMODE(ms[0].st.st_mode) & 0o444).count("1")))[0].st)
+        shared = [m for ms in parts if self.kind == "reflink" or self._shows(ms[0].st) == shows for m in ms]
+        apart = [ms for ms in parts if not (self.kind == "reflink" or self._shows(ms[0].st) == shows)]
+        sets = self._plan_store_set(group, shared, obj, ost) if shared else []
+        if apart:
+            self.kept_out_paths += sum(len(ms) for ms in apart)
+            self.kept_out_groups += 1
+            for ms in apart:
+                if len(ms) >= 2:
+                    sets.extend(self._plan_set(group, ms))
+        return sets
+
+    def _plan_store_set(self, group: DuplicateGroup, members: list[Member], obj: str, ost: os.stat_result | None) -> list[LinkSet]:
+        """The link set of the paths that will share the store object `obj` (`ost`: its lstat if it exists)."""
+        assert self.store is not None
+        device = self.store.device
+        per_inode = Counter(m.st.st_ino for m in members)
+        # Keep a copy on the store's device (it can become the object), then the inode with most names here.
+        best = max(range(len(members)), key=lambda k: (members[k].st.st_dev == device, per_inode[members[k].st.st_ino], members[k].st.st_nlink, -k))
+        keeper = members[best]
+        ls = LinkSet(self._new_set(), group, self.kind, keeper, [], members=members, obj=obj)
+        if ost is not None:
             ls.target_ino, ls.target_dev, ls.target_mtime_ns = ost.st_ino, ost.st_dev, ost.st_mtime_ns
-            # Every member has the bytes of members[0] (checked in _recheck): one comparison suffices.
-            if not self._verify_object(group, obj, members[0]):
-                return []
         else:
+            same_dev = keeper.st.st_dev == device
             ls.put = "link" if self.kind in ("hardlink", "symlink") and same_dev else "reflink" if self.kind == "reflink" else "copy"
             if ls.put == "link":
                 ls.target_ino, ls.target_dev, ls.target_mtime_ns = keeper.st.st_ino, keeper.st.st_dev, keeper.st.st_mtime_ns
+            self._storing.add(group.digest)
         if self.kind == "hardlink":
             ls.actions = [m for m in members if m.st.st_ino != ls.target_ino]
         else:
@@ -225,6 +277,15 @@ class LinkPlanner:
             return []
         return [ls]
 
+    def note_kept_out(self) -> None:
+        """Say once, at the end of a run, how many paths stayed out of the store and why."""
+        if self.kept_out_paths:
+            paths, groups = _count(self.kept_out_paths, "path"), _count(self.kept_out_groups, "group")
+            self.result.kept_out_of_store = self.kept_out_paths
+            self.result.messages.append(
+                f"{paths} of {groups} kept out of the store: their owner or mode differs from the "
+                "store object's (a linked path would show the object's); linked among themselves where they can be")
+
     def _plan_chmod(self, ls: LinkSet, rel: str, st: os.stat_result, absolute: bool) -> None:
         if self.options.writable or self.kind == "reflink":
             return
@@ -236,17 +297,23 @@ class LinkPlanner:
         self._sets += 1
         return self._sets
 
-    def _verify_object(self, group: DuplicateGroup, obj: str, member: Member) -> bool:
-        """Compare an existing store object's bytes with one member's (every member has those bytes)."""
+    def _verify_object(self, group: DuplicateGroup, obj: str, ost: os.stat_result, member: Member, paths: list[str]) -> bool:
+        """Compare the bytes of the existing store object `obj` (lstat'ed as `ost`) with one member's
+        (every member has those bytes); otherwise skip the group's `paths`."""
         try:
-            ref_fd = os.open(obj, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            ref_fd = os.open(obj, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
-            self.skip(group, f"store object unreadable: {exc.strerror or exc}", [m.ref.rel for m in [member]])
+            self.skip(group, f"store object unreadable: {exc.strerror or exc}; nothing linked", paths)
             return False
         try:
+            now = os.fstat(ref_fd)
+            if (now.st_ino, now.st_dev, now.st_size) != (ost.st_ino, ost.st_dev, ost.st_size) or not stat.S_ISREG(now.st_mode):
+                self.skip(group, "the store object changed while it was checked; nothing linked", paths)
+                return False
             ref_bytes = read_all(ref_fd, group.size) if group.size <= _SMALL else None
             if not self._same(member, ref_fd, ref_bytes, group.size):
-                self.skip(group, "content differs from the store object under this digest (hash collision?); nothing linked", [member.ref.rel])
+                self.skip(group, "content differs from the store object under this digest (corrupt object or hash collision; "
+                          "see `mdbatch store verify`); nothing linked", paths)
                 return False
         finally:
             os.close(ref_fd)
@@ -290,3 +357,7 @@ class LinkPlanner:
         freed = Counter(m.st.st_ino for m in ls.actions)
         nlinks = {m.st.st_ino: m.st.st_nlink for m in ls.actions}
         self.result.bytes_reclaimed += sum(ls.group.size for ino, n in freed.items() if n >= nlinks[ino])
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -196,6 +196,8 @@ class ApplyResult:
     link_sets: int = 0
     ineligible_paths: int = 0
     objects_created: int = 0
+    #: Paths of store groups that could not share the object (another owner or mode than the object's).
+    kept_out_of_store: int = 0
     skipped: list[dict[str, Any]] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
@@ -215,6 +217,7 @@ class ApplyResult:
             "journal": self.journal, "links": self.links, "bytes_reclaimed": self.bytes_reclaimed,
             "groups": self.groups, "groups_linked": self.groups_linked, "link_sets": self.link_sets,
             "ineligible_paths": self.ineligible_paths, "objects_created": self.objects_created,
+            "kept_out_of_store": self.kept_out_of_store,
             "skipped_groups": len(self.skipped), "skipped": self.skipped,
             "changed_since_scan": [display(p) for p in self.changed], "messages": self.messages,
             "elapsed_s": round(self.elapsed_s, 3), "links_per_s": self.links_per_s, "threads": self.threads,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 from collections import defaultdict
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from mdbatch.cli import main
 from mdbatch.dedupe.journal import pending_journals
 
-from ..conftest import need_service
+from ..conftest import IS_ROOT, need_service
 from .conftest import snapshot
 
 TOP = b"[ system ]\nbilayer\n" * 40
@@ -96,6 +97,36 @@ def test_store_subcommands(tree, tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["store", "stats", str(tmp_path)]) == 2  # not a store
 
 
+def test_store_of_a_faulty_campaign_links_every_linkable_path(make_campaign, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 13 item 7 as reported: `--faults` makes one nvt.mdp mode 000; root reads it, so its group
+    splits by mode, and the second link set used to fail on the object the first had just stored."""
+    from mdbatch.dedupe import dedupe
+    from mdbatch.dedupe.store import Store
+
+    camp = make_campaign(30, faults=True, seed=13)
+    (fault,) = [f for f in camp.expected_findings if f["kind"] == "unreadable"]
+    unreadable = f"{fault['simulation']}/{fault['item']}"
+    store, out = tmp_path / "cas", tmp_path / "summary.json"
+    before = snapshot(camp.dest) if IS_ROOT else None
+    assert main(["dedupe", str(camp.dest), "--store", str(store), "--status", "all", "--local", "--quiet", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["apply"]["skipped"] == [] and doc["apply"]["links"] > 0
+    objects = Store.open(str(store))
+    report = dedupe(camp.dest, mode="local", progress=False)
+    assert report.groups
+    apart = sorted(p for g in report.groups for p in g.paths
+                   if os.lstat(camp.dest / p).st_ino != os.lstat(objects.object_path(g.digest)).st_ino)
+    if IS_ROOT:  # root reads the mode-000 copy: a group member that cannot share the object's mode
+        assert apart == [unreadable] and doc["apply"]["kept_out_of_store"] == 1
+        assert snapshot(camp.dest) == before
+    else:  # elsewhere it cannot be read: reported, never grouped
+        assert apart == [] and doc["apply"]["kept_out_of_store"] == 0
+        assert unreadable in [u["path"] for u in doc["unreadable"]]
+    assert stat.S_IMODE(os.lstat(camp.dest / unreadable).st_mode) == 0
+    assert main(["dedupe", str(camp.dest), "--store", str(store), "--status", "all", "--local", "--quiet", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["apply"]["links"] == 0
+
+
 def test_db_records_the_run_and_reuses_audit_digests(make_campaign, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from mdbatch.audit import audit
     from mdbatch.catalog import open_catalog
@@ -136,3 +167,5 @@ def test_groups_equal_rmlint(make_campaign, tmp_path: Path) -> None:  # type: ig
             by_digest[rec["checksum"]].append(os.fsencode(rel).decode("utf-8", "backslashreplace"))
     theirs = sorted(sorted(v) for v in by_digest.values())
     assert ours == theirs and len(ours) > 10
+    near = json.loads(camp.manifest_path.read_bytes())["near_duplicates"]  # same size, head and tail
+    assert sorted(f"{e['simulation']}/{e['name']}" for e in near if e["variant"] == 0) in ours

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mdbatch.dedupe import dedupe
+from mdbatch.dedupe.journal import pending_journals
 from mdbatch.dedupe.store import Store
 from mdbatch.errors import UsageError
 from mdbatch.hashing import xxh3_128_hex
@@ -58,16 +59,114 @@ def test_objects_are_shared_across_campaigns(tree, tmp_path: Path) -> None:  # t
     assert Store.open(str(store_dir)).stats()["dedup_ratio"] == 4.0
 
 
-def test_an_object_with_other_bytes_under_the_digest_is_never_used(tree, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def ino(path: Path) -> int:
+    return os.lstat(path).st_ino
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+#: What can sit under an object's name without holding its bytes, and the reason a run gives.
+BAD_OBJECTS = {
+    "other_bytes": "content differs",  # same size, other bytes: bit rot, or what a hash collision looks like
+    "other_size": "different file under this digest",
+    "symlink_to_a_good_copy": "different file under this digest",  # a name is never trusted, nor followed
+    "directory": "different file under this digest",
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_OBJECTS))
+def test_an_object_that_is_not_these_bytes_is_never_linked(tree, tmp_path: Path, bad: str) -> None:  # type: ignore[no-untyped-def]
     root = tree({"a": {"t.top": TOP}, "b": {"t.top": TOP}})
     store = Store.open(str(tmp_path / "store"), create=True)
     fake = Path(store.ensure_shard(xxh3_128_hex(TOP)))
-    fake.write_bytes(b"X" * len(TOP))  # same size, other bytes: what a hash collision would look like
-    before = snapshot(root)
+    good = tmp_path / "good-copy"
+    good.write_bytes(TOP)
+    if bad == "other_bytes":
+        fake.write_bytes(TOP[:100] + b"#" + TOP[101:])
+    elif bad == "other_size":
+        fake.write_bytes(TOP + b"\n")
+    elif bad == "symlink_to_a_good_copy":
+        fake.symlink_to(good)
+    else:
+        fake.mkdir()
+    before, store_before = snapshot(root), snapshot(tmp_path / "store" / "objects")
     result = dedupe(root, store=tmp_path / "store", mode="local", progress=False)
     assert snapshot(root) == before and result.exit_code == 1
-    assert result.applied is not None and result.applied.links == 0
-    assert "content differs" in result.applied.skipped[0]["reason"]
+    assert result.applied is not None and result.applied.links == 0 and result.applied.objects_created == 0
+    (skip,) = result.applied.skipped
+    assert BAD_OBJECTS[bad] in skip["reason"]
+    assert len({ino(root / "a" / "t.top"), ino(root / "b" / "t.top"), os.lstat(fake).st_ino}) == 3
+    assert snapshot(tmp_path / "store" / "objects") == store_before  # reported, left for `store verify`; never replaced blindly
+    assert Store.open(str(tmp_path / "store")).refs() == {}
+
+
+def test_a_group_split_by_mode_shares_one_object_and_exits_0(tree, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 13 item 7: a group whose paths differ in mode is split into link sets; only one of them
+    may create the object, the others must not fail on it ("File exists")."""
+    root = tree({f"s{i}": {"t.top": TOP} for i in range(6)})
+    for name, m in (("s3", 0o400), ("s4", 0o400), ("s5", 0o440)):
+        os.chmod(root / name / "t.top", m)
+    before = snapshot(root)
+    store_dir = tmp_path / "store"
+    result = dedupe(root, store=store_dir, mode="local", progress=False)
+    applied = result.applied
+    assert applied is not None and applied.skipped == [] and result.exit_code == 0
+    assert snapshot(root) == before
+    obj = Path(Store.open(str(store_dir)).object_path(xxh3_128_hex(TOP)))
+    paths = [root / f"s{i}" / "t.top" for i in range(6)]
+    # The largest link set holds the object; a mode the object does not have keeps its own inode
+    # (linked within its set), since a linked path would show the object's mode.
+    assert {ino(p) for p in paths[:3]} == {ino(obj)}
+    assert ino(paths[3]) == ino(paths[4]) != ino(obj) and ino(paths[5]) not in {ino(obj), ino(paths[3])}
+    assert [mode(p) for p in paths] == [0o444, 0o444, 0o444, 0o400, 0o400, 0o440]
+    assert (applied.objects_created, applied.links, applied.kept_out_of_store) == (1, 3, 3)
+    assert any("3 paths of 1 group" in m and "kept out of the store" in m for m in applied.messages)
+    refs = Store.open(str(store_dir)).refs()
+    assert sorted(r.path for r in refs[xxh3_128_hex(TOP)]) == [str(p) for p in paths[:3]]
+    again = dedupe(root, store=store_dir, mode="local", progress=False)
+    assert again.exit_code == 0 and again.applied is not None
+    assert (again.applied.links, again.applied.objects_created, again.applied.skipped) == (0, 0, [])
+    assert snapshot(root) == before
+
+
+def test_an_existing_object_is_reused_only_by_paths_with_its_owner_and_mode(tree, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    store_dir = tmp_path / "store"
+    first = tree({"a": {"t.top": TOP}, "b": {"t.top": TOP}})
+    dedupe(first, store=store_dir, mode="local", progress=False)
+    obj = Path(Store.open(str(store_dir)).object_path(xxh3_128_hex(TOP)))
+    second = tree({"c": {"t.top": TOP}, "d": {"t.top": TOP}, "e": {"t.top": TOP}})
+    os.chmod(second / "d" / "t.top", 0o600)
+    os.chmod(second / "e" / "t.top", 0o600)
+    before = snapshot(second)
+    result = dedupe(second, store=store_dir, mode="local", progress=False)
+    assert result.exit_code == 0 and result.applied is not None and result.applied.skipped == []
+    assert (result.applied.objects_created, result.applied.links, result.applied.kept_out_of_store) == (0, 2, 2)
+    assert ino(second / "c" / "t.top") == ino(obj) and mode(obj) == 0o444
+    assert ino(second / "d" / "t.top") == ino(second / "e" / "t.top") != ino(obj)
+    assert mode(second / "d" / "t.top") == 0o400  # linked within its set, made read-only as without a store
+    assert snapshot(second) == before
+
+
+def test_an_object_that_appears_after_planning_is_never_trusted(tree, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root = tree({"a": {"t.top": TOP}, "b": {"t.top": TOP}})
+    store_dir = tmp_path / "store"
+    before = snapshot(root)
+
+    def hook(step: str) -> None:  # journaled, not yet carried out: someone else stores other bytes
+        if step == "synced":
+            fake = Path(Store.open(str(store_dir)).ensure_shard(xxh3_128_hex(TOP)))
+            if not fake.exists():
+                fake.write_bytes(b"X" * len(TOP))
+
+    result = dedupe(root, store=store_dir, mode="local", progress=False, hook=hook)
+    assert snapshot(root) == before and result.exit_code == 1
+    assert result.applied is not None and result.applied.links == 0 and result.applied.objects_created == 0
+    (skip,) = result.applied.skipped
+    assert "appeared" in skip["reason"]
+    assert len({ino(root / "a" / "t.top"), ino(root / "b" / "t.top")}) == 2
+    assert not pending_journals(str(root))
 
 
 def test_verify_finds_a_corrupted_object(tree, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
