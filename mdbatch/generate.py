@@ -73,6 +73,15 @@ _HOSTILE: dict[str, tuple[bytes, bytes]] = {
 HOSTILE_KINDS: tuple[str, ...] = tuple(_HOSTILE)
 #: Directory name of the extra simulation added by `hostile=True`.
 SPACED_SIM_DIR = "copy of run 1"
+#: Near-duplicate checkpoints added by `hostile=True`: one file per variant, each in its own clean
+#: simulation where there are enough. Variants 0 are identical; variant 1 has the same size, head
+#: and tail and differs only mid-file, so a duplicate finder that trusts size + head + tail
+#: (mdbatch's samples 64 KiB at each end) groups it with them, and one that reads it whole does not.
+NEAR_DUPLICATE_NAME = "state.cpt"
+NEAR_DUPLICATE_SIZE = 256 * 1024
+NEAR_DUPLICATE_VARIANTS: tuple[int, ...] = (0, 1, 0)
+#: (offset, length) of the bytes in which the variants differ: the middle of the file.
+NEAR_DUPLICATE_SPAN = (NEAR_DUPLICATE_SIZE // 2 - 8, 16)
 
 _EPOCH = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 _PARQUET_VARIANTS = 12
@@ -275,6 +284,29 @@ def _artifact_pdb(simulation_type: str, variant: int) -> bytes:
     body = _pdb_body(simulation_type, PARAMETRIZATIONS[variant % len(PARAMETRIZATIONS)])
     atoms = body.splitlines(keepends=True)[variant * 40 : variant * 40 + 40]
     return f"REMARK   1 snapshot variant {variant}\n".encode() + b"".join(atoms) + b"END\n"
+
+
+def near_duplicate_bytes(seed: int, variant: int) -> bytes:
+    """A checkpoint-like file: the same bytes for every variant of one campaign seed except the
+    NEAR_DUPLICATE_SPAN in the middle, which depends on `variant`."""
+    data = bytearray(random.Random(f"mdbatch-near-duplicate:{seed}").randbytes(NEAR_DUPLICATE_SIZE))
+    data[:8] = b"GMXCPT\x00\x01"
+    offset, length = NEAR_DUPLICATE_SPAN
+    data[offset : offset + length] = hashlib.sha256(f"state:{seed}:{variant}".encode()).digest()[:length]
+    return bytes(data)
+
+
+def _add_near_duplicates(root: Path, rel_dirs: list[str], clean: list[int], seed: int, rng: random.Random) -> list[dict[str, Any]]:
+    """Write the near-duplicate checkpoints into clean simulations; returns their manifest entries."""
+    chosen = rng.sample(clean, min(len(NEAR_DUPLICATE_VARIANTS), len(clean)))
+    entries: list[dict[str, Any]] = []
+    for position, variant in enumerate(NEAR_DUPLICATE_VARIANTS):
+        index = chosen[position % len(chosen)]
+        # A simulation that gets a second one (tiny campaigns) names it apart.
+        name = NEAR_DUPLICATE_NAME if position < len(chosen) else f"state{position}.cpt"
+        _write_new(os.path.join(root / rel_dirs[index], name), near_duplicate_bytes(seed, variant))
+        entries.append({"simulation": rel_dirs[index], "name": name, "variant": variant})
+    return entries
 
 
 def _png_like(rng: random.Random) -> bytes:
@@ -560,8 +592,9 @@ def generate_campaign(
     """Write a synthetic campaign of `sims` simulations under `dest` (missing or empty) and its manifest.
 
     Statuses are ~70% completed, 10% each production/equilibrated/build. `faults` damages one
-    completed simulation per entry of `FAULT_PLAN`; `hostile` adds awkward but clean entries and one
-    extra simulation in a directory named with spaces. `profile="bytes"` makes each prod.xtc
+    completed simulation per entry of `FAULT_PLAN`; `hostile` adds awkward but clean entries, one
+    extra simulation in a directory named with spaces, and near-duplicate checkpoints (same size,
+    head and tail; see NEAR_DUPLICATE_NAME). `profile="bytes"` makes each prod.xtc
     `traj_mb` MB (default 10). Same arguments, same bytes.
     """
     if isinstance(sims, bool) or not isinstance(sims, int) or sims < 0:
@@ -604,6 +637,7 @@ def generate_campaign(
             expected.append({"simulation": rel_dirs[index], **inject_fault(root / rel_dirs[index], kind, variant)})
             touched.add(index)
     hostile_entries: list[dict[str, str]] = []
+    near_duplicates: list[dict[str, Any]] = []
     if hostile:
         clean = [index for index in range(len(specs)) if index not in touched]
         chosen = hostile_rng.sample(clean, min(len(HOSTILE_KINDS), len(clean)))
@@ -612,6 +646,8 @@ def generate_campaign(
             name = add_hostile_entry(root / rel_dirs[index], kind)
             hostile_entries.append({"simulation": rel_dirs[index], "kind": kind, "name": name})
             touched.add(index)
+        near_duplicates = _add_near_duplicates(root, rel_dirs, clean, seed, hostile_rng)
+        touched.update(rel_dirs.index(entry["simulation"]) for entry in near_duplicates)
     for index in touched:
         tallies[index] = _tally(root / rel_dirs[index])
     expected.sort(key=lambda finding: (finding["simulation"], finding["kind"], finding["item"]))
@@ -631,6 +667,7 @@ def generate_campaign(
         ],
         "expected_findings": expected,
         "hostile_entries": hostile_entries,
+        "near_duplicates": near_duplicates,
     }
     manifest_path = root / MANIFEST_NAME
     atomic_write_bytes(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode(), mode=0o644)

@@ -19,10 +19,14 @@ import pytest
 
 from mdbatch import findings as fk
 from mdbatch.errors import UsageError
+from mdbatch.dedupe.digests import HEAD_TAIL, WHOLE_LIMIT
 from mdbatch.generate import (
     FAULT_PLAN,
     HOSTILE_KINDS,
     MANIFEST_NAME,
+    NEAR_DUPLICATE_NAME,
+    NEAR_DUPLICATE_SIZE,
+    NEAR_DUPLICATE_SPAN,
     SPACED_SIM_DIR,
     GenerateResult,
     SimulationSpec,
@@ -174,7 +178,7 @@ def test_nested_layout_and_spaced_directory(campaign: GenerateResult) -> None:
     assert not (campaign.dest / MANIFEST_NAME).is_dir()
 
 
-def test_totals_count_regular_files_under_simulations(campaign: GenerateResult) -> None:
+def test_totals_count_regular_files_under_simulations(campaign: GenerateResult, manifest: dict[str, Any]) -> None:
     files = size = 0
     for rel in campaign.simulations:
         for entry in snapshot(campaign.dest / rel):
@@ -182,6 +186,9 @@ def test_totals_count_regular_files_under_simulations(campaign: GenerateResult) 
                 files += 1
                 size += entry[3]
     assert (campaign.files, campaign.bytes) == (files, size)
+    # Pinned: 3,236 files and 19,674,270 bytes, plus the three near-duplicate checkpoints.
+    assert (files, size) == (3_236 + 3, 19_674_270 + 3 * NEAR_DUPLICATE_SIZE)
+    assert (manifest["files"], manifest["bytes"]) == (files, size)
     assert 14 <= files / len(campaign.simulations) <= 18
     assert 80_000 <= size / len(campaign.simulations) <= 140_000
 
@@ -366,9 +373,38 @@ def test_hostile_entries_exist_in_clean_simulations(campaign: GenerateResult, ma
         "simulations"][-1]["hash"]
 
 
+def test_near_duplicates_differ_only_where_head_and_tail_sampling_cannot_see(campaign: GenerateResult, manifest: dict[str, Any],
+                                                                            clean_dirs: list[str]) -> None:
+    entries = manifest["near_duplicates"]
+    assert [(e["name"], e["variant"]) for e in entries] == [(NEAR_DUPLICATE_NAME, 0), (NEAR_DUPLICATE_NAME, 1), (NEAR_DUPLICATE_NAME, 0)]
+    sims = [e["simulation"] for e in entries]
+    assert len(set(sims)) == 3 and set(sims) <= set(clean_dirs)
+    assert not set(sims) & {e["simulation"] for e in manifest["hostile_entries"]}
+    first, near, twin = ((campaign.dest / e["simulation"] / e["name"]).read_bytes() for e in entries)
+    assert len(first) == len(near) == NEAR_DUPLICATE_SIZE > WHOLE_LIMIT  # sampled at head and tail, not read whole
+    assert first == twin and first != near
+    assert first[:HEAD_TAIL] == near[:HEAD_TAIL] and first[-HEAD_TAIL:] == near[-HEAD_TAIL:]
+    differ = [k for k in range(len(first)) if first[k] != near[k]]
+    offset, length = NEAR_DUPLICATE_SPAN
+    assert differ and offset <= differ[0] and differ[-1] < offset + length
+    assert HEAD_TAIL <= offset and offset + length <= NEAR_DUPLICATE_SIZE - HEAD_TAIL
+    # Exactly these three files were added, and the totals count them.
+    found = sorted(str(p.relative_to(campaign.dest)) for p in campaign.dest.rglob("*.cpt"))
+    assert found == sorted(f"{sim}/{NEAR_DUPLICATE_NAME}" for sim in sims)
+
+
 def test_hostile_only_campaign_records_no_findings(tmp_path: Path) -> None:
     result = generate_campaign(tmp_path / "camp", 3, seed=1, hostile=True)
     assert result.expected_findings == [] and len(result.simulations) == 4
+    manifest = json.loads(result.manifest_path.read_bytes())
+    assert [e["variant"] for e in manifest["near_duplicates"]] == [0, 1, 0]
+    plain = generate_campaign(tmp_path / "plain", 3, seed=1)
+    extra = result.dest / SPACED_SIM_DIR
+    extra_files = sum(1 for e in snapshot(extra) if e[0] == "file")
+    # The extra simulation (18 files of its own), two hostile regular files and three checkpoints.
+    assert (plain.files, extra_files, result.files) == (44, 18 + 1 + 1, 44 + 18 + 2 + 3)
+    assert (plain.bytes, result.bytes) == (249_777, 1_158_933)
+    assert json.loads(result.manifest_path.read_bytes())["files"] == result.files
 
 
 # --- single simulations and helpers ---------------------------------------------------------------

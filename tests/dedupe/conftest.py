@@ -12,6 +12,8 @@ import pytest
 
 from mdbatch.dedupe.journal import JOURNAL_DIRNAME
 
+from ..conftest import need_service
+
 #: Top-level files that give a simulation each status (MDFactory's rule).
 STATUS_FILES = {
     "completed": ("min.gro", "nvt.gro", "npt.gro", "prod.gro"),
@@ -109,13 +111,12 @@ def _mount(args: list[str]) -> bool:
 @pytest.fixture
 def mount_tmpfs():  # type: ignore[no-untyped-def]
     """Factory: mount a small tmpfs (another device) on an existing empty directory; skipped where
-    mounting is not allowed. Everything mounted is unmounted at teardown."""
+    mounting is not allowed (a failure under CI=true). Everything mounted is unmounted at teardown."""
     mounted: list[Path] = []
 
     def mount(where: Path) -> Path:
         where.mkdir(parents=True, exist_ok=True)
-        if not _mount(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(where)]):
-            pytest.skip("cannot mount a tmpfs here (needs root)")
+        need_service(_mount(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(where)]), "cannot mount a tmpfs here (needs root)")
         mounted.append(where)
         return where
 
@@ -134,17 +135,17 @@ def other_device(tmp_path: Path, mount_tmpfs):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def reflink_fs(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A directory on an XFS loop filesystem with reflink=1; skipped without root or mkfs.xfs."""
+    """A directory on an XFS loop filesystem with reflink=1; skipped without root or mkfs.xfs (a
+    failure under CI=true)."""
     import shutil
 
-    if shutil.which("mkfs.xfs") is None:
-        pytest.skip("mkfs.xfs not installed (apt-get install xfsprogs) for the reflink tests")
+    need_service(shutil.which("mkfs.xfs") is not None, "mkfs.xfs not installed (apt-get install xfsprogs) for the reflink tests")
     image, mnt = tmp_path / "xfs.img", tmp_path / "xfs"
     mnt.mkdir()
     with open(image, "wb") as handle:
         handle.truncate(320 << 20)
-    if not _mount(["mkfs.xfs", "-q", "-m", "reflink=1", str(image)]) or not _mount(["mount", "-o", "loop", str(image), str(mnt)]):
-        pytest.skip("cannot make and mount an XFS loop filesystem here (needs root and loop devices)")
+    made = _mount(["mkfs.xfs", "-q", "-m", "reflink=1", str(image)]) and _mount(["mount", "-o", "loop", str(image), str(mnt)])
+    need_service(made, "cannot make and mount an XFS loop filesystem here (needs root and loop devices)")
     try:
         yield mnt
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -27,6 +28,12 @@ def test_groups_equal_brute_force_on_generated_campaign(make_campaign) -> None: 
     result = find_duplicates(root, sims)
     assert groups_of(result) == brute_force_groups(root, sims)
     assert result.groups, "generated campaigns share topology/.mdp bytes"
+    # --hostile's near-duplicate checkpoints: same size, head and tail; only a whole read tells
+    # variant 1 from the two variant-0 copies (a grouper trusting head+tail would merge all three).
+    near = json.loads(camp.manifest_path.read_bytes())["near_duplicates"]
+    twins, (odd,) = [[f"{e['simulation']}/{e['name']}" for e in near if e["variant"] == v] for v in (0, 1)]
+    assert sorted(twins, key=os.fsencode) in groups_of(result)
+    assert not any(odd in g.paths for g in result.groups)
     # Every generated simulation of one (type, parametrization) shares topology.top and the .mdp files.
     assert any(all(p.endswith("/topology.top") for p in g.paths) for g in result.groups)
     for g in result.groups:
