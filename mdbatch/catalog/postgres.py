@@ -19,9 +19,12 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import psycopg
 import pyarrow as pa
-from sqlalchemy import Engine, Table, create_engine
+from psycopg.copy import LibpqWriter
 from psycopg.errors import UniqueViolation
+from psycopg.pq import TransactionStatus
+from sqlalchemy import Engine, Table, create_engine
 from sqlalchemy.exc import DBAPIError
 
 from . import schema
@@ -34,6 +37,27 @@ DDL_LOCK_KEY = 0x6D646261
 _RETRY_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock not available
 _SEP = "\x1f"
 _PG_ARRAY = {"int64": "bigint", "timestamp[us, tz=UTC]": "timestamptz", "binary": "bytea"}
+#: Where a failed transaction can still be rolled back on its connection.
+_ROLLBACK_STATES = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
+
+
+class _CopyWriter(LibpqWriter):
+    """psycopg's COPY writer, except that a COPY that failed because the connection is gone ends quietly.
+
+    psycopg would try to end it on the dead connection and log `error ignored terminating
+    <psycopg.Copy [BAD]>` on stderr after mdbatch's one error line.
+    """
+
+    def finish(self, exc: BaseException | None = None) -> None:
+        if exc is None:
+            super().finish(exc)
+            return
+        if self.connection.closed or self.connection.broken:
+            return
+        try:
+            super().finish(exc)
+        except psycopg.OperationalError:
+            pass  # the connection went while the COPY was being ended: `exc` already says what failed
 
 
 class PostgresCatalog(SQLCatalog):
@@ -57,6 +81,18 @@ class PostgresCatalog(SQLCatalog):
 
     def _apply_ops(self, conn: Any, ops: Sequence[Op]) -> list[int]:
         raw = conn.connection.driver_connection
+        try:
+            return self._copy_and_merge(raw, ops)
+        except psycopg.Error as exc:
+            if raw.closed or raw.broken or raw.info.transaction_status not in _ROLLBACK_STATES:
+                # The server is gone, or libpq is stuck mid-COPY: there is nothing to roll back, and
+                # SQLAlchemy's ROLLBACK would fail again and log a traceback. Drop the connection.
+                conn.invalidate(exc)
+            # As SQLAlchemy's own errors: the retry policy and the one-line message apply.
+            raise DBAPIError.instance(None, None, exc, psycopg.Error, connection_invalidated=conn.invalidated) from exc
+
+    def _copy_and_merge(self, raw: Any, ops: Sequence[Op]) -> list[int]:
+        """Stage each operation's rows by COPY and merge them into their tables; rows affected per op."""
         prepared: list[tuple[Op, Table, pa.Table]] = []
         for op in ops:
             table = schema.table_for(op.table)
@@ -119,7 +155,7 @@ class PostgresCatalog(SQLCatalog):
         stage = f"mdbatch_stage_{index}"
         cols = ", ".join(self._q(c) for c in columns)
         cur.execute(f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {self._q(table.name)} WITH NO DATA")
-        with cur.copy(f"COPY {stage} ({cols}) FROM STDIN (FORMAT binary)") as copy:
+        with cur.copy(f"COPY {stage} ({cols}) FROM STDIN (FORMAT binary)", writer=_CopyWriter(cur)) as copy:
             for chunk in chunks:
                 copy.write(memoryview(chunk))
         cls = type(self)

@@ -136,8 +136,8 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 def render_push(s: dict[str, Any]) -> str:
     """The human summary of a push."""
-    lines = [f"{s['command']} ({s['mode']}) of {s['simulations']} simulations into {s['catalog']} in {s['elapsed_s']:.1f}s"]
     written = s["written"]
+    lines = [_push_headline(s)]
     lines.append("  wrote " + (", ".join(f"{n} rows to {t}" for t, n in written.items()) if any(written.values()) else "nothing new"))
     if any(s["skipped_existing"].values()):
         lines.append("  skipped (already in the catalog): " + ", ".join(f"{n} in {t}" for t, n in s["skipped_existing"].items() if n))
@@ -150,6 +150,22 @@ def render_push(s: dict[str, Any]) -> str:
     if s["scan_findings"]:
         lines.append(f"  {s['scan_findings']} integrity findings in these simulations: run `mdbatch audit` for the list")
     return "\n".join(lines)
+
+
+def _push_headline(s: dict[str, Any]) -> str:
+    """`push analysis --diff: 12 rows written, 40 already in the catalog, for 16 simulations into URL in 1.2s`."""
+    flag = {"diff": " --diff", "force": " --force"}.get(s["mode"], "")
+    written = sum(s["written"].values())
+    what = _plural(written, "row") + " written"
+    if s["mode"] == "diff":
+        what += f", {sum(s['skipped_existing'].values())} already in the catalog,"
+    elif s["mode"] == "force" and written:
+        what += " (existing keys overwritten)"
+    return f"{s['command']}{flag}: {what} for {_plural(s['simulations'], 'simulation')} into {s['catalog']} in {s['elapsed_s']:.1f}s"
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _cmd_pull(args: argparse.Namespace) -> int:

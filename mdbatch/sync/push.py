@@ -5,9 +5,9 @@ logical tables) -> the client drops keys the catalog already holds (`--diff`, on
 per batch) -> `serialize` on the workers (analysis frames as CSV) -> bulk transactions. Only the
 writes are central. Duplicate keys: by default the push first checks every key (spooling the
 records to a temp file) and writes nothing if any is present, naming the count and the flags;
-`--diff` skips present keys; `--force` overwrites them. Each transaction (a few batches coalesced,
-up to FLUSH_ROWS rows) is all or nothing, so a killed push leaves a consistent catalog that
-`--diff` completes.
+`--diff` skips present keys; `--force` overwrites them. Work is cut only on simulation boundaries,
+and each transaction (whole units coalesced, up to FLUSH_ROWS rows) is all or nothing, so a killed
+push leaves whole simulations, never halves, and `--diff` completes it.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ from .records import KINDS, PushUnit, collect, serialize, split_for_serializatio
 
 #: How a duplicate key is treated, per CLI mode: (default) error, --diff skip, --force replace.
 MODES = {"error": "error", "diff": "skip", "force": "replace"}
-#: A transaction is flushed at this many rows, bytes or seconds, whichever comes first.
+#: A transaction is flushed at this many rows (MDBATCH_PUSH_TRANSACTION_ROWS), bytes or seconds,
+#: whichever comes first; it always holds whole simulations, so it may pass the row count by one's rows.
 FLUSH_ROWS = 50_000
 FLUSH_BYTES = 64 << 20
 FLUSH_SECONDS = 5.0
@@ -49,6 +50,22 @@ FLUSH_SECONDS = 5.0
 LOOKUP_ROWS = 20_000
 #: Records the default mode keeps in memory while it checks keys; beyond this they go to a temp file.
 SPOOL_MEMORY_BYTES = 256 << 20
+#: Analysis frames one `serialize` task turns into CSV (MDBATCH_PUSH_TASK_FRAMES); whole simulations per task.
+TASK_FRAMES = 256
+
+
+def env_limit(name: str, default: int) -> int:
+    """A positive integer tuning knob from the environment (`name`), else `default`."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"${name} must be a positive integer, got {raw!r}")
+    return value
 
 
 class PushInterrupted(MdbatchError):
@@ -74,6 +91,7 @@ class PushResult:
     invalid_names: int = 0
     findings: int = 0
     transactions: int = 0
+    serialize_tasks: int = 0
     workers: int = 0
     batch_size: int = 0
     outcome: str = "running"
@@ -87,7 +105,7 @@ class PushResult:
             "catalog": self.catalog, "simulations": self.simulations, "written": dict(sorted(self.written.items())),
             "skipped_existing": dict(sorted(self.skipped.items())), "data_csv_over_cap": self.over_cap,
             "data_csv_unreadable": self.unreadable, "invalid_names": self.invalid_names, "scan_findings": self.findings,
-            "transactions": self.transactions, "workers": self.workers, "batch_size": self.batch_size,
+            "transactions": self.transactions, "serialize_tasks": self.serialize_tasks, "workers": self.workers, "batch_size": self.batch_size,
             "timings": {k: round(v, 3) for k, v in self.timings.items()}, "elapsed_s": round(self.elapsed_s, 3),
         }
 
@@ -95,13 +113,16 @@ class PushResult:
 class Writer:
     """The central writer: coalesces units into transactions and applies each as one `apply`.
 
-    In the default mode, a backend that takes concurrent transactions (`write_parallelism`,
-    PostgreSQL: 2) gets that many in flight, each on its own connection, so the server loads one
-    while the client prepares the next. Call `close` to wait for every transaction.
+    A unit holds whole simulations (see `split_for_serialization`) and is never cut: a transaction is
+    one or more whole units, so a failure between transactions leaves whole simulations. In the
+    default mode, a backend that takes concurrent transactions (`write_parallelism`, PostgreSQL: 2)
+    gets that many in flight, each on its own connection, so the server loads one while the client
+    prepares the next. Call `close` to wait for every transaction.
     """
 
-    def __init__(self, catalog: CatalogBackend, on_conflict: str, result: PushResult) -> None:
+    def __init__(self, catalog: CatalogBackend, on_conflict: str, result: PushResult, flush_rows: int | None = None) -> None:
         self.catalog = catalog
+        self.flush_rows = flush_rows or env_limit("MDBATCH_PUSH_TRANSACTION_ROWS", FLUSH_ROWS)
         self.on_conflict = on_conflict
         self.result = result
         self.pending: list[PushUnit] = []
@@ -120,7 +141,7 @@ class Writer:
             self.pending.append(unit)
             self.rows += unit.rows
             self.bytes += unit.nbytes
-        if self.rows >= FLUSH_ROWS or self.bytes >= FLUSH_BYTES or (self.pending and time.monotonic() - self.since >= FLUSH_SECONDS):
+        if self.rows >= self.flush_rows or self.bytes >= FLUSH_BYTES or (self.pending and time.monotonic() - self.since >= FLUSH_SECONDS):
             self.flush()
 
     def flush(self) -> None:
@@ -203,10 +224,14 @@ def grouped(units: Iterator[PushUnit], rows: int | None = None) -> Iterator[Push
 
 
 def drop_present(catalog: CatalogBackend, unit: PushUnit, skipped: Counter[str]) -> PushUnit:
-    """`unit` without the rows whose key the catalog already holds (`--diff`); overview rows follow their items."""
+    """`unit` without what the catalog already holds (`--diff`), each item checked on both sides.
+
+    An item row is kept when its key is missing (or, for an analysis, its data); an overview row
+    when it is missing or its item row is kept (the status follows the rows a push writes). So a
+    simulation left half-present (item rows without overview rows, or the reverse) is completed.
+    """
     tables: dict[str, pa.Table] = {}
     kept_items: list[pa.Array] = []
-    had_items: list[pa.Array] = []
     for name, rows in unit.tables.items():
         if name == schema.OVERVIEW_TABLE:
             continue
@@ -215,23 +240,17 @@ def drop_present(catalog: CatalogBackend, unit: PushUnit, skipped: Counter[str])
         skipped[name] += rows.num_rows - kept.num_rows
         kind = schema.item_kind(name)
         if kind is not None:
-            item = name.split("_", 1)[1]
-            had_items.append(_item_keys(rows["hash"], kind, item))
-            kept_items.append(_item_keys(kept["hash"], kind, item))
+            kept_items.append(_item_keys(kept["hash"], kind, name.split("_", 1)[1]))
         if kept.num_rows:
             tables[name] = kept
     overview = unit.tables.get(schema.OVERVIEW_TABLE)
     if overview is not None:
         ids = key_strings(overview, OVERVIEW_KEY)
-        # Items with a row of their own follow it; items without one (missing, invalid) are only added.
-        follow = pc.is_in(ids, value_set=_concat(kept_items))
-        standalone = overview.filter(pc.invert(pc.is_in(ids, value_set=_concat(had_items))))
-        present = catalog.existing_keys(schema.OVERVIEW_TABLE, standalone.select(OVERVIEW_KEY))
-        fresh = without_keys(standalone, OVERVIEW_KEY, present)
-        merged_rows = pa.concat_tables([overview.filter(follow), fresh])
-        skipped[schema.OVERVIEW_TABLE] += overview.num_rows - merged_rows.num_rows
-        if merged_rows.num_rows:
-            tables[schema.OVERVIEW_TABLE] = merged_rows
+        present = key_strings(catalog.existing_keys(schema.OVERVIEW_TABLE, overview.select(OVERVIEW_KEY)), OVERVIEW_KEY)
+        wanted = overview.filter(pc.or_(pc.is_in(ids, value_set=_concat(kept_items)), pc.invert(pc.is_in(ids, value_set=present))))
+        skipped[schema.OVERVIEW_TABLE] += overview.num_rows - wanted.num_rows
+        if wanted.num_rows:
+            tables[schema.OVERVIEW_TABLE] = wanted
     return PushUnit(unit.index, unit.simulations, tables, unit.findings, unit.invalid_names, unit.elapsed_s)
 
 
@@ -247,6 +266,15 @@ def _item_keys(hashes: pa.ChunkedArray, kind: str, item: str) -> pa.Array:
 def _concat(arrays: list[pa.Array]) -> pa.Array:
     chunks = [c for a in arrays for c in (a.chunks if isinstance(a, pa.ChunkedArray) else [a])]
     return pa.concat_arrays(chunks) if chunks else pa.array([], pa.string())
+
+
+def serialization_tasks(units: Iterator[PushUnit], cap: int, result: PushResult, max_frames: int | None = None) -> Iterator[list[PushUnit]]:
+    """Each unit cut on simulation boundaries into `serialize` tasks (one single-part list per task)."""
+    frames = max_frames or env_limit("MDBATCH_PUSH_TASK_FRAMES", TASK_FRAMES)
+    for unit in units:
+        parts = split_for_serialization(unit, cap, max_frames=frames)
+        result.serialize_tasks += len(parts)
+        yield from ([part] for part in parts)
 
 
 class DuplicateCheck:
@@ -385,6 +413,8 @@ def push(
             raise UsageError("--analysis-name/--artifact-name do not apply to push systems")
         schema.checked_name(name)
     cap = max_csv_bytes(max_csv)
+    task_frames = env_limit("MDBATCH_PUSH_TASK_FRAMES", TASK_FRAMES)
+    env_limit("MDBATCH_PUSH_TRANSACTION_ROWS", FLUSH_ROWS)  # a bad value is refused before anything is opened
     cluster = cluster or ClusterOptions()
     stats = DiscoveryStats()
     root, stream = discover(source, csv_root=csv_root, stats=stats)
@@ -425,8 +455,8 @@ def push(
             def serialized(units: Iterator[PushUnit]) -> Iterator[PushUnit]:
                 if kind != "analysis":
                     return units
-                parts = ([part] for unit in units for part in split_for_serialization(unit, cap))
-                return fan.stream(serialize, cast("Iterator[list[str]]", parts), cap, prefix="push-csv")  # groups of units
+                tasks = serialization_tasks(units, cap, result, task_frames)
+                return fan.stream(serialize, cast("Iterator[list[str]]", tasks), cap, prefix="push-csv")  # groups of units
 
             spool = write_units(catalog, scanned(), mode, result, serialized)
         bar.close()

@@ -36,7 +36,8 @@ _STRUCTURAL = re.compile(r'[",\r\n]')
 
 @dataclass(frozen=True, slots=True)
 class PushUnit:
-    """Rows for some catalog tables, written together in one transaction (a batch, or part of one)."""
+    """Rows for some catalog tables, written together in one transaction: every row of whole simulations
+    (a batch, several merged, or a part of one cut on simulation boundaries)."""
 
     index: int
     simulations: int
@@ -67,8 +68,6 @@ def wanted_tables(kind: str, tables: dict[str, pa.Table], name: str | None) -> d
     out = {k: v for k, v in tables.items() if schema.item_kind(k) == item and (name is None or k == schema.item_table_name(item, name))}
     overview = tables.get(schema.OVERVIEW_TABLE)
     if overview is not None:
-        import pyarrow.compute as pc
-
         mask = pc.equal(overview["item_type"], item)
         if name is not None:
             mask = pc.and_(mask, pc.equal(overview["item_name"], name))
@@ -94,31 +93,43 @@ def collect(paths: Sequence[str], root: str | None, kind: str, name: str | None 
 
 
 def split_for_serialization(unit: PushUnit, cap: int, budget: int = 64 << 20, max_frames: int = 256) -> list[PushUnit]:
-    """`unit` cut so that one `serialize` task holds at most ~`budget` bytes of CSV (estimated from parquet sizes).
+    """`unit` cut on simulation boundaries into `serialize` tasks of at most ~`budget` bytes of CSV
+    (estimated from parquet sizes) and `max_frames` frames each, unless one simulation alone holds more.
 
-    The overview and other rows travel with the first part.
+    Each part holds every row (overview, RUN_DATABASE, items) of its simulations and no other's, so
+    whatever transaction writes it never leaves half a simulation. Rows of simulations without
+    frames travel with the first part.
     """
-    frames = [(name, t) for name, t in unit.tables.items() if PARQUET_BYTES in t.column_names]
+    frames = [t for t in unit.tables.values() if PARQUET_BYTES in t.column_names]
     if not frames:
         return [unit]
-    parts: list[dict[str, list[int]]] = [{}]
-    used = count = 0
-    for name, table in frames:
-        for i, size in enumerate(table[PARQUET_BYTES].to_pylist()):
-            estimate = min(cap, max(4096, 4 * (size or 0)))
-            if count and (used + estimate > budget or count >= max_frames):
-                parts.append({})
-                used = count = 0
-            parts[-1].setdefault(name, []).append(i)
-            used += estimate
-            count += 1
-    others = {k: v for k, v in unit.tables.items() if PARQUET_BYTES not in v.column_names}
+    cost: dict[str, list[int]] = {}  # simulation hash -> [estimated CSV bytes, frames], in first-seen order
+    for table in frames:
+        for sim, size in zip(table["hash"].to_pylist(), table[PARQUET_BYTES].to_pylist(), strict=True):
+            entry = cost.setdefault(sim, [0, 0])
+            entry[0] += min(cap, max(4096, 4 * (size or 0)))
+            entry[1] += 1
+    part_of: dict[str, int] = {}
+    part = used = count = 0
+    for sim, (estimate, n) in cost.items():
+        if count and (used + estimate > budget or count + n > max_frames):
+            part, used, count = part + 1, 0, 0
+        part_of[sim] = part
+        used += estimate
+        count += n
+    if part == 0:
+        return [unit]
+    sims = pa.array(list(part_of), pa.string())
+    numbers = pa.array(list(part_of.values()), pa.int64())
+    placed = {name: pc.fill_null(pc.take(numbers, pc.index_in(t["hash"], value_set=sims)), 0) for name, t in unit.tables.items()}
     units = []
-    for n, picks in enumerate(parts):
-        tables = {name: unit.tables[name].take(pa.array(idx, pa.int64())) for name, idx in picks.items()}
-        if n == 0:
-            tables = {**others, **tables}
-        units.append(replace(unit, tables=tables, simulations=unit.simulations if n == 0 else 0))
+    for n in range(part + 1):
+        tables = {name: t.filter(pc.equal(placed[name], n)) for name, t in unit.tables.items()}
+        first = n == 0
+        units.append(replace(
+            unit, tables={k: v for k, v in tables.items() if v.num_rows}, simulations=unit.simulations if first else 0,
+            findings=unit.findings if first else 0, invalid_names=unit.invalid_names if first else 0,
+        ))
     return units
 
 

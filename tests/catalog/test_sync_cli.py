@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -15,7 +16,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from mdbatch.catalog import open_catalog
+from mdbatch.catalog import open_catalog, schema
+
+from .test_sync_push import halves, raw_identities, registered, snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +87,8 @@ def test_push_pull_clear_round_trip(tmp_path, make_campaign, scheduler, cli):
         proc = cli("push", what, str(result.dest), *base, "--json", str(tmp_path / f"{what}.json"))
         assert proc.returncode == 0 and proc.stdout == "", proc.stderr
     summary = json.loads((tmp_path / "analysis.json").read_text())
-    assert summary["simulations"] == 16 and summary["outcome"] == "completed" and summary["written"]["ANALYSIS_OVERVIEW"] > 0
+    assert summary["simulations"] == 16 and summary["outcome"] == "completed"
+    assert summary["written"]["ANALYSIS_OVERVIEW"] == sum(registered(result.dest)[0].values())
 
     dup = cli("push", "systems", str(result.dest), *base)
     one_line_error(dup, "16 records already exist", "--diff", "--force")
@@ -120,8 +124,24 @@ def test_push_pull_clear_round_trip(tmp_path, make_campaign, scheduler, cli):
     everything = cli("clear", "all", "--db", db, "--yes")
     assert everything.returncode == 0 and "deleted 16 rows from RUN_DATABASE" in everything.stdout
     assert count(db, "RUN_DATABASE") == count(db, "ANALYSIS_OVERVIEW") == 0
-    assert count(db, "MDBATCH_RUNS") > 0  # audit/run history is not sync data
+    assert count(db, "MDBATCH_RUNS") == 5  # run history is not sync data: 3 pushes, the refused duplicate, --diff
     assert "nothing to delete" in cli("clear", "systems", "--db", db, "--yes").stdout
+
+
+def test_push_headline_says_what_happened(tmp_path, make_campaign, scheduler, cli):
+    result = make_campaign(4, seed=44)
+    db = f"sqlite:///{tmp_path / 'cat.db'}"
+    tail = rf" for 4 simulations into {re.escape(db)} in \d+\.\ds"
+    lines = {}
+    for mode in ("", "--diff", "--force"):
+        proc = cli("push", "systems", str(result.dest), "--db", db, "--scheduler", scheduler, *([mode] if mode else []))
+        assert proc.returncode == 0, proc.stderr
+        lines[mode] = proc.stdout.splitlines()
+    assert re.fullmatch("push systems: 4 rows written" + tail, lines[""][0]), lines[""]
+    assert lines[""][1:] == ["  wrote 4 rows to RUN_DATABASE"]
+    assert re.fullmatch("push systems --diff: 0 rows written, 4 already in the catalog," + tail, lines["--diff"][0]), lines["--diff"]
+    assert lines["--diff"][1:] == ["  wrote nothing new", "  skipped (already in the catalog): 4 in RUN_DATABASE"]
+    assert re.fullmatch(r"push systems --force: 4 rows written \(existing keys overwritten\)" + tail, lines["--force"][0])
 
 
 def count_status(result, status: str) -> int:
@@ -242,37 +262,36 @@ def test_killed_push_leaves_a_consistent_catalog_that_diff_completes(tmp_path, m
     )
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL, err
+    clean_db = f"sqlite:///{tmp_path / 'clean.db'}"
+    assert run("push", "analysis", str(result.dest), "--db", clean_db, "--scheduler", scheduler, "--quiet", tmp=tmp_path).returncode == 0
+    clean = raw_identities(clean_db)
+    found = raw_identities(url)
+    # Two transactions committed before the kill: whole simulations, each with every row it has in a clean push.
+    assert 0 < len(found) < len(clean) and halves(found, clean) == {}
     with open_catalog(url) as cat:
-        data = {t: cat.count_rows(t) for t in cat.tables() if t.startswith("ANALYSIS_") and t != "ANALYSIS_OVERVIEW"}
-        overview = cat.count_rows("ANALYSIS_OVERVIEW")
         runs = cat.read_table("MDBATCH_RUNS")
-    assert sum(data.values()) > 0, "two transactions were committed before the kill"
-    assert overview == sum(data.values())  # each batch's data and overview rows came together, or not at all
     assert list(runs["status"]) == ["running"]  # the killed run never got to record an outcome
 
     done = run("push", "analysis", str(result.dest), "--db", url, "--diff", "--scheduler", scheduler, "--json", "-", "--quiet", tmp=tmp_path)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
-    assert sum(summary["skipped_existing"].values()) == 2 * sum(data.values())
-    clean = f"sqlite:///{tmp_path / 'clean.db'}"
-    assert run("push", "analysis", str(result.dest), "--db", clean, "--scheduler", scheduler, "--quiet", tmp=tmp_path).returncode == 0
-    with open_catalog(url) as cat, open_catalog(clean) as ref:
-        for table in ref.tables():
-            if table.startswith("ANALYSIS_"):
-                assert cat.count_rows(table) == ref.count_rows(table), table
+    assert sum(summary["skipped_existing"].values()) == len(found)
+    assert sum(summary["written"].values()) == len(clean) - len(found)
+    assert raw_identities(url) == clean and snapshot(url) == snapshot(clean_db)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_eight_pushers_at_once_lose_nothing(tmp_path, make_campaign, scheduler, backend, request):
-    from collections import Counter
-
     from .conftest import backend_url
 
     url = backend_url(backend, tmp_path, request)
     result = make_campaign(48, seed=43)
-    expected: Counter[str] = Counter()
-    for reg in result.dest.rglob(".analysis/metadata.json"):
-        expected.update(f"ANALYSIS_{name}" for name in json.loads(reg.read_text())["analyses"])
+    hashes = {s["dir"]: s["hash"] for s in json.loads(result.manifest_path.read_text())["simulations"]}
+    expected: set[tuple[object, ...]] = set()
+    for sim, sim_hash in hashes.items():
+        registry = result.dest / sim / ".analysis" / "metadata.json"
+        for name in json.loads(registry.read_text())["analyses"] if registry.exists() else ():
+            expected |= {(f"ANALYSIS_{name}", sim_hash, True), (schema.OVERVIEW_TABLE, sim_hash, "analysis", name, "ok")}
     lists = []
     for i in range(8):
         part = tmp_path / f"part{i}.yaml"
@@ -287,8 +306,7 @@ def test_eight_pushers_at_once_lose_nothing(tmp_path, make_campaign, scheduler, 
     ]
     outcomes = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
     assert all(code == 0 for code, _ in outcomes), outcomes
+    assert raw_identities(url) == expected  # every row of every simulation, each once, with its data
     with open_catalog(url) as cat:
-        got = {t: cat.count_rows(t) for t in cat.tables() if t.startswith("ANALYSIS_") and t != "ANALYSIS_OVERVIEW"}
-        assert got == dict(expected)
-        assert cat.count_rows("ANALYSIS_OVERVIEW") == sum(expected.values())
+        assert cat.count_rows("ANALYSIS_OVERVIEW") == len(expected) // 2
         assert (cat.read_table("MDBATCH_RUNS")["status"] == "completed").sum() == 8
