@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 from .catalog import CatalogBackend, open_catalog, redact, resolve_url, schema
+from .lifecycle import open_catalog_for_command
 from .errors import UsageError
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ class Catalog:
     def backend(self) -> CatalogBackend:
         """The open backend (opened, and an older schema migrated, on first use)."""
         if self._backend is None:
-            backend = open_catalog(self._url, must_exist=True)
+            backend = open_catalog_for_command(self._url, must_exist=True)
             try:
                 version = backend.schema_version()
                 if version is not None and version < schema.SCHEMA_VERSION:

@@ -21,17 +21,19 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from itertools import islice
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from .atomic import WriteError
 from .catalog import CatalogBackend, open_catalog, resolve_url, schema
 from .catalog.ops import Delete, batch_ops
 from .discover import DiscoveryStats, discover
 from .engine import ClusterOptions, Fanout, Progress, batches, plan
 from .errors import Interrupted, MdbatchError, RefusedError, UsageError
 from .findings import KINDS
-from .lifecycle import STOP, RunRecord
+from .lifecycle import STOP, RunRecord, reap_abandoned
 from .paths import relative_to_root
 from .records import BatchResult
 from .scan import ScanOptions
@@ -155,6 +157,8 @@ def audit(
     """
     if not 0.0 <= max_removed <= 1.0:
         raise UsageError(f"--max-removed takes a fraction between 0 and 1, got {max_removed}")
+    if findings_path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(findings_path))):
+        _open_findings(os.fspath(findings_path))  # raises the one-line error before anything is recorded
     installed = STOP.install()
     catalog = open_catalog(db)
     try:
@@ -262,6 +266,7 @@ class _AuditRun:
         """Record the run (new, or the resumed one) and set up its tracker."""
         with STOP.deferred():
             if resume:
+                reap_abandoned(self.catalog)  # a killed leg's run is resumable at once, not "still running"
                 run_id, before, self.done = _resume_state(self.catalog, resume, self.root)
                 self.scope = Scope.from_dict(before.get("scope")) or self.scope
                 self.info["scope"] = self.scope.to_dict()
@@ -281,7 +286,7 @@ class _AuditRun:
             head, exhausted = self._peek(stream)
             self._check_removals(head, exhausted)
             if self.findings_path:
-                self.sink = open(self.findings_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in _end/_complete
+                self.sink = _open_findings(self.findings_path)
             self._fan_out(self._paths(head, stream), len(head), exhausted)
             self._complete()
             status = "completed"
@@ -523,6 +528,14 @@ class _AuditRun:
             },
             "elapsed_s": round(time.monotonic() - self.started, 3),
         }
+
+
+def _open_findings(path: str) -> IO[str]:
+    """The findings file, opened for the run to stream into (a bad path is a one-line error)."""
+    try:
+        return open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by the run
+    except OSError as exc:
+        raise WriteError.of(Path(path), exc) from exc
 
 
 def _concat(head: list[str], stream: Iterator[str]) -> Iterator[str]:

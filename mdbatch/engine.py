@@ -184,7 +184,7 @@ class Fanout:
             # Forked workers start in ~0.3 s and inherit the imported scan stack; spawned ones pay
             # ~3 s re-importing distributed and pyarrow. MDBATCH_MP_METHOD=spawn restores Dask's default.
             method = os.environ.get("MDBATCH_MP_METHOD", "fork")
-            os.environ[CLIENT_PID_ENV] = str(os.getpid())  # workers die with this process (dask_setup)
+            _workers_die_with_client()
             with dask.config.set({"distributed.worker.multiprocessing-method": method}):
                 self.cluster = LocalCluster(
                     n_workers=n,
@@ -354,25 +354,50 @@ CLIENT_PID_ENV = "MDBATCH_CLIENT_PID"
 _PR_SET_PDEATHSIG = 1
 
 
-def dask_setup(worker: Any) -> None:
-    """Worker preload (local clusters): die with the client process, whatever kills it.
+_fork_parent = 0
+_fork_hooks = False
 
-    The kernel sends SIGKILL to this worker when the client thread that forked it ends
-    (PR_SET_PDEATHSIG); a client that died before this ran is caught by the parent check.
-    """
-    expected = os.environ.get(CLIENT_PID_ENV)
-    if not expected or not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
 
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        log.debug("mdbatch: cannot set the parent-death signal of worker %s", os.getpid())
-    if str(os.getppid()) != expected:  # the client is already gone
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this process when the thread that forked it ends (PR_SET_PDEATHSIG),
+    and exit at once if `parent` is already gone."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            log.debug("mdbatch: cannot set the parent-death signal of %s", os.getpid())
+    if os.getppid() != parent:
         os._exit(1)
+
+
+def _before_fork() -> None:
+    global _fork_parent
+    _fork_parent = os.getpid()
+
+
+def _after_fork_in_child() -> None:
+    _die_with_parent(_fork_parent)
+
+
+def _workers_die_with_client() -> None:
+    """Every process this client forks from now on (LocalCluster workers) dies with it, even by SIGKILL:
+    the first thing a forked child does is ask for its parent's death signal."""
+    global _fork_hooks
+    if not _fork_hooks and sys.platform.startswith("linux"):
+        os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+        _fork_hooks = True
+    os.environ[CLIENT_PID_ENV] = str(os.getpid())
+
+
+def dask_setup(worker: Any) -> None:
+    """Worker preload (local clusters): die with the client process. Forked workers already did (see
+    `_workers_die_with_client`); this covers spawned ones (MDBATCH_MP_METHOD=spawn)."""
+    expected = os.environ.get(CLIENT_PID_ENV, "")
+    if expected.isdigit():
+        _die_with_parent(int(expected))
 
 
 def _dashboard_options(wanted: bool, address: str) -> dict[str, Any]:

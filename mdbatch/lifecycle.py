@@ -161,7 +161,7 @@ class RunRecord:
         row = {
             "run_id": record.run_id, "command": command, "root": root, "arguments": _arguments_json(record.arguments),
             "host": record.host, "version": __version__, "catalog": catalog.display_url, "started_at": _now(),
-            "status": "running", "pid": record.pid, "heartbeat_at": _now(),
+            "status": "running", "pid": record.pid, "heartbeat_at": _now(), "job": batch_job(),
         }
         catalog.apply([Upsert(schema.RUNS.name, rows_table(schema.RUNS, [row]))])
         if exclusive:
@@ -174,7 +174,8 @@ class RunRecord:
         """Take over an unfinished run: `running` again, under this process, with a heartbeat."""
         reap_abandoned(catalog)
         record = cls(catalog, run_id, command, root, _url=url)
-        catalog.apply([record._row_update({"status": "running", "host": record.host, "pid": record.pid, "ended_at": None})])
+        values = {"status": "running", "host": record.host, "pid": record.pid, "ended_at": None, "heartbeat_at": _now(), "job": batch_job()}
+        catalog.apply([record._row_update(values)])
         record._refuse_if_concurrent()
         record._start_heartbeat()
         return record
@@ -260,6 +261,23 @@ def _arguments_json(arguments: Mapping[str, Any]) -> str:
     return json.dumps(clean, default=str)
 
 
+def batch_job() -> str | None:
+    """This process's Slurm job and leg (`slurm:<job id>:<restart count>`), None outside a job."""
+    job = os.environ.get("SLURM_JOB_ID")
+    return f"slurm:{job}:{os.environ.get('SLURM_RESTART_COUNT') or 0}" if job else None
+
+
+def _leg(job: str | None) -> tuple[str, int] | None:
+    parts = (job or "").split(":")
+    return (parts[1], int(parts[2])) if len(parts) == 3 and parts[0] == "slurm" and parts[2].isdigit() else None
+
+
+def _earlier_leg(recorded: str | None, current: str | None) -> bool:
+    """Whether `recorded` is an earlier leg of the job `current` is a leg of (a requeued job runs one leg at a time)."""
+    before, now = _leg(recorded), _leg(current)
+    return before is not None and now is not None and before[0] == now[0] and before[1] < now[1]
+
+
 def process_gone(pid: int | None) -> bool:
     """Whether process `pid` of this host is gone (a zombie counts as gone: it runs nothing)."""
     if not pid or pid <= 0:
@@ -284,6 +302,8 @@ def abandoned_reason(row: Mapping[str, Any], host: str, now: datetime) -> str | 
     silent = (now - beat).total_seconds() if isinstance(beat, datetime) else None
     if row.get("host") == host and process_gone(row.get("pid")):
         return f"its process {row.get('pid')} on {host} is gone"
+    if _earlier_leg(row.get("job"), batch_job()):
+        return f"it ran in an earlier leg of this batch job ({row.get('job')})"
     if silent is not None and silent > ABANDON_AFTER_S:
         return f"no heartbeat from {row.get('host')} for {silent:.0f}s (more than {ABANDON_AFTER_S:.0f}s)"
     return None
@@ -302,7 +322,7 @@ def reap_abandoned(catalog: CatalogBackend) -> list[str]:
     host = socket.gethostname()
     ops = []
     ids = []
-    columns = ["run_id", "host", "pid", "started_at", "heartbeat_at", "summary"]
+    columns = ["run_id", "host", "pid", "started_at", "heartbeat_at", "summary", "job"]
     for chunk in catalog.iter_rows(schema.RUNS.name, {"status": "running"}, columns):
         for row in chunk.to_pylist():
             reason = abandoned_reason(row, host, now)
@@ -321,6 +341,19 @@ def reap_abandoned(catalog: CatalogBackend) -> list[str]:
     return ids
 
 
+def open_catalog_for_command(url: str | None = None, *, must_exist: bool = False) -> CatalogBackend:
+    """The catalog a command works on, with runs whose process died marked abandoned first
+    (a catalog this process may not write to is read as it is)."""
+    from .catalog import open_catalog
+
+    catalog = open_catalog(url, must_exist=must_exist)
+    try:
+        reap_abandoned(catalog)
+    except MdbatchError as exc:
+        log.debug("mdbatch: cannot mark abandoned runs in %s: %s", catalog.display_url, exc)
+    return catalog
+
+
 def _json(text: Any) -> dict[str, Any]:
     if isinstance(text, str) and text:
         try:
@@ -331,5 +364,8 @@ def _json(text: Any) -> dict[str, Any]:
     return {}
 
 
-__all__ = ["ABANDON_AFTER_S", "HEARTBEAT_S", "STOP", "RunRecord", "Stop", "abandoned_reason", "new_run_id", "process_gone", "reap_abandoned"]
+__all__ = [
+    "ABANDON_AFTER_S", "HEARTBEAT_S", "STOP", "RunRecord", "Stop", "abandoned_reason", "new_run_id", "open_catalog_for_command",
+    "process_gone", "reap_abandoned",
+]
 

@@ -32,7 +32,7 @@ from ..naming import is_valid_name
 #: Version 2: `ANALYSIS_<name>.data_csv_bytes`, `MDBATCH_FILES.facts`; user-derived strings are unbounded TEXT.
 #: Version 3: run history (`MDBATCH_SIMULATIONS`, `MDBATCH_CHANGES`, `MDBATCH_STAGES`), `MDBATCH_FILES.cache_version`.
 #: Version 4: `MDBATCH_SIMULATIONS.fingerprint`; an index on `MDBATCH_FINDINGS` (run_id, simulation).
-#: Version 5: runs record `pid` and `heartbeat_at`; removed simulations keep their rows, marked by
+#: Version 5: runs record `pid`, `heartbeat_at` and `job`; removed simulations keep their rows, marked by
 #: `removed_run` (`MDBATCH_SIMULATIONS`, `MDBATCH_FILES`) and `removed_at`.
 SCHEMA_VERSION = 5
 
@@ -134,6 +134,8 @@ RUNS = Table(
     #: The process that runs it (on `host`), and when it last said it was alive.
     Column("pid", Integer),
     Column("heartbeat_at", DateTime(timezone=True)),
+    #: The batch job it runs in, as `slurm:<job id>:<restart count>` (NULL outside a job).
+    Column("job", String(64)),
 )
 
 #: Which simulations a run has written (for --resume); emptied when the run completes.

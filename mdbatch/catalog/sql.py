@@ -139,7 +139,7 @@ class SQLCatalog(CatalogBackend):
         if version < 4:  # simulations gain the fingerprint of their recorded inventory (NULL: scan them)
             self._add_columns(conn, schema.SIMULATIONS, ["fingerprint"])
         if version < 5:  # runs gain pid and heartbeat; removed simulations are marked, not deleted
-            self._add_columns(conn, schema.RUNS, ["pid", "heartbeat_at"])
+            self._add_columns(conn, schema.RUNS, ["pid", "heartbeat_at", "job"])
             self._add_columns(conn, schema.SIMULATIONS, ["removed_run", "removed_at"])
             self._add_columns(conn, schema.FILES, ["removed_run"])
 

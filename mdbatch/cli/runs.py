@@ -36,11 +36,11 @@ def register(sub: Any) -> None:
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
-    from ..catalog import open_catalog
+    from ..lifecycle import open_catalog_for_command
     from ..runs import diff_runs, list_runs, resolve_run
 
     root = os.path.abspath(args.root) if getattr(args, "root", None) else None
-    with open_catalog(args.db) as catalog:
+    with open_catalog_for_command(args.db, must_exist=True) as catalog:
         if args.runs_command == "list":
             output_frame(list_runs(catalog, root), args.output)
         elif args.runs_command == "show":
@@ -57,14 +57,14 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
-    from ..catalog import open_catalog
     from ..errors import UsageError
+    from ..lifecycle import open_catalog_for_command
     from ..runs import prune_removed
 
     if args.older_than < 0:
         raise UsageError("--older-than takes a number of days >= 0")
     root = os.path.abspath(args.root) if args.root else None
-    with open_catalog(args.db, must_exist=True) as catalog:
+    with open_catalog_for_command(args.db, must_exist=True) as catalog:
         sims, files = prune_removed(catalog, root, args.older_than)
     print(f"pruned {sims} removed simulations ({files} inventory rows) removed at least {args.older_than:g} days ago")
     return 0

@@ -10,21 +10,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
-import signal
-import socket
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import IO, TYPE_CHECKING, Any
 
-from .. import __version__
-from ..atomic import fsync_dir
+from ..atomic import atomic_writer
 from ..discover import DiscoveryStats, walk_root
-from ..errors import InputError, MdbatchError, UsageError
+from ..errors import InputError, Interrupted, UsageError
+from ..lifecycle import STOP, RunRecord, new_run_id
 from ..paths import display
 from .apply import Hook, apply_groups
 from .digests import DigestSource, InventoryDigests
@@ -41,12 +36,6 @@ if TYPE_CHECKING:
 #: and teardown cost about a second; below this the work is done faster in-process).
 CLUSTER_THRESHOLD_S = 2.0
 STATUSES = ("completed", "production", "equilibrated", "build")
-
-
-class Interrupted(MdbatchError):
-    """Stopped by SIGTERM/SIGUSR1; an apply in flight was rolled back to a consistent state."""
-
-    exit_code = 3
 
 
 @dataclass(slots=True)
@@ -93,9 +82,7 @@ class _Runners:
         started = time.monotonic()
         # Auto mode sizes the cluster to the work (about a worker per half second of it).
         workers = cores if self.mode == "cluster" else max(1, min(cores, int(estimate_s / 0.5) + 1))
-        # Forked workers must not inherit the client's SIGTERM handler (it raises Interrupted).
-        with _default_signals():
-            self.fan = self.stack.enter_context(Fanout(self.cluster or ClusterOptions(), workers_needed=workers, dashboard=False))
+        self.fan = self.stack.enter_context(Fanout(self.cluster or ClusterOptions(), workers_needed=workers, dashboard=False))
         self.cluster_s = time.monotonic() - started
         self.say(f"started a Dask cluster of {self.fan.n_workers} workers for the {stage} stage ({self.cluster_s:.1f}s)")
         return self.fan  # type: ignore[no-any-return]
@@ -103,11 +90,6 @@ class _Runners:
     @property
     def workers(self) -> int:
         return int(self.fan.n_workers) if self.fan is not None else 1
-
-
-def new_run_id() -> str:
-    """Sortable unique run id (UTC timestamp + random suffix), the journal's name too."""
-    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 def parse_statuses(text: str | None) -> frozenset[str] | None:
@@ -121,38 +103,6 @@ def parse_statuses(text: str | None) -> frozenset[str] | None:
     if unknown or not names:
         raise UsageError(f"--status takes a comma-separated list of {', '.join(STATUSES)} (or 'all'), got {text!r}")
     return frozenset(names)
-
-
-@contextlib.contextmanager
-def _default_signals() -> Iterator[None]:
-    """Default SIGTERM/SIGUSR1 dispositions for the duration (while worker processes are forked)."""
-    previous: dict[signal.Signals, Any] = {}
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
-        with contextlib.suppress(ValueError):  # not the main thread
-            previous[sig] = signal.signal(sig, signal.SIG_DFL)
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-@contextlib.contextmanager
-def _signals() -> Iterator[None]:
-    def handler(signum: int, _frame: Any) -> None:
-        raise Interrupted(f"stopped by {signal.Signals(signum).name}; any apply in flight was rolled back")
-
-    previous: dict[signal.Signals, Any] = {}
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
-        try:
-            previous[sig] = signal.signal(sig, handler)
-        except ValueError:  # not the main thread
-            pass
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def _thread_options(link_threads: int | None) -> dict[str, Any]:
@@ -211,7 +161,9 @@ def dedupe(
             stream.write(f"mdbatch dedupe: {message}\n")
             stream.flush()
 
-    run_id = new_run_id()
+    installed = STOP.install()
+    record: RunRecord | None = None
+    run_id = new_run_id()  # the journal's name too
     catalog: CatalogBackend | None = None
     outcome = "failed"
     summary: dict[str, Any] = {}
@@ -223,10 +175,12 @@ def dedupe(
     with contextlib.ExitStack() as stack:
         try:
             if db:
-                from ..catalog import RunInfo, open_catalog
+                from ..catalog import open_catalog, resolve_url
 
                 catalog = open_catalog(db)
-                catalog.begin_run(RunInfo(run_id, "dedupe", top, arguments or {}, socket.gethostname(), __version__, datetime.now(timezone.utc).isoformat()))
+                with STOP.deferred():
+                    record = RunRecord.start(catalog, "dedupe", top, arguments, url=resolve_url(db))
+                run_id = record.run_id
             lock = root_lock(top) if acting else None
             if lock is not None:
                 stack.callback(lock.release)
@@ -247,57 +201,46 @@ def dedupe(
             sims = list(walk_root(top, disc))
             timings["discovery_s"] = time.monotonic() - t_disc
             runners = _Runners(stack, cluster, mode, say)
-            with _signals():
-                found = find_duplicates(top, sims, runners, FindOptions(min_size=min_size, io_threads=io_threads), digests, say)
-                say(f"{len(found.groups)} groups, {found.duplicate_files} files, {found.reclaimable_bytes} bytes reclaimable")
-                if groups_path:
-                    write_groups(groups_path, found.groups)
-                if planning:
-                    options = ApplyOptions(link=link, store=os.fspath(store) if store is not None else None, writable=writable,
-                                           statuses=statuses, dry_run=not acting, chunk_actions=chunk_actions,
-                                           **_thread_options(link_threads))
-                    applied = apply_groups(top, found.groups, options, run_id, hook)
-                    verb = "would link" if applied.dry_run else "linked"
-                    say(f"{verb} {applied.links} paths in {applied.groups_linked or applied.link_sets} groups, {applied.bytes_reclaimed} bytes; "
-                        f"{len(applied.skipped)} skipped")
+            found = find_duplicates(top, sims, runners, FindOptions(min_size=min_size, io_threads=io_threads), digests, say)
+            say(f"{len(found.groups)} groups, {found.duplicate_files} files, {found.reclaimable_bytes} bytes reclaimable")
+            if groups_path:
+                write_groups(groups_path, found.groups)
+            if planning:
+                options = ApplyOptions(link=link, store=os.fspath(store) if store is not None else None, writable=writable,
+                                       statuses=statuses, dry_run=not acting, chunk_actions=chunk_actions,
+                                       **_thread_options(link_threads))
+                applied = apply_groups(top, found.groups, options, run_id, hook)
+                verb = "would link" if applied.dry_run else "linked"
+                say(f"{verb} {applied.links} paths in {applied.groups_linked or applied.link_sets} groups, {applied.bytes_reclaimed} bytes; "
+                    f"{len(applied.skipped)} skipped")
             outcome = "completed"
-        except Interrupted:
+        except Interrupted as exc:
             outcome = "interrupted"
-            raise
+            raise Interrupted(f"{exc}; any apply in flight was rolled back") from exc
         finally:
             summary = _summary(run_id, top, found, applied, recovery, runners, statuses, min_size, dry_run, apply, store, outcome,
-                               timings,
-                               time.monotonic() - started, catalog)
-            if catalog is not None:
-                try:
-                    catalog.finish_run(run_id, outcome, summary)
-                finally:
+                               timings, time.monotonic() - started, catalog)
+            try:
+                if record is not None:
+                    record.finish(outcome, summary)
+            finally:
+                if catalog is not None:
                     catalog.close()
+                if installed:
+                    STOP.uninstall()
     return DedupeResult(run_id, summary, found.groups if found else [], applied, recovery)
 
 
 def write_groups(path: str | os.PathLike[str], groups: list[DuplicateGroup]) -> None:
-    """Write one JSON object per group per line (digest, size, sorted paths), atomically."""
+    """Write one JSON object per group per line (digest, size, sorted paths), atomically ('-': stdout)."""
     target = os.fspath(path)
     if target == "-":
         for g in groups:
             sys.stdout.write(json.dumps(g.to_json(), ensure_ascii=False) + "\n")
         return
-    directory = os.path.dirname(os.path.abspath(target))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for g in groups:
-                handle.write(json.dumps(g.to_json(), ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(directory)
+    with atomic_writer(target, mode=0o644) as handle:
+        for g in groups:
+            handle.write((json.dumps(g.to_json(), ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def _summary(
