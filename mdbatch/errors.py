@@ -44,6 +44,10 @@ class CatalogError(MdbatchError, RuntimeError):
     """The catalog backend is unreachable, misconfigured or refused a write."""
 
 
+class CatalogDamagedError(CatalogError):
+    """The catalog's storage is damaged (a corrupt SQLite file); mdbatch reads nothing more and writes nothing."""
+
+
 class ClusterError(MdbatchError, RuntimeError):
     """The Dask cluster could not be started or reached."""
 

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, Table, Text, func, inspect, select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from ..errors import CatalogError, DuplicateKeysError, MdbatchError
+from ..errors import CatalogDamagedError, CatalogError, DuplicateKeysError, MdbatchError
 from . import schema
 from .base import CatalogBackend
 from .ops import Op, Upsert, typed
@@ -71,6 +71,13 @@ class SQLCatalog(CatalogBackend):
 
     def _retryable(self, exc: DBAPIError) -> bool:
         return False
+
+    def _damage(self, exc: BaseException) -> CatalogDamagedError | None:
+        """The error to report when `exc` says the database's storage is damaged, else None."""
+        return None
+
+    def _check_storage(self) -> None:
+        """Check the storage once before the first statement (SQLite: PRAGMA quick_check)."""
 
     # -- schema -------------------------------------------------------------------------------
 
@@ -247,14 +254,15 @@ class SQLCatalog(CatalogBackend):
         arrow = schema.arrow_schema(definition, names)
         keys = [definition.c[k] for k in schema.key_columns(definition)] or list(definition.primary_key.columns)
         stmt = select(*[definition.c[n] for n in names]).where(*self._conditions(definition, where or {})).order_by(*keys)
+        self._check_storage()
         try:
             with self.engine.connect() as conn:
                 result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(stmt)
                 for part in result.partitions(chunk_rows):
                     cols = list(zip(*part, strict=True))
                     yield pa.Table.from_arrays([_arrow_column(c, f.type) for c, f in zip(cols, arrow, strict=True)], schema=arrow)
-        except SQLAlchemyError as exc:
-            raise CatalogError(f"catalog {self.display_url}: {self._one_line(exc)}") from exc
+        except (SQLAlchemyError, self._driver_error) as exc:
+            raise self._error(exc) from exc
 
     def count_rows(self, table: str, where: Mapping[str, Any] | None = None) -> int:
         definition = schema.table_for(table)
@@ -366,6 +374,7 @@ class SQLCatalog(CatalogBackend):
 
     def _retry(self, action: Callable[[], T]) -> T:
         """Run `action`, retrying with backoff while the database is locked or a transaction must be retried."""
+        self._check_storage()
         delay = 0.05
         for attempt in range(_RETRIES):
             try:
@@ -374,12 +383,21 @@ class SQLCatalog(CatalogBackend):
                 raise
             except DBAPIError as exc:
                 if not self._retryable(exc) or attempt == _RETRIES - 1:
-                    raise CatalogError(f"catalog {self.display_url}: {self._one_line(exc)}") from exc
-            except SQLAlchemyError as exc:
-                raise CatalogError(f"catalog {self.display_url}: {self._one_line(exc)}") from exc
+                    raise self._error(exc) from exc
+            except (SQLAlchemyError, self._driver_error) as exc:
+                raise self._error(exc) from exc
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
         raise CatalogError(f"catalog {self.display_url}: gave up after {_RETRIES} attempts")
+
+    @property
+    def _driver_error(self) -> type[Exception]:
+        """The DBAPI driver's own error class (raised by raw cursors, outside SQLAlchemy's wrapping)."""
+        return getattr(self.engine.dialect.loaded_dbapi, "Error", SQLAlchemyError)  # type: ignore[no-any-return]
+
+    def _error(self, exc: BaseException) -> CatalogError:
+        """The one-line CatalogError for a database error (a damaged catalog said so)."""
+        return self._damage(exc) or CatalogError(f"catalog {self.display_url}: {self._one_line(exc)}")
 
 
 def _arrow_column(values: Sequence[Any], kind: pa.DataType) -> pa.Array:

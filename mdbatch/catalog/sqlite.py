@@ -8,6 +8,9 @@ executemany with tuples, one transaction per batch: ~5x faster than Core `insert
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +18,7 @@ import pyarrow as pa
 from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.exc import DBAPIError
 
+from ..errors import CatalogDamagedError
 from . import schema
 from .ops import Delete, Op, Update, dedupe, timestamp_text, typed
 from .sql import LOOKUP_PARAMS, SQLCatalog
@@ -24,8 +28,25 @@ CACHE_KIB = 256 * 1024
 MMAP_BYTES = 1 << 30
 
 
+#: What SQLite says of a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB).
+_DAMAGED = ("malformed", "file is not a database", "database corrupt")
+
+
+class _Damaged(Exception):
+    """A damage verdict from PRAGMA quick_check, as an exception `_damage` can describe."""
+
+
 class SQLiteCatalog(SQLCatalog):
     """A catalog in one SQLite file (`sqlite:///relative.db`, `sqlite:////absolute.db`)."""
+
+    _checked = False
+    _damaged = ""
+
+    @property
+    def _file(self) -> str | None:
+        """The database file's path (None in memory)."""
+        path = self.url.split("///", 1)[1].split("?", 1)[0] if "///" in self.url else ""
+        return path if path and not path.startswith(":memory:") else None
 
     def _create_engine(self, url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
@@ -56,6 +77,38 @@ class SQLiteCatalog(SQLCatalog):
     def _retryable(self, exc: DBAPIError) -> bool:
         message = str(exc.orig or exc).lower()
         return "locked" in message or "busy" in message
+
+    def _damage(self, exc: BaseException) -> CatalogDamagedError | None:
+        text = str(getattr(exc, "orig", None) or exc).strip()
+        reason = text.splitlines()[0] if text else ""
+        if not self._damaged and any(sign in reason.lower() for sign in _DAMAGED):
+            path = self._file or self.display_url
+            self._damaged = (
+                f"catalog {path} is damaged ({reason}); mdbatch will not write to it. Recover what it holds with "
+                f"`sqlite3 {path} '.recover' | sqlite3 recovered.db`, or move it away and audit again"
+            )
+        return CatalogDamagedError(self._damaged) if self._damaged else None
+
+    def _check_storage(self) -> None:
+        """PRAGMA quick_check once per catalog object (a few ms per 10 MB): a damaged file is reported
+        before a command reads a wrong answer from it or writes into it; then every use says so."""
+        if self._damaged:
+            raise CatalogDamagedError(self._damaged)
+        if self._checked:
+            return
+        self._checked = True
+        if not self._file or not os.path.exists(self._file):
+            return
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{self._file}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)) as conn:
+                verdict = str(conn.execute("PRAGMA quick_check(1)").fetchone()[0])
+        except sqlite3.Error as exc:
+            if self._damage(exc):
+                raise CatalogDamagedError(self._damaged) from exc
+            return  # not readable as it stands (locked, permissions): the statement itself will say why
+        if verdict != "ok":
+            self._damage(_Damaged(f"database disk image is malformed: {verdict.splitlines()[-1]}"))
+            raise CatalogDamagedError(self._damaged)
 
     def _apply_ops(self, conn: Any, ops: Sequence[Op]) -> list[int]:
         cur = conn.connection.dbapi_connection.cursor()
