@@ -106,8 +106,12 @@ def test_killed_worker_changes_nothing(make_campaign, tmp_path):
         deadline = time.monotonic() + 120
         while count(db, "SELECT COUNT(*) FROM MDBATCH_SCANNED") < 10 and time.monotonic() < deadline:
             time.sleep(0.01)
+        # The kill lands mid-audit: the audit is running, the worker alive, most of the campaign still to scan.
+        assert worker.is_alive() and count(db, "SELECT COUNT(*) FROM MDBATCH_SCANNED") < 150
+        os.kill(pids[0], 0)
         os.kill(pids[0], signal.SIGKILL)
         worker.join(300)
+        assert not worker.is_alive()
     got = box["result"]
     assert got.summary["outcome"] == "completed"
     assert got.summary["simulations"] == 300 and got.summary["findings"] == ref.summary["findings"]
