@@ -178,6 +178,10 @@ def test_verdicts_and_formats() -> None:
     kind, text = verdict({"outcome": "completed", "findings_total": 3, "simulations_with_findings": 2, "findings": {"missing_file": 2, "extra_file": 1}})
     assert kind == "findings" and text == "3 findings in 2 simulations; most often missing_file (2)."
     assert verdict({"outcome": "interrupted", "findings_total": 1})[0] == "incomplete"
+    refused = verdict({"outcome": "refused", "findings_total": 0, "refused": {"reason": "/scratch/c holds no simulation directory"}})
+    assert refused == ("incomplete", "Refused: /scratch/c holds no simulation directory. Nothing of this run was recorded besides the refusal.")
+    kind, text = verdict({"outcome": "abandoned", "findings_total": 4, "abandoned": {"reason": "its process 7 on n1 is gone"}})
+    assert kind == "incomplete" and text.startswith("Abandoned: the run died without recording its end (its process 7 on n1 is gone)")
     assert human_bytes(1536) == "1.5 KiB" and human_bytes(12) == "12 B" and human_duration(192) == "3 min 12 s"
     assert shorten("a" * 10 + "b" * 10, 9) == "aaaa…bbbb"
 

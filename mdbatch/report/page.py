@@ -69,9 +69,16 @@ def render_html(data: ReportData) -> str:
 
 
 def verdict(summary: dict[str, Any]) -> tuple[str, str]:
-    """(css class, sentence): clean, findings, or incomplete (interrupted, failed or still running)."""
+    """(css class, sentence): clean, findings, or incomplete (refused, interrupted, failed, abandoned or still running)."""
     outcome = str(summary.get("outcome") or "unknown")
     total = int(summary.get("findings_total") or 0)
+    if outcome == "refused":
+        reason = str((summary.get("refused") or {}).get("reason") or "it would have recorded what it could not vouch for")
+        return "incomplete", f"Refused: {reason}. Nothing of this run was recorded besides the refusal."
+    if outcome == "abandoned":
+        reason = str((summary.get("abandoned") or {}).get("reason") or "its process is gone")
+        return "incomplete", (f"Abandoned: the run died without recording its end ({reason}); the numbers cover the batches it "
+                              f"committed ({total:,} findings so far). Resume it with mdbatch audit ROOT --resume RUN_ID.")
     if outcome != "completed":
         return "incomplete", f"Incomplete: the run is {outcome}; the numbers cover the batches it finished ({total:,} findings so far)."
     if total == 0:
