@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Self
 
-from .catalog import CatalogBackend, open_catalog, redact, resolve_url, schema
+from .catalog import CatalogBackend, redact, resolve_url, schema
 from .lifecycle import open_catalog_for_command
 from .errors import UsageError
 

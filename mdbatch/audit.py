@@ -20,7 +20,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from itertools import islice
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -30,7 +29,7 @@ from .atomic import WriteError
 from .catalog import CatalogBackend, open_catalog, resolve_url, schema
 from .catalog.ops import Delete, batch_ops
 from .discover import DiscoveryStats, discover
-from .engine import ClusterOptions, Fanout, Progress, batches, plan
+from .engine import ClusterOptions, Fanout, Peek, Progress, batches, peek
 from .errors import Interrupted, MdbatchError, RefusedError, UsageError
 from .findings import KINDS
 from .lifecycle import STOP, RunRecord, reap_abandoned
@@ -45,8 +44,6 @@ if TYPE_CHECKING:
 
 #: Findings of each kind kept in memory for the end-of-run summary (the catalog has them all).
 EXAMPLES_PER_KIND = 20
-#: Campaigns with more simulations than this get the Dask dashboard unless told otherwise.
-DASHBOARD_THRESHOLD = 10_000
 #: The share of a scope's recorded simulations an audit may find gone before it refuses.
 MAX_REMOVED = 0.5
 
@@ -283,11 +280,12 @@ class _AuditRun:
         """Scan the stream, write every batch, end the run; the final summary lands in `self.final`."""
         status = "failed"
         try:
-            head, exhausted = self._peek(stream)
-            self._check_removals(head, exhausted)
+            start = peek(stream, self.cluster, self.batch_size)
+            self.tally.peek_s = start.elapsed_s
+            self._check_removals(start.head, start.exhausted)
             if self.findings_path:
                 self.sink = _open_findings(self.findings_path)
-            self._fan_out(self._paths(head, stream), len(head), exhausted)
+            self._fan_out(self._paths(start.paths(stream)), start)
             self._complete()
             status = "completed"
         except Interrupted:
@@ -303,22 +301,12 @@ class _AuditRun:
             if status != "refused" and not self.final:
                 self._end(status)
 
-    def _paths(self, head: list[str], stream: Iterator[str]) -> Iterator[str]:
-        """The simulations to scan: the peeked ones, then the rest of the walk (less what a resumed run did)."""
-        for path in _concat(head, stream):
+    def _paths(self, paths: Iterator[str]) -> Iterator[str]:
+        """The simulations to scan: the walk, less what a resumed run did before."""
+        for path in paths:
             if not self.done or relative_to_root(path, self.root) not in self.done:
                 yield path
         self.walk_done = True
-
-    def _peek(self, stream: Iterator[str]) -> tuple[list[str], bool]:
-        """The start of the stream: a campaign that ends within it gets a right-sized cluster, no
-        dashboard (a run of a few seconds is not watched), and its removals checked before any write."""
-        cores = self.cluster.workers or os.cpu_count() or 1
-        limit = max(cores * 2 * (self.batch_size or 250), DASHBOARD_THRESHOLD)
-        t0 = time.monotonic()
-        head = list(islice(stream, limit + 1))
-        self.tally.peek_s = time.monotonic() - t0
-        return head, len(head) <= limit
 
     def _check_removals(self, head: list[str], exhausted: bool) -> None:
         """Refuse before writing anything when the root is unreadable or (walk finished) too much is gone."""
@@ -359,13 +347,12 @@ class _AuditRun:
         self.record.finish("refused", self.final)
         raise RefusedError(message, self.run_id, self.final)
 
-    def _fan_out(self, paths: Iterator[str], known: int, exhausted: bool) -> None:
+    def _fan_out(self, paths: Iterator[str], start: Peek) -> None:
         assert self.tracker is not None
-        cores = self.cluster.workers or os.cpu_count() or 1
-        workers, size = plan(known, exhausted, cores, self.batch_size)
+        size = start.batch_size
         self.bar.done = self.tally.simulations  # a resumed run counts what it did before
         t_cluster = time.monotonic()
-        with Fanout(self.cluster, workers_needed=workers, dashboard=not exhausted) as fan:
+        with Fanout(self.cluster, workers_needed=start.workers, dashboard=not start.exhausted) as fan:
             self.tally.cluster_s = time.monotonic() - t_cluster
             self.info.update({"workers": fan.n_workers, "batch_size": size, "dashboard": fan.dashboard_link})
             if self.progress and fan.dashboard_link:
@@ -538,6 +525,3 @@ def _open_findings(path: str) -> IO[str]:
         raise WriteError.of(Path(path), exc) from exc
 
 
-def _concat(head: list[str], stream: Iterator[str]) -> Iterator[str]:
-    yield from head
-    yield from stream

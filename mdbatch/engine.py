@@ -7,6 +7,7 @@ holds more than a handful of results; each result is handed to the caller as soo
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -83,6 +84,39 @@ def plan(known: int, exhausted: bool, max_workers: int, batch_size: int | None) 
     else:
         size = DEFAULT_BATCH
     return workers, size
+
+
+#: Campaigns with more simulations than this get the Dask dashboard unless told otherwise.
+DASHBOARD_THRESHOLD = 10_000
+
+
+@dataclass(slots=True)
+class Peek:
+    """The start of a discovery stream, and the cluster and batch size it calls for."""
+
+    head: list[str]
+    #: Whether the stream ended within the head: the whole campaign is known before any work starts.
+    exhausted: bool
+    workers: int
+    batch_size: int
+    elapsed_s: float
+
+    def paths(self, rest: Iterator[str]) -> Iterator[str]:
+        """The peeked paths, then the rest of the stream."""
+        yield from self.head
+        yield from rest
+
+
+def peek(stream: Iterator[str], options: ClusterOptions, batch_size: int | None) -> Peek:
+    """Read the start of `stream`: a campaign that ends within it gets a right-sized cluster and no
+    dashboard (a run of a few seconds is not watched; --dashboard forces one)."""
+    cores = options.workers or os.cpu_count() or 1
+    limit = max(cores * 2 * (batch_size or DEFAULT_BATCH), DASHBOARD_THRESHOLD)
+    started = time.monotonic()
+    head = list(itertools.islice(stream, limit + 1))
+    exhausted = len(head) <= limit
+    workers, size = plan(len(head), exhausted, cores, batch_size)
+    return Peek(head, exhausted, workers, size, time.monotonic() - started)
 
 
 class Progress:

@@ -14,29 +14,25 @@ from __future__ import annotations
 
 import os
 import pickle
-import secrets
-import signal
-import socket
+import sys
 import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from itertools import islice
 from typing import IO, Any, TextIO, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .. import __version__
-from ..catalog import CatalogBackend, RunInfo, Upsert, open_catalog, schema
+from ..catalog import CatalogBackend, Upsert, open_catalog, resolve_url, schema
 from ..catalog.ops import key_strings, without_keys
 from ..config import max_csv_bytes
 from ..discover import DiscoveryStats, discover
-from ..engine import ClusterOptions, Fanout, Progress, batches, plan
-from ..errors import DuplicateKeysError, MdbatchError, UsageError
+from ..engine import ClusterOptions, Fanout, Progress, batches, peek
+from ..errors import DuplicateKeysError, Interrupted, MdbatchError, UsageError
+from ..lifecycle import STOP, RunRecord
 from .records import KINDS, PushUnit, collect, serialize, split_for_serialization
 
 #: How a duplicate key is treated, per CLI mode: (default) error, --diff skip, --force replace.
@@ -66,12 +62,6 @@ def env_limit(name: str, default: int) -> int:
     if value < 1:
         raise UsageError(f"${name} must be a positive integer, got {raw!r}")
     return value
-
-
-class PushInterrupted(MdbatchError):
-    """The push was stopped by a signal; every committed transaction is in the catalog."""
-
-    exit_code = 3
 
 
 @dataclass(slots=True)
@@ -418,33 +408,26 @@ def push(
     cluster = cluster or ClusterOptions()
     stats = DiscoveryStats()
     root, stream = discover(source, csv_root=csv_root, stats=stats)
+    installed = STOP.install()
     catalog = open_catalog(db)
-    result = PushResult(f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}", kind, mode, root, catalog.display_url)
-    previous: dict[int, Any] = {}
+    result = PushResult("", kind, mode, root, catalog.display_url)
+    record: RunRecord | None = None
     spool: Spool | None = None
     try:
         catalog.init_schema()
-        catalog.begin_run(RunInfo(result.run_id, f"push {kind}", root, arguments or {}, socket.gethostname(), __version__, datetime.now(timezone.utc).isoformat()))
-        cores = cluster.workers or os.cpu_count() or 1
-        limit = max(cores * 2 * (batch_size or 250), 10_000)
-        head = list(islice(stream, limit + 1))
-        exhausted = len(head) <= limit
-        workers, size = plan(len(head), exhausted, cores, batch_size)
-        result.batch_size = size
-
-        def paths() -> Iterator[str]:
-            yield from head
-            yield from stream
-
+        with STOP.deferred():
+            record = RunRecord.start(catalog, f"push {kind}", root, arguments, url=resolve_url(db))
+        result.run_id = record.run_id
+        head = peek(stream, cluster, batch_size)
+        result.batch_size = head.batch_size
         bar = Progress(f"push {kind}", stream=cast("TextIO | None", log_stream), enabled=progress)
-        with Fanout(cluster, workers_needed=workers, dashboard=not exhausted) as fan:
+        with Fanout(cluster, workers_needed=head.workers, dashboard=not head.exhausted) as fan:
             result.workers = fan.n_workers
-            previous = _install_signal_handlers()
             if progress and fan.dashboard_link:
-                (log_stream or _stderr()).write(f"mdbatch: Dask dashboard at {fan.dashboard_link}\n")
+                (log_stream or sys.stderr).write(f"mdbatch: Dask dashboard at {fan.dashboard_link}\n")
 
             def scanned() -> Iterator[PushUnit]:
-                for unit in fan.stream(collect, batches(paths(), size), root, kind, name, prefix=f"push-{kind}"):
+                for unit in fan.stream(collect, batches(head.paths(stream), head.batch_size), root, kind, name, prefix=f"push-{kind}"):
                     result.simulations += unit.simulations
                     result.findings += unit.findings
                     result.invalid_names += unit.invalid_names
@@ -461,45 +444,30 @@ def push(
             spool = write_units(catalog, scanned(), mode, result, serialized)
         bar.close()
         result.outcome = "completed"
-    except (PushInterrupted, KeyboardInterrupt):
+    except Interrupted as exc:
+        result.outcome = "interrupted"
+        raise Interrupted(f"{exc}; committed transactions are saved (re-run with --diff to complete)") from exc
+    except KeyboardInterrupt:
         result.outcome = "interrupted"
         raise
     except BaseException:
         result.outcome = "failed"
         raise
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         if spool is not None:
             spool.close()
         result.elapsed_s = time.monotonic() - started
         try:
-            catalog.finish_run(result.run_id, result.outcome, result.to_dict())
+            if record is not None:
+                record.finish(result.outcome, result.to_dict())
         except MdbatchError:
             if result.outcome == "completed":
                 raise
         finally:
             catalog.close()
+            if installed:
+                STOP.uninstall()
     return result
 
 
-def _install_signal_handlers() -> dict[int, Any]:
-    def handler(signum: int, _frame: Any) -> None:
-        raise PushInterrupted(f"stopped by {signal.Signals(signum).name}; committed transactions are saved (re-run with --diff to complete)")
-
-    previous: dict[int, Any] = {}
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
-        try:
-            previous[sig] = signal.signal(sig, handler)
-        except ValueError:  # not the main thread
-            pass
-    return previous
-
-
-def _stderr() -> IO[str]:
-    import sys
-
-    return sys.stderr
-
-
-__all__ = ["MODES", "PushInterrupted", "PushResult", "Writer", "drop_present", "push"]
+__all__ = ["MODES", "PushResult", "Writer", "drop_present", "push"]

@@ -278,6 +278,10 @@ def test_killed_push_leaves_a_consistent_catalog_that_diff_completes(tmp_path, m
     assert sum(summary["skipped_existing"].values()) == len(found)
     assert sum(summary["written"].values()) == len(clean) - len(found)
     assert raw_identities(url) == clean and snapshot(url) == snapshot(clean_db)
+    with open_catalog(url) as cat:
+        runs = cat.read_table("MDBATCH_RUNS").sort_values("started_at")
+    # The next command to open the catalog found the killed run's process gone.
+    assert list(runs["status"]) == ["abandoned", "completed"]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
