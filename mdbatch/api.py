@@ -19,7 +19,8 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Self
 
-from .catalog import CatalogBackend, redact, resolve_url, schema
+from .catalog import CatalogBackend, schema
+from .config import redact, resolve_url
 from .lifecycle import open_catalog_for_command
 from .errors import UsageError
 

@@ -26,7 +26,8 @@ from typing import IO, TYPE_CHECKING, Any
 import pyarrow as pa
 
 from .atomic import WriteError
-from .catalog import CatalogBackend, open_catalog, resolve_url, schema
+from .catalog import CatalogBackend, open_catalog, schema
+from .config import resolve_url
 from .catalog.ops import Delete, batch_ops
 from .discover import DiscoveryStats, discover
 from .engine import ClusterOptions, Fanout, Peek, Progress, batches, peek

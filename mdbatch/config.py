@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,51 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
     return doc
 
 
+DEFAULT_URL = "sqlite:///mdbatch.db"
+
+
+_USERINFO = re.compile(r"(//[^:/@?#]*:)([^@/?#]*)@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
+def resolve_url(url: str | None) -> str:
+    """The catalog URL to use: the argument, else $MDBATCH_DB, else the config file's, else `sqlite:///mdbatch.db`."""
+    if url:
+        return url
+    if os.environ.get("MDBATCH_DB"):
+        return os.environ["MDBATCH_DB"]
+    return configured_url() or DEFAULT_URL
+
+
+def redact(url: str) -> str:
+    """`url` with any password replaced by *** (for logs, errors, summaries and `config show`)."""
+    if url.lower().startswith(("sqlite", "csv")):  # file URLs carry no password (a ':' or '@' is part of the path)
+        return url
+    return _QUERY_PASSWORD.sub(r"\1***", _USERINFO.sub(r"\1***@", url))
+
+
+def url_password(url: str) -> str | None:
+    """The password a URL carries (to scrub it from driver messages), or None."""
+    if url.lower().startswith(("sqlite", "csv")):
+        return None
+    found = _USERINFO.search(url)
+    if found and found.group(2):
+        return found.group(2)
+    query = re.search(r"[?&]password=([^&#]*)", url, re.IGNORECASE)
+    return query.group(1) if query and query.group(1) else None
+
+
+def backend_name(url: str) -> str:
+    """'sqlite', 'postgresql' or 'csv' for a catalog URL; UsageError for anything else."""
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    for name in ("sqlite", "postgresql", "csv"):
+        if scheme == name or scheme.startswith(name + "+"):
+            return name
+    raise UsageError(
+        f"unsupported catalog URL {redact(url)!r}: use sqlite:///PATH, postgresql+psycopg://USER@HOST:PORT/DB or csv:///DIR"
+    )
+
+
 def configured_url() -> str | None:
     """The catalog URL the config file sets, if any."""
     url = load_config().get("catalog", {}).get("url")
@@ -94,8 +140,6 @@ class Effective:
 
 def effective(db: str | None = None) -> list[Effective]:
     """Every setting as mdbatch would use it now, password redacted, with its source."""
-    from .catalog import DEFAULT_URL, redact
-
     doc = load_config()
     if db:
         url, source = db, "--db"
@@ -114,8 +158,6 @@ def effective(db: str | None = None) -> list[Effective]:
 
 def init_config(db: str | None = None, *, max_csv: int | None = None, force: bool = False) -> Path:
     """Write a config file (owner-only permissions); refuse to overwrite one unless `force`."""
-    from .catalog import DEFAULT_URL, backend_name
-
     target = config_path()
     if target.exists() and not force:
         raise UsageError(f"config file {target} already exists; pass --force to overwrite it")

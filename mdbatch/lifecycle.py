@@ -154,7 +154,7 @@ class RunRecord:
         """
         from .catalog import schema
         from .catalog.ops import Upsert, rows_table
-        from . import __version__
+        from .version import __version__
 
         reap_abandoned(catalog)
         record = cls(catalog, new_run_id(prefix), command, root, dict(arguments or {}), _url=url)
@@ -255,7 +255,7 @@ class RunRecord:
 
 
 def _arguments_json(arguments: Mapping[str, Any]) -> str:
-    from .catalog import redact
+    from .config import redact
 
     clean = {k: redact(v) if isinstance(v, str) else v for k, v in arguments.items() if k not in ("func",)}
     return json.dumps(clean, default=str)

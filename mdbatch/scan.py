@@ -8,8 +8,7 @@ exception. Dask only maps it over batches (see `engine.py`); tests call it direc
 
 from __future__ import annotations
 
-import base64
-import binascii
+import dataclasses
 import functools
 import json
 import os
@@ -18,17 +17,18 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__
+from .version import __version__
 from . import findings as fk
 from .errors import RegistryCorruptError
 from .findings import Finding
+from .hashcache import HASH_CACHE_VERSION, CacheEntry, content_facts, footer_facts, lookup
 from .hashing import FileDigest, NotRegularFile, digest_file
-from .inventory import HASH_CACHE_VERSION, fingerprint, loose_parquets, odd_salt, registry_absence, simulation_status, top_level, walk
+from .inventory import fingerprint, loose_parquets, odd_salt, registry_absence, simulation_status, top_level, walk
 from .naming import is_valid_name
 from .paths import contained, display, raw_bytes, relative_to_root
 from .registry import ANALYSIS_DIRNAME, REGISTRY_FILENAME, parse_registry
@@ -65,30 +65,6 @@ def scan_salt(options: ScanOptions) -> str:
     """What besides the files shapes a scan's result, salted into every fingerprint: a new mdbatch
     or hash-cache version, or other scan options, make every recorded fingerprint differ."""
     return f"mdbatch {__version__}|cache {HASH_CACHE_VERSION}|hash {int(options.hash_files)}|input {options.max_input_bytes}"
-
-
-#: Identity and registry files up to this size keep their bytes in the hash cache (as facts), so
-#: an unchanged re-audit never reads them again.
-CACHED_BYTES_MAX = 64 * 1024
-
-
-class CachedFile(NamedTuple):
-    """What the hash cache knows of a file, valid only while every stat field still matches."""
-
-    device: int
-    inode: int
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-    xxh3_128: str | None
-    sha256: str | None
-    facts: str | None
-
-    def matches(self, st: os.stat_result) -> bool:
-        return (
-            st.st_ino == self.inode and st.st_dev == self.device and st.st_size == self.size
-            and st.st_mtime_ns == self.mtime_ns and st.st_ctime_ns == self.ctime_ns
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,10 +116,14 @@ class ArtifactEntry:
 
 @dataclass(frozen=True, slots=True)
 class SimulationScan:
-    """Everything one scan learned about one simulation directory."""
+    """Everything one scan learned about one simulation directory.
 
+    `simulation` is its path relative to the campaign root (the key everywhere in the catalog),
+    `directory` its absolute path (as MDFactory's tables record it).
+    """
+
+    simulation: str
     directory: str
-    path: str
     hash: str
     simulation_type: str | None
     engine: str | None
@@ -224,11 +204,11 @@ def _stat_only(rel: str, abspath: str) -> FileEntry | None:
     return FileEntry(display(rel), raw_bytes(rel), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, None, None)
 
 
-def _load_registry(ctx: _Ctx, files: dict[str, str], cached: CachedFile | None = None) -> dict[str, Any] | None:
+def _load_registry(ctx: _Ctx, files: dict[str, str], cached: CacheEntry | None = None) -> dict[str, Any] | None:
     if REGISTRY_REL not in files:
         ctx.no_registry, ctx.odd = registry_absence(ctx.sim, ctx.add, [f.item for f in ctx.findings if f.kind == fk.UNREADABLE])
         return None
-    d = _bytes_from_cache(ctx, REGISTRY_REL, files[REGISTRY_REL], cached) if cached is not None else None
+    d = _content_from_cache(ctx, REGISTRY_REL, files[REGISTRY_REL], cached) if cached is not None else None
     if d is None:
         d = _read(ctx, REGISTRY_REL, files[REGISTRY_REL], sha256=False, keep=True, xxh3=ctx.options.hash_files)
     if d is None or REGISTRY_REL in ctx.changed:
@@ -432,89 +412,43 @@ def _yaml_identity(text: str) -> dict[str, Any]:
     return {k: doc.get(k) for k in ("hash", "simulation_type", "engine", "parametrization") if doc.get(k) is not None}
 
 
-def _unchanged_stat(abspath: str, cached: CachedFile) -> os.stat_result | None:
-    """The file's lstat if it still matches the cache entry on every stat field, else None."""
-    try:
-        st = os.lstat(abspath)
-    except OSError:
+def _content_from_cache(ctx: _Ctx, rel: str, abspath: str, cached: CacheEntry | None) -> FileDigest | None:
+    """An unchanged identity or registry file's digest and bytes from the hash cache, or None."""
+    hit = lookup(abspath, cached, content=True)
+    if hit is None:
         return None
-    return st if cached.matches(st) else None
+    ctx.digests[rel] = hit.digest
+    ctx.data[rel] = hit.digest.data or b""
+    ctx.from_cache[rel] = hit.facts or ""
+    return hit.digest
 
 
-def _from_cache(ctx: _Ctx, rel: str, shown: str, abspath: str, cached: CachedFile | None, need_sha: bool, need_facts: bool) -> FileEntry | None:
-    """The inventory entry of an unchanged file from the hash cache, or None when it must be read."""
-    if cached is None or cached.xxh3_128 is None or (need_sha and cached.sha256 is None) or (need_facts and cached.facts is None):
+def _entry_from_cache(ctx: _Ctx, rel: str, shown: str, abspath: str, cached: CacheEntry | None, need_sha: bool, need_footer: bool) -> FileEntry | None:
+    """An unchanged file's inventory entry from the hash cache (the footer and digests the integrity
+    checks read noted on the way), or None when it must be read."""
+    hit = lookup(abspath, cached, sha256=need_sha, footer=need_footer)
+    if hit is None:
         return None
-    st = _unchanged_stat(abspath, cached)
-    if st is None:
-        return None
-    if need_facts:
-        try:
-            doc = json.loads(cached.facts or "")
-            ctx.facts[rel] = (int(doc["rows"]), tuple(str(c) for c in doc["columns"]))
-        except (ValueError, KeyError, TypeError):
-            return None
-    if need_sha or need_facts:  # the integrity checks read these; other files need only the entry
-        ctx.digests[rel] = FileDigest(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, cached.xxh3_128, cached.sha256, None, False)
-    return FileEntry(
-        shown, raw_bytes(rel), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev,
-        cached.xxh3_128, cached.sha256, cached.facts, cached=True,
-    )
+    d = hit.digest
+    if hit.footer is not None:
+        ctx.facts[rel] = hit.footer
+    if need_sha or need_footer:  # the integrity checks read these; other files need only the entry
+        ctx.digests[rel] = d
+    return FileEntry(shown, raw_bytes(rel), d.size, d.mtime_ns, d.ctime_ns, d.inode, d.device, d.xxh3_128, d.sha256, hit.facts, cached=True)
 
 
-def _with_facts(entry: FileEntry, facts: str) -> FileEntry:
-    return FileEntry(
-        entry.path, entry.path_raw, entry.size, entry.mtime_ns, entry.ctime_ns, entry.inode, entry.device,
-        entry.xxh3_128, entry.sha256, facts, entry.cached,
-    )
-
-
-def _kept_facts(data: bytes | None) -> str | None:
-    """Facts recording the bytes of a small identity or registry file, so that an unchanged
-    re-audit takes them from the hash cache instead of reading the file again."""
-    if data is None or len(data) > CACHED_BYTES_MAX:
-        return None
-    return json.dumps({"bytes": base64.b64encode(data).decode("ascii")})
-
-
-def _bytes_from_cache(ctx: _Ctx, rel: str, abspath: str, cached: CachedFile | None) -> FileDigest | None:
-    """The digest and bytes of an unchanged identity or registry file from the hash cache, or None
-    when it must be read (no entry, stat moved, or no bytes recorded)."""
-    if cached is None or cached.xxh3_128 is None or not cached.facts:
-        return None
-    st = _unchanged_stat(abspath, cached)
-    if st is None:
-        return None
-    try:
-        data = base64.b64decode(json.loads(cached.facts)["bytes"], validate=True)
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        return None
-    if len(data) != st.st_size:
-        return None
-    d = FileDigest(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, cached.xxh3_128, cached.sha256, data, False)
-    ctx.digests[rel] = d
-    ctx.data[rel] = data
-    ctx.from_cache[rel] = cached.facts
-    return d
-
-
-def _check_silent_change(ctx: _Ctx, rel: str, d: FileDigest, cached: CachedFile) -> None:
+def _check_silent_change(ctx: _Ctx, rel: str, d: FileDigest, cached: CacheEntry) -> None:
     """--verify full: the stat says unchanged but the bytes differ from what the cache recorded."""
     same_stat = (d.inode, d.device, d.size, d.mtime_ns, d.ctime_ns) == (cached.inode, cached.device, cached.size, cached.mtime_ns, cached.ctime_ns)
     if same_stat and not d.changed and cached.xxh3_128 is not None and d.xxh3_128 is not None and d.xxh3_128 != cached.xxh3_128:
         ctx.add(fk.SILENT_CORRUPTION, display(rel), "bytes changed while size, mtime and ctime did not (xxh3 differs from the hash cache)")
 
 
-def _facts_json(ctx: _Ctx, rel: str) -> str | None:
-    fact = ctx.facts.get(rel)
-    return None if fact is None else json.dumps({"rows": fact[0], "columns": list(fact[1])}, separators=(",", ":"))
-
-
 def scan_simulation(
     sim_dir: str | os.PathLike[str],
     root: str | os.PathLike[str] | None = None,
     options: ScanOptions | None = None,
-    cache: Mapping[str, CachedFile] | None = None,
+    cache: Mapping[str, CacheEntry] | None = None,
 ) -> SimulationScan:
     """Scan one simulation directory: identity, status, registry checks, file inventory, findings.
 
@@ -549,12 +483,12 @@ def scan_simulation(
         else:
             cached = cache.get(shown) if cache is not None else None
             if use_cache and rel not in identity_names:
-                hit = _from_cache(ctx, rel, shown, abspath, cached, rel in sha_targets, rel in parquet_targets)
+                hit = _entry_from_cache(ctx, rel, shown, abspath, cached, rel in sha_targets, rel in parquet_targets)
                 if hit is not None:
                     inventory.append(hit)
                     continue
             elif use_cache and rel not in sha_targets:
-                d = _bytes_from_cache(ctx, rel, abspath, cached)
+                d = _content_from_cache(ctx, rel, abspath, cached)
             if d is None and (opts.hash_files or rel in sha_targets or rel in keep_names):
                 d = _read(ctx, rel, abspath, sha256=rel in sha_targets, keep=rel in keep_names, xxh3=opts.hash_files)
                 if d is not None and cached is not None and opts.verify == "full":
@@ -570,7 +504,7 @@ def scan_simulation(
             FileEntry(
                 shown, raw_bytes(rel), d.size, d.mtime_ns, d.ctime_ns, d.inode, d.device,
                 d.xxh3_128 if trusted else None, d.sha256 if trusted else None,
-                (cached_bytes if cached_bytes is not None else _kept_facts(ctx.data.get(rel))) if kept else None, cached_bytes is not None,
+                (cached_bytes if cached_bytes is not None else content_facts(ctx.data.get(rel))) if kept else None, cached_bytes is not None,
             )
         )
 
@@ -587,14 +521,14 @@ def scan_simulation(
 
     if ctx.facts:
         inventory = [
-            e if e.cached or e.xxh3_128 is None or (facts := _facts_json(ctx, f"{ANALYSIS_DIRNAME}/{e.path[len(ANALYSIS_DIRNAME) + 1:]}")) is None
-            else _with_facts(e, facts)
+            e if e.cached or e.xxh3_128 is None or (fact := ctx.facts.get(f"{ANALYSIS_DIRNAME}/{e.path[len(ANALYSIS_DIRNAME) + 1:]}")) is None
+            else dataclasses.replace(e, facts=footer_facts(*fact))
             for e in inventory
         ]
     digest, sim_type, engine, param, input_data, input_type = _identity(ctx, top)
     return SimulationScan(
-        directory=ctx.name,
-        path=display(os.path.abspath(sim)),
+        simulation=ctx.name,
+        directory=display(os.path.abspath(sim)),
         hash=digest,
         simulation_type=sim_type,
         engine=engine,

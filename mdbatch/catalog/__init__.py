@@ -7,61 +7,16 @@
 from __future__ import annotations
 
 import os
-import re
 
-from ..errors import CatalogError, UsageError
+from ..config import DEFAULT_URL, backend_name, redact, resolve_url, url_password
+from ..errors import CatalogError
 from .base import CatalogBackend, RunInfo
 from .ops import Delete, Op, Upsert
-
-DEFAULT_URL = "sqlite:///mdbatch.db"
 
 __all__ = [
     "DEFAULT_URL", "CatalogBackend", "Delete", "Op", "RunInfo", "Upsert", "backend_name", "open_catalog", "redact",
     "resolve_url", "url_password",
 ]
-
-_USERINFO = re.compile(r"(//[^:/@?#]*:)([^@/?#]*)@")
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
-
-
-def resolve_url(url: str | None) -> str:
-    """The catalog URL to use: the argument, else $MDBATCH_DB, else the config file's, else `sqlite:///mdbatch.db`."""
-    if url:
-        return url
-    if os.environ.get("MDBATCH_DB"):
-        return os.environ["MDBATCH_DB"]
-    from ..config import configured_url
-
-    return configured_url() or DEFAULT_URL
-
-
-def redact(url: str) -> str:
-    """`url` with any password replaced by *** (for logs, errors, summaries and `config show`)."""
-    if url.lower().startswith(("sqlite", "csv")):  # file URLs carry no password (a ':' or '@' is part of the path)
-        return url
-    return _QUERY_PASSWORD.sub(r"\1***", _USERINFO.sub(r"\1***@", url))
-
-
-def url_password(url: str) -> str | None:
-    """The password a URL carries (to scrub it from driver messages), or None."""
-    if url.lower().startswith(("sqlite", "csv")):
-        return None
-    found = _USERINFO.search(url)
-    if found and found.group(2):
-        return found.group(2)
-    query = re.search(r"[?&]password=([^&#]*)", url, re.IGNORECASE)
-    return query.group(1) if query and query.group(1) else None
-
-
-def backend_name(url: str) -> str:
-    """'sqlite', 'postgresql' or 'csv' for a catalog URL; UsageError for anything else."""
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    for name in ("sqlite", "postgresql", "csv"):
-        if scheme == name or scheme.startswith(name + "+"):
-            return name
-    raise UsageError(
-        f"unsupported catalog URL {redact(url)!r}: use sqlite:///PATH, postgresql+psycopg://USER@HOST:PORT/DB or csv:///DIR"
-    )
 
 
 def open_catalog(url: str | None = None, *, must_exist: bool = False) -> CatalogBackend:

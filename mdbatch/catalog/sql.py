@@ -35,7 +35,7 @@ class SQLCatalog(CatalogBackend):
     """A catalog in a SQL database reachable through SQLAlchemy (subclassed per dialect)."""
 
     def __init__(self, url: str) -> None:
-        from . import redact, url_password
+        from ..config import redact, url_password
 
         self.url = url
         self.display_url = redact(url)

@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from .. import __version__
+from ..version import __version__
 from ..errors import MdbatchError
 from ..lifecycle import STOP
 from . import audit as _audit

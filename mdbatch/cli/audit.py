@@ -149,7 +149,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ..audit import audit
-    from ..catalog import resolve_url
+    from ..config import resolve_url
     from ..generate import generate_campaign
 
     dest = Path(args.dir)

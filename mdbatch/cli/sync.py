@@ -264,7 +264,7 @@ def _cmd_init_db(args: argparse.Namespace) -> int:
 
 
 def _cmd_config_init(args: argparse.Namespace) -> int:
-    from ..catalog import redact
+    from ..config import redact
     from ..config import init_config
 
     path = init_config(args.db, max_csv=args.max_csv_bytes, force=args.force)

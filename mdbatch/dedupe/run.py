@@ -174,7 +174,8 @@ def dedupe(
     with contextlib.ExitStack() as stack:
         try:
             if db:
-                from ..catalog import open_catalog, resolve_url
+                from ..catalog import open_catalog
+                from ..config import resolve_url
 
                 catalog = open_catalog(db)
                 with STOP.deferred():

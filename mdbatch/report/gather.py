@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
+from ..version import __version__
 from ..errors import UsageError
 from ..findings import KINDS
 from .inventory import InventoryStats, inventory_stats

@@ -26,9 +26,9 @@ from typing import IO, Any, TextIO, cast
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..catalog import CatalogBackend, Upsert, open_catalog, resolve_url, schema
+from ..catalog import CatalogBackend, Upsert, open_catalog, schema
 from ..catalog.ops import key_strings, without_keys
-from ..config import max_csv_bytes
+from ..config import max_csv_bytes, resolve_url
 from ..discover import DiscoveryStats, discover
 from ..engine import ClusterOptions, Fanout, Progress, batches, peek
 from ..errors import DuplicateKeysError, Interrupted, MdbatchError, UsageError

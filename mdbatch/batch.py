@@ -1,33 +1,43 @@
-"""Batches of scans as Arrow tables: the unit that travels from workers to the catalog writer.
+"""The worker task: a batch of simulation directories in, Arrow tables out (pure: no Dask, no database).
 
-`scan_batch` is what a Dask task runs: it scans a list of simulation directories and returns one
-Arrow table per catalog concern (systems, analyses, artifacts, files, findings). Pure: no Dask and
-no database here.
+`scan_group` is what a Dask task runs. It keeps the simulations whose recorded fingerprint still
+holds (their recorded findings travel with the group), defers those whose fingerprint moved (the
+client sends them again with their hash-cache entries), scans the rest with `scan_batch` (each
+file looked up in the hash cache first, see `hashcache`), and classifies their files against the
+recorded inventory (`changes.file_changes`), so that the client only writes. Everything returned
+is one Arrow table per catalog concern (systems, analyses, artifacts, files, findings).
+
+Column names: `simulation` is a path relative to the campaign root, `directory` an absolute path.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .changes import file_changes
 from .findings import UNREADABLE, Finding
+from .hashcache import CacheEntry, entries
+from .inventory import Unchanged, check_unchanged
 from .paths import display, relative_to_root
-from .scan import CachedFile, ScanOptions, SimulationScan, scan_simulation
+from .scan import ScanOptions, SimulationScan, scan_salt, scan_simulation
 
 SYSTEMS_SCHEMA = pa.schema(
     [
         ("hash", pa.string()),
+        ("simulation", pa.string()),
         ("directory", pa.string()),
-        ("path", pa.string()),
         ("simulation_type", pa.string()),
         ("engine", pa.string()),
         ("parametrization", pa.string()),
@@ -44,7 +54,7 @@ SYSTEMS_SCHEMA = pa.schema(
 ANALYSES_SCHEMA = pa.schema(
     [
         ("hash", pa.string()),
-        ("directory", pa.string()),
+        ("simulation", pa.string()),
         ("simulation_type", pa.string()),
         ("name", pa.string()),
         ("filename", pa.string()),
@@ -59,7 +69,7 @@ ANALYSES_SCHEMA = pa.schema(
 ARTIFACTS_SCHEMA = pa.schema(
     [
         ("hash", pa.string()),
-        ("directory", pa.string()),
+        ("simulation", pa.string()),
         ("simulation_type", pa.string()),
         ("name", pa.string()),
         ("status", pa.string()),
@@ -101,14 +111,14 @@ class BatchResult:
     files: pa.Table
     findings: pa.Table
     elapsed_s: float
-    #: Change detection against the recorded inventory, done on the worker (see tracking.scan_group):
-    #: the change records (runs.Change tuples), unchanged files, and the simulations whose inventory
+    #: Change detection against the recorded inventory, done on the worker (see `scan_group`): the
+    #: change records (changes.Change tuples), unchanged files, and the simulations whose inventory
     #: is exactly the recorded one.
     changes: tuple[tuple[Any, ...], ...] = ()
     unchanged_files: int = 0
     identical: frozenset[str] = frozenset()
     #: Simulations (of `identical`) whose recorded fingerprint held: kept as recorded without a scan.
-    #: Their `systems` rows carry only directory, path, hash, status, counts and fingerprint; they
+    #: Their `systems` rows carry only simulation, directory, hash, status, counts and fingerprint; they
     #: have no `files` rows, and their `findings` are the recorded ones.
     kept: frozenset[str] = frozenset()
     #: Paths whose recorded fingerprint did not hold: to be scanned again with their hash-cache entries.
@@ -139,14 +149,14 @@ def to_tables(scans: Sequence[SimulationScan], index: int = 0, elapsed_s: float 
     """Columnar form of a list of scans."""
     systems = [
         (
-            s.hash, s.directory, s.path, s.simulation_type, s.engine, s.parametrization, s.status,
+            s.hash, s.simulation, s.directory, s.simulation_type, s.engine, s.parametrization, s.status,
             s.input_data, s.input_data_type, s.scanned_at, len(s.files), s.bytes, len(s.findings), s.fingerprint,
         )
         for s in scans
     ]
     analyses = [
         (
-            s.hash, s.directory, s.simulation_type, a.name, a.filename, a.status, a.registered_rows,
+            s.hash, s.simulation, s.simulation_type, a.name, a.filename, a.status, a.registered_rows,
             a.file_rows, json.dumps(list(a.registered_columns)), a.file_size, a.updated_at,
         )
         for s in scans
@@ -154,14 +164,14 @@ def to_tables(scans: Sequence[SimulationScan], index: int = 0, elapsed_s: float 
     ]
     artifacts = [
         (
-            s.hash, s.directory, s.simulation_type, a.name, a.status, len(a.files), json.dumps(list(a.files)),
+            s.hash, s.simulation, s.simulation_type, a.name, a.status, len(a.files), json.dumps(list(a.files)),
             json.dumps(dict(a.checksums), sort_keys=True), a.updated_at,
         )
         for s in scans
         for a in s.artifacts
     ]
     files = [
-        (s.directory, f.path, f.path_raw, f.size, f.mtime_ns, f.ctime_ns, f.inode, f.device, f.xxh3_128, f.sha256, f.facts, f.cached)
+        (s.simulation, f.path, f.path_raw, f.size, f.mtime_ns, f.ctime_ns, f.inode, f.device, f.xxh3_128, f.sha256, f.facts, f.cached)
         for s in scans
         for f in s.files
     ]
@@ -182,7 +192,7 @@ def scan_batch(
     root: str | None,
     options: ScanOptions | None = None,
     index: int = 0,
-    cache: Mapping[str, Mapping[str, CachedFile]] | None = None,
+    cache: Mapping[str, Mapping[str, CacheEntry]] | None = None,
 ) -> BatchResult:
     """Scan every simulation in `paths` and return the batch as Arrow tables (what a task returns).
 
@@ -204,14 +214,14 @@ def scan_batch(
     return to_tables(scans, index, time.perf_counter() - started)
 
 
-def _scan_guarded(path: str, root: str | None, options: ScanOptions | None, cache: Mapping[str, CachedFile] | None = None) -> SimulationScan:
+def _scan_guarded(path: str, root: str | None, options: ScanOptions | None, cache: Mapping[str, CacheEntry] | None = None) -> SimulationScan:
     """scan_simulation, with any unforeseen error turned into a finding: one simulation never stops a batch."""
     try:
         return scan_simulation(path, root, options, cache)
     except Exception as exc:  # noqa: BLE001 - the last line of defence for the campaign
         name = relative_to_root(path, root)
         return SimulationScan(
-            directory=name, path=display(os.path.abspath(path)), hash=display(os.path.basename(path)),
+            simulation=name, directory=display(os.path.abspath(path)), hash=display(os.path.basename(path)),
             simulation_type=None, engine=None, parametrization=None, status="build", input_data=None,
             input_data_type=None, analyses=(), artifacts=(), files=(),
             findings=(Finding(name, UNREADABLE, ".", f"scan failed: {type(exc).__name__}: {exc}"),),
@@ -219,6 +229,78 @@ def _scan_guarded(path: str, root: str | None, options: ScanOptions | None, cach
         )
 
 
-def findings_of(result: BatchResult) -> list[Finding]:
-    """The batch's findings as records."""
-    return [Finding(**row) for row in result.findings.to_pylist()]
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A batch as submitted: its id, simulation paths, and what the catalog recorded of them.
+
+    `fingerprints` maps simulations to their recorded fingerprint, `hashes` to their recorded hash,
+    and `findings` holds their findings in the run that last scanned them: a simulation whose
+    fingerprint still holds is kept as recorded. `inventory` holds the recorded inventory (rows of
+    hashcache.INVENTORY_COLUMNS) of the others; None when there is nothing to compare against.
+    """
+
+    id: int
+    paths: list[str]
+    inventory: pa.Table | None = None
+    use_cache: bool = True
+    fingerprints: Mapping[str, str] = field(default_factory=dict)
+    hashes: Mapping[str, str] = field(default_factory=dict)
+    findings: pa.Table | None = None
+
+
+def scan_group(group: Group, root: str | None, options: ScanOptions | None = None, index: int = 0) -> BatchResult:
+    """The task a worker runs. Simulations whose recorded fingerprint still holds are kept as
+    recorded; those whose fingerprint moved are deferred (the client sends them again with their
+    hash-cache entries); the rest go through `scan_batch` with their hash-cache entries, and their
+    files are classified against the recorded inventory (so the client only writes)."""
+    started = time.perf_counter()
+    opts = options or ScanOptions()
+    kept: dict[str, tuple[str, Unchanged]] = {}
+    deferred: list[str] = []
+    paths = group.paths
+    if group.fingerprints and group.use_cache and opts.trusts_cache:
+        salt = scan_salt(opts)
+        paths = []
+        for path in group.paths:
+            sim = relative_to_root(path, root)
+            expected = group.fingerprints.get(sim)
+            if expected is None:
+                paths.append(path)
+            elif (same := check_unchanged(path, salt, expected)) is not None:
+                kept[sim] = (path, same)
+            else:
+                deferred.append(path)
+    if group.inventory is None or group.inventory.num_rows == 0:
+        batch = scan_batch(paths, root, options, group.id, None)
+    else:
+        previous, cache, stale = entries(group.inventory, group.use_cache)
+        batch = scan_batch(paths, root, options, group.id, cache)
+        changes, unchanged, identical = file_changes(previous, batch.files, batch.systems.column("simulation").to_pylist())
+        batch = dataclasses.replace(batch, changes=tuple(changes), unchanged_files=unchanged, identical=frozenset(identical - stale))
+    if kept:
+        batch = _with_kept(batch, kept, group)
+    return dataclasses.replace(batch, deferred=tuple(deferred), elapsed_s=time.perf_counter() - started)
+
+
+def _with_kept(batch: BatchResult, kept: Mapping[str, tuple[str, Unchanged]], group: Group) -> BatchResult:
+    """`batch` plus the simulations kept as recorded: their systems rows and recorded findings."""
+    found = group.findings if group.findings is not None else FINDINGS_SCHEMA.empty_table()
+    found = found.select(FINDINGS_SCHEMA.names).filter(pc.is_in(found.column("simulation"), value_set=pa.array(list(kept), pa.string())))
+    per_sim = Counter(found.column("simulation").to_pylist())
+    now = datetime.now(timezone.utc).isoformat()
+    systems = tuples_table(
+        [
+            (group.hashes.get(sim), sim, display(os.path.abspath(path)), None, None, None, same.status, None, None, now,
+             same.files, same.bytes, per_sim.get(sim, 0), group.fingerprints[sim])
+            for sim, (path, same) in kept.items()
+        ],
+        SYSTEMS_SCHEMA,
+    )
+    return dataclasses.replace(
+        batch,
+        systems=pa.concat_tables([batch.systems, systems]),
+        findings=pa.concat_tables([batch.findings, found.cast(FINDINGS_SCHEMA)]),
+        unchanged_files=batch.unchanged_files + sum(same.files for _, same in kept.values()),
+        identical=batch.identical | frozenset(kept),
+        kept=frozenset(kept),
+    )
