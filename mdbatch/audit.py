@@ -13,6 +13,7 @@ refuses: the run is recorded `refused` and nothing else changes.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -20,7 +21,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -155,8 +155,8 @@ def audit(
     """
     if not 0.0 <= max_removed <= 1.0:
         raise UsageError(f"--max-removed takes a fraction between 0 and 1, got {max_removed}")
-    if findings_path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(findings_path))):
-        _open_findings(os.fspath(findings_path))  # raises the one-line error before anything is recorded
+    if findings_path is not None:
+        _check_output(os.fspath(findings_path))
     installed = STOP.install()
     catalog = open_catalog(db)
     try:
@@ -250,7 +250,6 @@ class _AuditRun:
         self.done: set[str] = set()
         self.record: RunRecord | None = None
         self.tracker: RunTracker | None = None
-        self.sink: IO[str] | None = None
         self.final: dict[str, Any] = {}
         self.committed: dict[str, Any] = {}
         self.walk_done = False
@@ -276,6 +275,9 @@ class _AuditRun:
         self.tracker = RunTracker(self.catalog, self.run_id, self.root, self.scope, keep_unchanged=self.options.trusts_cache)
         if resume:
             self.tracker.seed(self.committed.get("changes_partial"))
+            if "first_audit" in self.committed:  # what the root had before this run's first leg, not after it
+                self.tracker.has_history = not self.committed["first_audit"]
+        self.info["first_audit"] = not self.tracker.has_history
 
     def execute(self, stream: Iterator[str]) -> None:
         """Scan the stream, write every batch, end the run; the final summary lands in `self.final`."""
@@ -284,8 +286,6 @@ class _AuditRun:
             start = peek(stream, self.cluster, self.batch_size)
             self.tally.peek_s = start.elapsed_s
             self._check_removals(start.head, start.exhausted)
-            if self.findings_path:
-                self.sink = _open_findings(self.findings_path)
             self._fan_out(self._paths(start.paths(stream)), start)
             self._complete()
             status = "completed"
@@ -343,7 +343,6 @@ class _AuditRun:
     def _refuse(self, message: str, detail: dict[str, Any]) -> None:
         """Record the run `refused` (nothing else) and raise RefusedError."""
         assert self.record is not None
-        self._close_sink()
         self.final = {**self._summary(self.tally, "refused"), "refused": {"reason": message, **detail}}
         self.record.finish("refused", self.final)
         raise RefusedError(message, self.run_id, self.final)
@@ -387,10 +386,7 @@ class _AuditRun:
         self.catalog.apply([*batch_ops(self.run_id, self.root, batch, keep_inventory=unchanged), *history, self.record.progress_op(summary)])
         tally.write_s += time.monotonic() - t0
         self.tally, self.committed = tally, summary
-        rows = batch.findings.to_pylist()
-        if self.sink is not None:
-            self.sink.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        for row in rows:
+        for row in batch.findings.to_pylist():
             if self.per_kind[row["kind"]] < EXAMPLES_PER_KIND:
                 self.per_kind[row["kind"]] += 1
                 self.examples.append(row)
@@ -418,7 +414,6 @@ class _AuditRun:
 
     def _end(self, status: str) -> None:
         """Record an unfinished run's end: the counts it committed, and how it ended."""
-        self._close_sink()
         if self.record is None:
             return
         with STOP.deferred():
@@ -434,14 +429,9 @@ class _AuditRun:
                 if status != "failed":  # a failing run reports its own error, not this one
                     raise
 
-    def _close_sink(self) -> None:
-        if self.sink is not None:
-            self.sink.close()
-            self.sink = None
-
     def _write_findings_file(self) -> None:
-        """Rewrite the findings file from the catalog: every finding of the run, all legs of it."""
-        self._close_sink()
+        """Write the findings file from the catalog at the end of a leg: every finding of the run, all
+        legs of it (an earlier leg's file stays whole until then)."""
         if not self.findings_path:
             return
         from .atomic import atomic_write_text
@@ -481,6 +471,7 @@ class _AuditRun:
             "outcome": status,
             "root": self.root,
             "scope": info.get("scope"),
+            "first_audit": info.get("first_audit"),
             "catalog": self.catalog.display_url,
             "simulations": tally.simulations,
             "files": tally.files,
@@ -518,11 +509,13 @@ class _AuditRun:
         }
 
 
-def _open_findings(path: str) -> IO[str]:
-    """The findings file, opened for the run to stream into (a bad path is a one-line error)."""
-    try:
-        return open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by the run
-    except OSError as exc:
-        raise WriteError.of(Path(path), exc) from exc
+def _check_output(path: str) -> None:
+    """A findings file that could not be written is a one-line error before anything is recorded."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise WriteError(path, errno.ENOENT, f"directory {directory} does not exist")
+    if not os.access(directory, os.W_OK) or os.path.isdir(path):
+        raise WriteError(path, errno.EACCES, "Permission denied" if not os.path.isdir(path) else "Is a directory")
+
 
 

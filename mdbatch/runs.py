@@ -194,7 +194,7 @@ def changes_table(changes: Iterable[Change]) -> list[dict[str, Any]]:
 
 # -- queries over a catalog's history ------------------------------------------------------------
 
-RUN_COLUMNS = ["run_id", "command", "root", "status", "started_at", "ended_at", "host", "version"]
+RUN_COLUMNS = ["run_id", "command", "root", "status", "started_at", "ended_at", "host", "job", "version"]
 CHANGE_COLUMNS = ["run_id", "scope", "change", "simulation", "item", "size", "digest", "detail"]
 
 

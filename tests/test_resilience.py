@@ -74,6 +74,9 @@ def test_sigterm_saves_completed_batches_and_resume_finishes(make_campaign, tmp_
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT status FROM MDBATCH_RUNS").fetchall() == [("completed",)]
         assert conn.execute("SELECT COUNT(*) FROM MDBATCH_SCANNED").fetchone()[0] == 0
+        # A first audit records no change, in however many legs it ran.
+        assert conn.execute("SELECT COUNT(*) FROM MDBATCH_CHANGES").fetchone()[0] == 0
+    assert final["first_audit"] is True and final["changes"]["summary"].startswith("First audit")
 
 
 def test_resume_refuses_completed_runs(make_campaign, tmp_path):

@@ -1,4 +1,11 @@
-"""mdbatch on a real Slurm: dask-jobqueue worker jobs, and one allocation running Dask via srun.
+"""The shipped sbatch scripts on a real Slurm, submitted as deploy/README.md shows, through walltime signals.
+
+Each test submits deploy/slurm/audit-driver.sbatch (pattern 1: dask-jobqueue worker jobs) or
+deploy/slurm/audit-allocation.sbatch (pattern 2: Dask under srun in one allocation) with `sbatch`
+from a directory holding `deploy/` (a link to this repository's), settings in the environment,
+sends the batch shell what Slurm sends before a walltime (`scancel --signal=USR1 --batch`), lets the
+requeued job start again, and checks the job ends with one completed run whose catalog equals an
+undisturbed local audit and whose findings file holds every finding of the campaign.
 
 Needs the local single-node Slurm of deploy/slurm/local-test-cluster.sh (.ci/run starts it and
 exports SLURM_CONF). Skips locally without it; fails under CI=true.
@@ -9,22 +16,33 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from mdbatch.audit import audit
 from mdbatch.engine import ClusterOptions
+from mdbatch.generate import GenerateResult, generate_campaign
 
-from .conftest import need_service
-from .test_resilience import catalog_snapshot
+from .conftest import expected, need_service
+from .test_resilience import catalog_snapshot, count
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
+DRIVER = "deploy/slurm/audit-driver.sbatch"
+ALLOCATION = "deploy/slurm/audit-allocation.sbatch"
+SIMS = 160
+FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
+#: Worker jobs of pattern 1 on the 2-core test node: one single-process core (the yaml asks for 4).
+WORKER_OPTIONS = ("--cores", "1", "--processes", "1", "--memory", "1GB", "--interface", "lo")
 
 
 def slurm_available() -> bool:
@@ -37,121 +55,250 @@ def slurm_available() -> bool:
     return out.returncode == 0 and any(s.strip() in ("idle", "mix", "alloc") for s in out.stdout.split())
 
 
-@pytest.fixture
-def slurm() -> None:
+@dataclass(frozen=True)
+class Reference:
+    """The campaign every test audits (jobs only read it) and its undisturbed local audit."""
+
+    result: GenerateResult
+    db: Path
+    run_id: str
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory: pytest.TempPathFactory) -> Reference:
     need_service(slurm_available(), "no local Slurm (run deploy/slurm/local-test-cluster.sh start and eval its env)")
-
-
-def local_reference(result, tmp_path):
-    db = tmp_path / "local.db"
+    base = tmp_path_factory.mktemp("slurm-campaign")
+    result = generate_campaign(base / "campaign", SIMS, seed=43, faults=True)
+    db = base / "local.db"
     ref = audit(result.dest, db=f"sqlite:///{db}", cluster=ClusterOptions(workers=2, dashboard=False), progress=False)
-    return db, ref
+    return Reference(result, db, ref.run_id)
 
 
-def test_audit_with_slurm_worker_jobs_matches_local(slurm, make_campaign, tmp_path):
-    result = make_campaign(40, seed=41, faults=True)
-    db = tmp_path / "slurm.db"
-    proc = subprocess.run(
-        [sys.executable, "-m", "mdbatch", "audit", str(result.dest), "--db", f"sqlite:///{db}", "--cluster", "slurm",
-         "--jobs", "1", "--cores", "1", "--memory", "1GB", "--walltime", "00:10:00", "--interface", "lo",
-         "--jobqueue-config", str(REPO / "deploy" / "jobqueue.yaml"), "--job-extra=--comment=mdbatch-test",
-         "--json", str(tmp_path / "s.json"), "--quiet"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path, stdin=subprocess.DEVNULL,
-    )
-    assert proc.returncode == 1, proc.stderr
-    ref_db, ref = local_reference(result, tmp_path)
-
-    run_id = json.loads((tmp_path / "s.json").read_text())["run_id"]
-    assert catalog_snapshot(db, run_id) == catalog_snapshot(ref_db, ref.run_id)
-
-
-def test_one_allocation_with_srun_and_scheduler_file(slurm, make_campaign, tmp_path):
-    result = make_campaign(30, seed=42, faults=True)
-    db = tmp_path / "alloc.db"
-    env = {**os.environ, "MDBATCH_DB": f"sqlite:///{db}", "MDBATCH_INTERFACE": "lo", "PYTHON": sys.executable, "TMPDIR": str(tmp_path)}
-    job = subprocess.run(
-        ["sbatch", "--parsable", "--export=ALL", f"--chdir={tmp_path}", str(REPO / "deploy" / "slurm" / "audit-allocation.sbatch"), str(result.dest)],
-        capture_output=True, text=True, env=env, timeout=60, check=True,
-    ).stdout.strip().split(";")[0]
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        if not subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip():
-            break
-        time.sleep(0.5)
-    else:
-        subprocess.run(["scancel", job])
-        pytest.fail(f"job {job} did not finish")
-    log = (tmp_path / f"mdbatch-alloc-{job}.log").read_text()
-    summary = tmp_path / f"mdbatch-summary-{job}.json"
-    assert summary.exists(), log
-
-    got = json.loads(summary.read_text())
-    ref_db, ref = local_reference(result, tmp_path)
-    assert got["outcome"] == "completed" and got["findings"] == ref.summary["findings"], log
-    assert catalog_snapshot(db, got["run_id"]) == catalog_snapshot(ref_db, ref.run_id)
-    findings = (tmp_path / f"mdbatch-findings-{job}.jsonl").read_text().splitlines()
-    assert len(findings) == ref.summary["findings_total"]
-
-
-_FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
-
-
-def _job_state(job: str) -> dict[str, str]:
+def job_state(job: str) -> dict[str, str]:
+    """`scontrol show job` as a dict (empty when the job is unknown)."""
     out = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True, text=True, timeout=20).stdout
     return dict(field.split("=", 1) for field in out.split() if "=" in field)
 
 
-def test_walltime_signal_requeues_the_job_and_resume_finishes(slurm, make_campaign, tmp_path):
-    """What Slurm does before a walltime (--signal=B:USR1): the batch shell forwards USR1, mdbatch
-    saves its completed batches and exits 3, the script requeues itself, and the restarted job
-    continues the same run with --resume last; the catalog equals an undisturbed local run."""
-    result = make_campaign(300, seed=43, faults=True)
-    db = tmp_path / "requeue.db"
-    env = {**os.environ, "MDBATCH_DB": f"sqlite:///{db}", "MDBATCH_INTERFACE": "lo", "PYTHON": sys.executable, "TMPDIR": str(tmp_path)}
-    job = subprocess.run(
-        ["sbatch", "--parsable", "--export=ALL", f"--chdir={tmp_path}", str(REPO / "deploy" / "slurm" / "audit-allocation.sbatch"),
-         str(result.dest), "--batch-size", "1", "--no-dashboard"],
-        capture_output=True, text=True, env=env, timeout=60, check=True,
-    ).stdout.strip().split(";")[0]
-    log = tmp_path / f"mdbatch-alloc-{job}.log"
-    try:
-        from .test_resilience import count
+def wait_until(what: str, ready: Callable[[], bool], timeout: float, why: Callable[[], str] = lambda: "") -> None:
+    """Poll `ready` until it holds; fail naming `what` (and `why()`) after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}: {why()}")
+        time.sleep(0.1)
 
-        deadline = time.monotonic() + 180
-        while count(db, "SELECT COUNT(*) FROM MDBATCH_SCANNED") < 20:
-            assert time.monotonic() < deadline, "the audit did not get going"
-            assert _job_state(job).get("JobState") in ("PENDING", "RUNNING", "CONFIGURING"), log.read_text()
-            time.sleep(0.1)
-        subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True, timeout=20)
-        deadline = time.monotonic() + 120
-        while not ((state := _job_state(job)).get("Restarts", "0") != "0" and state.get("JobState") == "PENDING"):
-            assert time.monotonic() < deadline, f"job {job} was not requeued: {log.read_text() if log.exists() else ''}"
-            time.sleep(0.2)
-        with sqlite3.connect(db) as conn:
-            (status,) = conn.execute("SELECT status FROM MDBATCH_RUNS").fetchone()
-            scanned = conn.execute("SELECT COUNT(*) FROM MDBATCH_SCANNED").fetchone()[0]
-        assert status == "interrupted" and 20 <= scanned < 300
-        # Slurm holds a requeued job back for a while (Reason=BeginTime); let it start now, and
-        # again if an update raced the requeue. Not within the second of the requeue: slurmd
-        # refuses a credential created in the second its predecessor was revoked ("Killing
-        # non-startable batch job: Job credential revoked"), which is what the hold protects.
-        # Done is a final JobState (exit 1: findings), never an empty answer: a squeue or
-        # scontrol hiccup must not pass for the end.
-        time.sleep(2.5)
-        deadline = time.monotonic() + 240
-        while (state := _job_state(job)).get("JobState") not in _FINAL_STATES:
-            assert time.monotonic() < deadline, f"job {job} did not finish after its requeue: {state}"
+
+@dataclass
+class Job:
+    """A submitted batch job of one of the shipped scripts, and the directory it runs in."""
+
+    id: str
+    workdir: Path
+    log: Path
+    requeued_at: list[float] = field(default_factory=list)
+
+    @property
+    def db(self) -> Path:
+        return self.workdir / "mdbatch.db"  # the scripts' default catalog, sqlite:///$PWD/mdbatch.db
+
+    def state(self) -> dict[str, str]:
+        return job_state(self.id)
+
+    def text(self) -> str:
+        return self.log.read_text() if self.log.exists() else "(no log yet)"
+
+    def running(self) -> bool:
+        """Whether the job is still running its leg (fails at once if it ended)."""
+        state = self.state().get("JobState")
+        if state in FINAL_STATES:
+            pytest.fail(f"job {self.id} ended {state} before the test signalled it:\n{self.text()}")
+        return state == "RUNNING"
+
+    def signal(self) -> None:
+        """What Slurm does before the walltime (--signal=B:USR1@300): SIGUSR1 to the batch shell only."""
+        subprocess.run(["scancel", "--signal=USR1", "--batch", self.id], check=True, timeout=20)
+
+    def wait_requeued(self, restarts: int = 1) -> None:
+        """Until the job is pending again after its `restarts`-th requeue."""
+        def requeued() -> bool:
+            state = self.state()
+            assert state.get("JobState") not in FINAL_STATES, f"job {self.id} ended instead of requeueing:\n{self.text()}"
+            return state.get("Restarts") == str(restarts) and state.get("JobState") == "PENDING"
+
+        wait_until(f"job {self.id} to requeue", requeued, 90, self.text)
+        self.requeued_at.append(time.monotonic())
+
+    def finish(self, timeout: float = 180) -> dict[str, str]:
+        """Let the requeued job start now instead of after Slurm's hold, and wait for its final state.
+
+        Not within the second of the requeue: slurmd refuses a job whose credential was created in the
+        second its predecessor's was revoked ("Job credential revoked"), which the hold guards against.
+        """
+        if self.requeued_at:
+            time.sleep(max(0.0, self.requeued_at[-1] + 2.5 - time.monotonic()))
+        deadline = time.monotonic() + timeout
+        while (state := self.state()).get("JobState") not in FINAL_STATES:
+            assert time.monotonic() < deadline, f"job {self.id} did not finish: {state}\n{self.text()}"
             if state.get("JobState") == "PENDING" and state.get("Reason") == "BeginTime":
-                subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True, timeout=20)
-            time.sleep(0.5)
-    finally:
-        subprocess.run(["scancel", job], capture_output=True)
-    text = log.read_text()
-    assert "requeueing job" in text, text
-    got = json.loads((tmp_path / f"mdbatch-summary-{job}.json").read_text())
-    ref_db, ref = local_reference(result, tmp_path)
-    assert got["outcome"] == "completed" and got["simulations"] == 300, text
-    with sqlite3.connect(db) as conn:  # the same run, continued: not a second one
-        assert conn.execute("SELECT run_id, status FROM MDBATCH_RUNS").fetchall() == [(got["run_id"], "completed")]
-    assert got["findings"] == ref.summary["findings"]
-    assert catalog_snapshot(db, got["run_id"]) == catalog_snapshot(ref_db, ref.run_id)
+                subprocess.run(["scontrol", "update", f"JobId={self.id}", "StartTime=now"], capture_output=True, timeout=20)
+            time.sleep(0.3)
+        return state
+
+
+def submit(script: str, root: Path, workdir: Path, *audit_args: str, sbatch_args: tuple[str, ...] = (),
+           env: dict[str, str] | None = None) -> Job:
+    """`sbatch [sbatch_args] deploy/slurm/SCRIPT ROOT [audit_args]` run from `workdir`, as the README shows.
+
+    The environment is the user's with the venv's bin first (what the scripts' "Site setup" does
+    with `source venv/bin/activate`); TMPDIR keeps scheduler files and worker scratch in `workdir`.
+    """
+    (workdir / "deploy").symlink_to(REPO / "deploy")
+    environ = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(workdir), **(env or {})}
+    out = subprocess.run(["sbatch", "--parsable", *sbatch_args, script, str(root), *audit_args],
+                         capture_output=True, text=True, env=environ, cwd=workdir, timeout=60, check=True)
+    job = out.stdout.strip().split(";")[0]
+    name = "mdbatch-audit" if script == DRIVER else "mdbatch-alloc"
+    return Job(job, workdir, workdir / f"{name}-{job}.log")
+
+
+def tagged_jobs(tag: str) -> list[tuple[str, str]]:
+    """(job id, state) of the jobs in squeue whose comment is `tag` (pattern 1's worker jobs)."""
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%T|%k"], capture_output=True, text=True, timeout=20, check=True).stdout
+    return [(job, state) for job, state, comment in (line.split("|", 2) for line in out.splitlines()) if comment.strip() == tag]
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[str]]:
+    """Job ids to cancel when the test ends, whatever happened."""
+    jobs: list[str] = []
+    yield jobs
+    if jobs:
+        subprocess.run(["scancel", *jobs], capture_output=True, timeout=30)
+
+
+def runs(db: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT run_id, status FROM MDBATCH_RUNS ORDER BY started_at").fetchall()
+
+
+def check_completed_like_undisturbed(job: Job, final: dict[str, str], ref: Reference, *, restarts: int = 1,
+                                     by_script: int = 1, exit_code: str = "0:0") -> None:
+    """The job ended after `restarts` requeues (`by_script` of them by the script itself) with exactly
+    one run, completed, whose catalog is an undisturbed local audit's and whose findings file holds
+    every finding of the campaign once."""
+    text = job.text()
+    assert (final.get("JobState"), final.get("ExitCode"), final.get("Restarts")) == (
+        "COMPLETED" if exit_code == "0:0" else "FAILED", exit_code, str(restarts)), text
+    assert text.count(f"requeueing job {job.id}") == by_script, text
+    summary = json.loads((job.workdir / f"mdbatch-summary-{job.id}.json").read_text())
+    assert (summary["outcome"], summary["simulations"], summary["files"]) == ("completed", SIMS, ref.result.files), text
+    assert runs(job.db) == [(summary["run_id"], "completed")], text
+    assert catalog_snapshot(job.db, summary["run_id"]) == catalog_snapshot(ref.db, ref.run_id)
+    lines = (job.workdir / f"mdbatch-findings-{job.id}.jsonl").read_text().splitlines()
+    found = sorted((f["simulation"], f["kind"], f["item"]) for f in map(json.loads, lines))
+    assert found == sorted(expected(ref.result))
+
+
+def test_driver_walltime_signal_mid_audit_requeues_and_completes(campaign, tmp_path, cleanup):
+    """Pattern 1 as documented (MDBATCH_JOBS worker jobs, jobqueue.yaml found next to the script):
+    USR1 mid-audit saves the written batches, cancels the worker job, requeues; the next leg
+    continues the same run to the end; a job with findings ends COMPLETED (MDBATCH_FINDINGS_EXIT=0)."""
+    tag = f"mdbatch-test-{uuid.uuid4().hex[:8]}"
+    job = submit(DRIVER, campaign.result.dest, tmp_path, *WORKER_OPTIONS, f"--job-extra=--comment={tag}", "--batch-size", "1",
+                 "--no-dashboard", sbatch_args=("--cpus-per-task=1",), env={"MDBATCH_JOBS": "1"})
+    cleanup.append(job.id)
+    wait_until("20 simulations written", lambda: job.running() and count(job.db, "SELECT COUNT(*) FROM MDBATCH_SCANNED") >= 20, 150, job.text)
+    job.signal()
+    job.wait_requeued()
+    scanned = count(job.db, "SELECT COUNT(*) FROM MDBATCH_SCANNED")
+    assert [status for _, status in runs(job.db)] == ["interrupted"] and 20 <= scanned < SIMS, job.text()
+    assert tagged_jobs(tag) == [], "a worker job outlived the interrupted leg"
+    final = job.finish()
+    assert tagged_jobs(tag) == []
+    check_completed_like_undisturbed(job, final, campaign)
+
+
+def test_allocation_walltime_signal_mid_audit_requeues_and_completes(campaign, tmp_path, cleanup):
+    """Pattern 2 as documented (MDBATCH_INTERFACE, Dask under srun): the same walltime cycle."""
+    job = submit(ALLOCATION, campaign.result.dest, tmp_path, "--batch-size", "1", "--no-dashboard", env={"MDBATCH_INTERFACE": "lo"})
+    cleanup.append(job.id)
+    wait_until("20 simulations written", lambda: job.running() and count(job.db, "SELECT COUNT(*) FROM MDBATCH_SCANNED") >= 20, 150, job.text)
+    job.signal()
+    job.wait_requeued()
+    scanned = count(job.db, "SELECT COUNT(*) FROM MDBATCH_SCANNED")
+    assert [status for _, status in runs(job.db)] == ["interrupted"] and 20 <= scanned < SIMS, job.text()
+    final = job.finish()
+    check_completed_like_undisturbed(job, final, campaign)
+
+
+def test_driver_signal_while_its_worker_job_is_pending(campaign, tmp_path, cleanup):
+    """USR1 while the driver waits for a worker job that cannot start (the node's other core is taken):
+    the worker job is cancelled, never orphaned; the run is recorded interrupted with nothing
+    scanned, and the requeued job continues it to the end. MDBATCH_FINDINGS_EXIT=1 makes a job
+    whose audit found something end FAILED with exit code 1."""
+    blocker = subprocess.run(["sbatch", "--parsable", "--cpus-per-task=1", "--mem=100M", "--output=/dev/null", "--wrap", "sleep 600"],
+                             capture_output=True, text=True, timeout=60, check=True, cwd=tmp_path).stdout.strip().split(";")[0]
+    cleanup.append(blocker)
+    wait_until("the blocker job to run", lambda: job_state(blocker).get("JobState") == "RUNNING", 60)
+    tag = f"mdbatch-test-{uuid.uuid4().hex[:8]}"
+    job = submit(DRIVER, campaign.result.dest, tmp_path, *WORKER_OPTIONS, f"--job-extra=--comment={tag}", "--no-dashboard",
+                 sbatch_args=("--cpus-per-task=1",), env={"MDBATCH_JOBS": "1", "MDBATCH_FINDINGS_EXIT": "1"})
+    cleanup.append(job.id)
+    wait_until("a pending worker job", lambda: job.running() and [s for _, s in tagged_jobs(tag)] == ["PENDING"], 120, job.text)
+    [(worker, _)] = tagged_jobs(tag)
+    cleanup.append(worker)
+    job.signal()
+    job.wait_requeued()
+    assert tagged_jobs(tag) == [] and job_state(worker).get("JobState") == "CANCELLED", job.text()
+    assert [status for _, status in runs(job.db)] == ["interrupted"], job.text()
+    assert count(job.db, "SELECT COUNT(*) FROM MDBATCH_SCANNED") == 0
+    subprocess.run(["scancel", blocker], check=True, timeout=20)
+    final = job.finish()
+    assert tagged_jobs(tag) == []
+    check_completed_like_undisturbed(job, final, campaign, exit_code="1:0")
+
+
+def test_allocation_signal_as_the_job_starts(campaign, tmp_path, cleanup):
+    """USR1 the moment the batch shell starts (before Dask or mdbatch run): the job requeues, and
+    its next leg audits the campaign to the end (nothing was recorded, so a new run)."""
+    job = submit(ALLOCATION, campaign.result.dest, tmp_path, "--no-dashboard", env={"MDBATCH_INTERFACE": "lo"})
+    cleanup.append(job.id)
+    wait_until("the job to start", lambda: f"mdbatch: job {job.id}, leg 0" in job.text(), 60, job.text)
+    job.signal()
+    job.wait_requeued()
+    assert not job.db.exists() or runs(job.db) == [], job.text()
+    final = job.finish()
+    check_completed_like_undisturbed(job, final, campaign)
+
+
+def test_allocation_signal_as_mdbatch_starts(campaign, tmp_path, cleanup):
+    """USR1 the moment the script launches mdbatch: it lands while Python starts (mdbatch dies of it,
+    exit 138) or just after mdbatch handles it (exit 3, nothing or an empty run recorded); either way
+    the job requeues and its next leg audits the campaign to the end, in one run."""
+    job = submit(ALLOCATION, campaign.result.dest, tmp_path, "--no-dashboard", env={"MDBATCH_INTERFACE": "lo"})
+    cleanup.append(job.id)
+    wait_until("mdbatch to start", lambda: "mdbatch: starting a new audit" in job.text(), 60, job.text)
+    job.signal()
+    job.wait_requeued()
+    final = job.finish()
+    check_completed_like_undisturbed(job, final, campaign)
+
+
+def test_allocation_mdbatch_killed_then_job_requeued_by_hand_resumes_its_run(campaign, tmp_path, cleanup):
+    """mdbatch SIGKILLed mid-audit (OOM killer, node lost) cannot record its end: the job fails with
+    137 and is not requeued by the script; `scontrol requeue` by hand makes a next leg that resumes
+    the run it left `running` instead of starting over."""
+    job = submit(ALLOCATION, campaign.result.dest, tmp_path, "--batch-size", "1", "--no-dashboard", env={"MDBATCH_INTERFACE": "lo"})
+    cleanup.append(job.id)
+    wait_until("20 simulations written", lambda: job.running() and count(job.db, "SELECT COUNT(*) FROM MDBATCH_SCANNED") >= 20, 150, job.text)
+    with sqlite3.connect(job.db, timeout=30) as conn:
+        [(run_id, pid)] = conn.execute("SELECT run_id, pid FROM MDBATCH_RUNS WHERE status = 'running'").fetchall()
+    os.kill(pid, signal.SIGKILL)
+    wait_until(f"job {job.id} to fail", lambda: job.state().get("JobState") == "FAILED", 60, job.text)
+    assert job.state().get("ExitCode") == "137:0" and runs(job.db) == [(run_id, "running")], job.text()
+    subprocess.run(["scontrol", "requeue", job.id], check=True, timeout=20)
+    job.wait_requeued()
+    final = job.finish()
+    assert f"mdbatch: resuming run {run_id}" in job.text()
+    check_completed_like_undisturbed(job, final, campaign, by_script=0)
