@@ -23,7 +23,7 @@ under WORKDIR/campaigns keyed by their parameters.
 Prints one JSON document on stdout (progress goes to stderr): per profile the medians and samples
 of each contender, speedup_vs_baseline = baseline / mdbatch, ratio_to_limit = mdbatch / limit,
 targets with pass/fail, the counts both tools saw, and the timings breakdown of mdbatch's median
-run. `--profile-scan` adds an in-process profile of `mdbatch.records.scan_batch` over 250
+run. `--profile-scan` adds an in-process profile of `mdbatch.batch.scan_batch` over 250
 simulations: where each microsecond per file goes. Exit status 1 when the tools disagree on counts.
 """
 
@@ -286,7 +286,7 @@ def fixed_costs(workdir: Path, repeat: int) -> dict[str, Any]:
     scratch = workdir / "runs"
     scratch.mkdir(parents=True, exist_ok=True)
     version = [run_timed([*mdbatch_command(), "--version"]) for _ in range(repeat)]
-    imports = [run_timed([sys.executable, "-c", "import mdbatch.audit, mdbatch.cli, distributed"]) for _ in range(repeat)]
+    imports = [run_timed([sys.executable, "-c", "import mdbatch.auditing, mdbatch.cli, distributed"]) for _ in range(repeat)]
     one = [run_mdbatch(tiny, scratch, f"fixed-{i}") for i in range(repeat)]
     median_one = one[median_index([r.seconds for r in one])]
 
@@ -384,24 +384,23 @@ def _profile_categories(stats: Any, files: int) -> dict[str, Any]:
 def _catalog_write_cost(batch: Any, root: Path, files: int) -> dict[str, Any]:
     """One batch written to a fresh SQLite catalog in-process, with no scan competing for the cores.
 
-    Uses the catalog's public backend API as audit does (open_catalog, begin_run, write_batch); that
+    Writes what an audit writes for a batch (`catalog.writes.batch_ops`, one transaction); that
     API is still moving, so a mismatch is reported rather than fatal.
     """
     import tempfile
-    from datetime import UTC, datetime
 
     try:
         from mdbatch.catalog import open_catalog
-        from mdbatch.catalog.base import RunInfo
+        from mdbatch.catalog.writes import batch_ops, run_row
 
         walls, cpus = [], []
         for attempt in range(3):
             with tempfile.TemporaryDirectory(prefix="mdbatch-bench-") as tmp:
                 catalog = open_catalog(f"sqlite:///{tmp}/catalog.db")
                 run_id = f"bench-{attempt}"
-                catalog.begin_run(RunInfo(run_id, "audit", str(root), {}, "bench", "bench", datetime.now(UTC).isoformat()))
+                catalog.apply([run_row(run_id, "audit", str(root), host="bench")])
                 w0, c0 = time.perf_counter(), time.process_time()
-                catalog.write_batch(run_id, str(root), batch)
+                catalog.apply(batch_ops(run_id, str(root), batch))
                 walls.append(time.perf_counter() - w0)
                 cpus.append(time.process_time() - c0)
                 catalog.close()
@@ -426,7 +425,7 @@ def profile_scan(root: Path, sims: int) -> dict[str, Any]:
 
     from mdbatch.discover import walk_root
     from mdbatch.hashing import digest_file
-    from mdbatch.records import scan_batch, to_tables
+    from mdbatch.batch import scan_batch, to_tables
     from mdbatch.registry import parse_registry
     from mdbatch.scan import scan_simulation
 

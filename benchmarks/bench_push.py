@@ -4,7 +4,7 @@
         [--pg URL | --no-pg] [--workdir DIR] [--json-out FILE] [--quick]
 
 The records of N simulations (default 100,000) are generated synthetically, exactly as the push's
-workers hand them to the client (`mdbatch.sync.records.PushUnit`, 250 simulations each, analysis
+workers hand them to the client (`mdbatch.sync.collect.PushUnit`, 250 simulations each, analysis
 frames already serialized): per simulation one RUN_DATABASE row (with a ~400-byte build YAML), two
 ANALYSIS_OVERVIEW rows and one row in each of two analysis tables (ANALYSIS_area_per_lipid,
 ANALYSIS_thickness; a 20-row frame as data_csv, ~600 bytes). Generating them is not timed; the
@@ -56,7 +56,7 @@ from common import check_target, describe, emit_json, machine_info, ratio, remov
 from mdbatch.catalog import open_catalog, schema  # noqa: E402
 from mdbatch.catalog.ops import rows_table  # noqa: E402
 from mdbatch.sync.push import PushResult, write_units  # noqa: E402
-from mdbatch.sync.records import PushUnit  # noqa: E402
+from mdbatch.sync.collect import PushUnit  # noqa: E402
 
 BATCH = 250
 ANALYSES = ("area_per_lipid", "thickness")

@@ -13,13 +13,12 @@ this class, so what a notebook sees is what the command line shows::
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Self
 
-from .catalog import CatalogBackend, schema
+from .catalog import CatalogBackend, filestats, queries, schema
 from .config import redact, resolve_url
 from .lifecycle import open_catalog_for_command
 from .errors import UsageError
@@ -31,7 +30,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Catalog"]
 
-FINDING_COLUMNS = ["run_id", "simulation", "kind", "item", "detail"]
 StorageKey = Literal["extension", "simulation", "simulation_type"]
 
 
@@ -66,15 +64,7 @@ class Catalog:
     def backend(self) -> CatalogBackend:
         """The open backend (opened, and an older schema migrated, on first use)."""
         if self._backend is None:
-            backend = open_catalog_for_command(self._url, must_exist=True)
-            try:
-                version = backend.schema_version()
-                if version is not None and version < schema.SCHEMA_VERSION:
-                    backend.init_schema()  # migrate before reading columns an old catalog lacks
-            except BaseException:
-                backend.close()
-                raise
-            self._backend = backend
+            self._backend = open_catalog_for_command(self._url, must_exist=True)
         return self._backend
 
     def close(self) -> None:
@@ -104,15 +94,7 @@ class Catalog:
         An absent table gives an empty frame with the table's columns; a name that is not a
         catalog table raises UsageError.
         """
-        definition = schema.table_for(name)
-        names = list(columns) if columns is not None else [c.name for c in definition.columns]
-        if name not in self.backend.tables():
-            return schema.arrow_schema(definition, names).empty_table().to_pandas()
-        import pyarrow as pa
-
-        chunks = list(self.backend.iter_rows(name, where or None, names))
-        table = pa.concat_tables(chunks) if chunks else schema.arrow_schema(definition, names).empty_table()
-        return table.to_pandas()
+        return queries.frame(self.backend, name, where, columns)
 
     def systems(
         self, status: str | None = None, simulation_type: str | None = None, *, root: str | os.PathLike[str] | None = None,
@@ -122,16 +104,7 @@ class Catalog:
 
         `columns` selects columns (default: all, including the build YAML in `input_data`).
         """
-        where = {k: v for k, v in (("status", status), ("simulation_type", simulation_type)) if v is not None}
-        wanted = list(columns) if columns is not None else None
-        read = wanted if wanted is None or root is None or "directory" in wanted else [*wanted, "directory"]
-        frame = self.table(schema.RUN_TABLE, where, columns=read)
-        if root is not None:
-            base = os.path.abspath(root).rstrip("/") or "/"
-            prefix = base if base == "/" else base + "/"
-            frame = frame[(frame["directory"] == base) | frame["directory"].str.startswith(prefix, na=False)]
-            frame = frame[wanted] if wanted is not None else frame
-        return frame.sort_values("directory" if "directory" in frame.columns else frame.columns[0], ignore_index=True)
+        return queries.systems(self.backend, status, simulation_type, root=_root(root), columns=columns)
 
     def analysis(self, name: str, hash: str | None = None) -> pd.DataFrame:
         """The combined frame of analysis `name` across simulations, with a `hash` column first.
@@ -157,11 +130,7 @@ class Catalog:
 
     def artifacts(self, name: str, hash: str | None = None) -> pd.DataFrame:
         """ARTIFACT_<name> rows (one per simulation); `files` and `checksums` are parsed from JSON."""
-        table = schema.item_table_name("artifact", name)
-        frame = self.table(table, {"hash": hash} if hash else None)
-        for column in ("files", "checksums"):
-            frame[column] = [json.loads(v) if isinstance(v, str) and v else None for v in frame[column]]
-        return frame
+        return queries.artifacts(self.backend, name, hash)
 
     # -- audits and history -----------------------------------------------------------------------
 
@@ -170,32 +139,22 @@ class Catalog:
 
         Columns run_id, simulation (relative to the run's root), kind, item, detail.
         """
-        where: dict[str, Any] = {k: v for k, v in (("kind", kind), ("simulation", simulation)) if v is not None}
-        if run is not None:
-            where["run_id"] = self.run(run)["run_id"]
-        frame = self.table("MDBATCH_FINDINGS", where, columns=FINDING_COLUMNS)
-        return frame.sort_values(["run_id", "simulation", "kind", "item"], ignore_index=True)
+        return queries.findings(self.backend, run, kind=kind, simulation=simulation)
 
     def run(self, run: str = "last") -> dict[str, Any]:
         """One audit run's record ('last' = the newest) with its `summary` and `arguments` as dicts."""
-        from .runs import resolve_run
-
-        return resolve_run(self.backend, run, command="audit")
+        return queries.resolve_run(self.backend, run, command="audit")
 
     def runs(self, root: str | os.PathLike[str] | None = None) -> pd.DataFrame:
         """Every recorded run (oldest first, optionally of one root) with its headline numbers."""
-        from .runs import list_runs
-
-        return list_runs(self.backend, os.path.abspath(root) if root is not None else None)
+        return queries.list_runs(self.backend, _root(root))
 
     def diff(self, a: str | None = None, b: str | None = None, *, root: str | os.PathLike[str] | None = None) -> pd.DataFrame:
         """Change records between audit runs `a` and `b` (default: the last two audits of a root).
 
         Columns run_id, scope (file|simulation|finding), change, simulation, item, size, digest, detail.
         """
-        from .runs import diff_runs
-
-        return diff_runs(self.backend, a, b, os.path.abspath(root) if root is not None else None)
+        return queries.diff_runs(self.backend, a, b, _root(root))
 
     # -- storage ----------------------------------------------------------------------------------
 
@@ -205,28 +164,11 @@ class Catalog:
         Columns size, xxh3_128, files, inodes (distinct), reclaimable_bytes ((inodes - 1) × size)
         and paths (absolute, sorted). Every root when `root` is None; `top` keeps the first groups.
         """
-        from .report.inventory import inventory_stats
-
-        return inventory_stats(self.backend, _root(root), top=top).duplicates
+        return filestats.inventory_stats(self.backend, _root(root), top=top).duplicates
 
     def storage(self, root: str | os.PathLike[str] | None = None, *, by: StorageKey = "extension") -> pd.DataFrame:
         """Files and bytes per file extension, per simulation or per simulation type, largest first."""
-        from .report.inventory import inventory_stats
-
-        if by not in ("extension", "simulation", "simulation_type"):
-            raise UsageError(f"by={by!r}: use 'extension', 'simulation' or 'simulation_type'")
-        stats = inventory_stats(self.backend, _root(root))
-        if by == "extension":
-            return stats.by_extension
-        sims = stats.by_simulation
-        if by == "simulation":
-            return sims.sort_values(["bytes", "root", "simulation"], ascending=[False, True, True], ignore_index=True)
-        types = self.systems(columns=["simulation_type", "directory"])
-        full = [os.path.normpath(os.path.join(r, s)) for r, s in zip(sims["root"], sims["simulation"], strict=True)]
-        kind = dict(zip(types["directory"], types["simulation_type"], strict=True))
-        sims = sims.assign(simulation_type=[kind.get(d) or "(unknown)" for d in full])
-        grouped = sims.groupby("simulation_type", as_index=False)[["files", "bytes"]].sum()
-        return grouped.sort_values(["bytes", "simulation_type"], ascending=[False, True], ignore_index=True)
+        return filestats.storage(self.backend, _root(root), by)
 
     # -- the HTML report --------------------------------------------------------------------------
 
@@ -234,7 +176,7 @@ class Catalog:
         """Write the self-contained HTML report of audit run `run` ('last' = the newest) to `path`."""
         from .report import write_report
 
-        return write_report(self, path, run, top=top)
+        return write_report(self.backend, path, run, top=top)
 
 
 def _root(root: str | os.PathLike[str] | None) -> str | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
-from .registry import ANALYSIS_DIRNAME, REGISTRY_FILENAME
+from .registry.format import ANALYSIS_DIRNAME, REGISTRY_FILENAME
 
 
 #: Directory listings in flight during a root walk. One is fastest on a warm local disk (threads

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Protocol, runtime_checkable
 
 from .errors import ClusterError
 
@@ -167,6 +167,25 @@ class Progress:
         return f"{self.label}: {self.done} simulations, {self.files} files, {rate:.0f} sims/s (discovering)"
 
 
+@runtime_checkable
+class Work(Protocol):
+    """What `Fanout.stream` runs: `take` gives the next item, or None when there is none now. The
+    stream asks again after each result is handled, so results may add work (follow-ups the caller
+    owns); it ends when `take` gives None and nothing is in flight."""
+
+    def take(self) -> Any | None: ...
+
+
+class Items:
+    """A plain iterable as `Work` (nothing is added later)."""
+
+    def __init__(self, items: Iterable[Any]) -> None:
+        self._items = iter(items)
+
+    def take(self) -> Any | None:
+        return next(self._items, None)
+
+
 class Fanout:
     """A Dask client for one command: a LocalCluster it owns, or a connection to a running one."""
 
@@ -226,7 +245,7 @@ class Fanout:
                     processes=True,
                     host="127.0.0.1",
                     silence_logs=logging.ERROR,
-                    preload=["mdbatch.records", "mdbatch.engine"],
+                    preload=["mdbatch.batch", "mdbatch.engine"],
                     scheduler_kwargs=_dashboard_options(self.want_dashboard and _have_bokeh(), opts.dashboard_address),
                 )
             self.client = Client(self.cluster)
@@ -307,47 +326,47 @@ class Fanout:
     def stream(
         self,
         fn: Callable[..., Any],
-        groups: Iterable[Any],
+        work: Work | Iterable[Any],
         *args: Any,
         prefix: str = "scan",
         in_flight: int | None = None,
     ) -> Iterator[Any]:
-        """Run `fn(group, *args, index=i)` for each group on the cluster, yielding results as they finish.
+        """Run `fn(item, *args, index=i)` for each item of `work` on the cluster, yielding results as they finish.
 
         At most `in_flight` tasks are outstanding (default: three per worker), so the client's
-        memory does not grow with the campaign. `groups` is asked again after each result has been
-        handled, so an iterator that runs out may yield follow-up work that the results called for.
-        Task keys read `scan-000042-<run>` on the dashboard. If the iteration is interrupted (a
-        signal raising in the client), :meth:`drain` hands back the results that had already completed.
+        memory does not grow with the campaign. `work` is asked for more (`Work.take`) after each
+        result has been handled, so handling a result may add follow-up work; the stream ends when
+        `take` gives None and nothing is in flight. Task keys read `scan-000042-<run>` on the
+        dashboard. If the iteration is interrupted (a signal raising in the client), :meth:`drain`
+        hands back the results that had already completed.
         """
         from distributed import as_completed
 
+        source = work if isinstance(work, Work) else Items(work)
         token = uuid.uuid4().hex[:8]
         limit = in_flight or max(2, 3 * self.n_workers)
-        it = iter(groups)
         index = 0
         self._pending = as_completed()
 
         def submit_next() -> bool:
             nonlocal index
-            group = next(it, None)
-            if group is None:
+            item = source.take()
+            if item is None:
                 return False
-            future = self.client.submit(fn, group, *args, index=index, key=f"{prefix}-{index:06d}-{token}", pure=False)
+            future = self.client.submit(fn, item, *args, index=index, key=f"{prefix}-{index:06d}-{token}", pure=False)
             self._pending.add(future)
             index += 1
             return True
 
-        for _ in range(limit):
-            submit_next()
+        while self._pending.count() < limit and submit_next():
+            pass
         for future in self._pending:
             try:
                 result = future.result()
             finally:
                 future.release()
-            submit_next()
             yield result
-            # Handling a result may have given `groups` more to run (follow-ups): top the queue up.
+            # Handling the result may have given `work` more to run (follow-ups): top the queue up.
             while self._pending.count() < limit and submit_next():
                 pass
 

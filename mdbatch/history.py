@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .batch import BatchResult, Group
-from .catalog import schema
+from .catalog import queries, schema
 from .catalog.base import CatalogBackend
 from .catalog.ops import Delete, Op, Update, Upsert
 from .changes import CHANGE_COLUMNS, Change, ChangeCounts, describe, finding_changes, pair_moves, removed_simulations, simulation_changes
@@ -102,20 +102,14 @@ class History:
     rescanned: int = 0
     #: What the catalog recorded of each group in flight, by group id.
     _baselines: dict[int, _Baseline] = field(default_factory=dict)
-    #: Paths whose fingerprint did not hold, waiting to be scanned with their hash-cache entries.
-    _deferred: list[str] = field(default_factory=list)
+    #: Follow-up work: paths whose fingerprint did not hold, to be scanned with their hash-cache entries.
+    followups: list[str] = field(default_factory=list)
     _next_gid: int = 0
 
     def __post_init__(self) -> None:
-        self.previous_run = self._previous_audit()
+        done = [r["run_id"] for r in queries.audits_of(self.catalog, self.root) if r["run_id"] != self.run_id]
+        self.previous_run = done[-1] if done else None
         self.has_history = self.catalog.count_rows(schema.SIMULATIONS.name, {"root": self.root}) > 0
-
-    def _previous_audit(self) -> str | None:
-        runs = self.catalog.read_table("MDBATCH_RUNS")
-        if runs.empty:
-            return None
-        done = runs[(runs["command"] == "audit") & (runs["root"] == self.root) & (runs["status"] == "completed") & (runs["run_id"] != self.run_id)]
-        return None if done.empty else str(done.sort_values("started_at").iloc[-1]["run_id"])
 
     def recorded(self) -> Iterator[tuple[str, str]]:
         """(simulation, run that last scanned it) of every present simulation the catalog records in the scope."""
@@ -131,13 +125,15 @@ class History:
 
     # -- per batch ------------------------------------------------------------------------------
 
-    def groups(self, batches: Iterator[list[str]], size: int) -> Iterator[Group]:
+    def work(self, batches: Iterator[list[str]], size: int) -> Work:
         """The groups to scan: the batches of paths, each with what the catalog recorded of its
-        simulations (one query per table per batch), and, as results come back, groups of the
-        simulations whose fingerprint did not hold (`size` at a time)."""
-        return _Feed(self, batches, size)
+        simulations, and, as results come back, groups of the simulations whose fingerprint did not
+        hold (`size` at a time)."""
+        return Work(self, batches, size)
 
-    def _prepare(self, paths: list[str], keep: bool = True) -> Group:
+    def prepare(self, paths: list[str], keep: bool = True) -> Group:
+        """A batch of paths as a group to send: with what the catalog recorded of its simulations
+        (one query per table), the hash cache among it. `keep=False` (follow-ups) keeps nothing."""
         t0 = time.monotonic()
         gid = self._next_gid
         self._next_gid += 1
@@ -183,7 +179,7 @@ class History:
         """History operations for a finished batch, and the simulations whose inventory is unchanged
         (the worker classified the files and checked the fingerprints: see `scan_group`)."""
         base = self._baselines.pop(batch.index, _Baseline())
-        self._deferred.extend(batch.deferred)
+        self.followups.extend(batch.deferred)
         self.kept += len(batch.kept)
         self.rescanned += len(batch.deferred)
         sims = batch.systems.column("simulation").to_pylist()
@@ -328,32 +324,29 @@ class History:
         )
 
 
-class _Feed:
-    """The groups of one run, for `Fanout.stream`: the walk's batches, and follow-up groups of the
-    simulations whose fingerprint did not hold. Running out is not final: the stream asks again
-    after each result, which may have deferred more simulations."""
+class Work:
+    """The groups of one audit run, in the order they are sent: the walk's batches, then follow-up
+    groups of the simulations whose fingerprint moved, from the queue the history fills as results
+    are handled (`History.followups`). `take` gives None when there is nothing to send now."""
 
-    def __init__(self, tracker: RunTracker, batches: Iterator[list[str]], size: int) -> None:
-        self.tracker = tracker
+    def __init__(self, history: History, batches: Iterator[list[str]], size: int) -> None:
+        self.history = history
         self.batches = batches
         self.size = max(1, size)
         self.walked = False
 
-    def __iter__(self) -> _Feed:
-        return self
-
-    def __next__(self) -> Group:
-        waiting = self.tracker._deferred
+    def take(self) -> Group | None:
+        waiting = self.history.followups
         if not self.walked and len(waiting) < self.size:
             paths = next(self.batches, None)
             if paths is not None:
-                return self.tracker._prepare(paths)
+                return self.history.prepare(paths)
             self.walked = True
         if waiting:
             paths = waiting[: self.size]
             del waiting[: self.size]
-            return self.tracker._prepare(paths, keep=False)
-        raise StopIteration
+            return self.history.prepare(paths, keep=False)
+        return None
 
 
 def _paired_sources(moves: list[Change], missing: list[Change]) -> list[Change]:

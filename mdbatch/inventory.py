@@ -26,10 +26,6 @@ import xxhash
 from . import findings as fk
 from .paths import display
 
-#: Version of what the hash cache (MDBATCH_FILES) stores; entries of other versions are ignored.
-#: Version 2: the bytes of small identity and registry files are kept in `facts`.
-HASH_CACHE_VERSION = 2
-
 _EQUILIBRATION = ("min.gro", "nvt.gro", "npt.gro")
 
 #: The analysis directory and its registry (registry.ANALYSIS_DIRNAME and REGISTRY_FILENAME).

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from .errors import Interrupted, MdbatchError, RefusedError
+from .errors import CatalogDamagedError, Interrupted, MdbatchError, RefusedError
 
 if TYPE_CHECKING:
     from .catalog.base import CatalogBackend
@@ -152,18 +152,15 @@ class RunRecord:
         `refused` (RefusedError): two audits of one root at once would each record the other's
         simulations as removed.
         """
-        from .catalog import schema
-        from .catalog.ops import Upsert, rows_table
+        from .catalog.writes import run_row
         from .version import __version__
 
         reap_abandoned(catalog)
         record = cls(catalog, new_run_id(prefix), command, root, dict(arguments or {}), _url=url)
-        row = {
-            "run_id": record.run_id, "command": command, "root": root, "arguments": _arguments_json(record.arguments),
-            "host": record.host, "version": __version__, "catalog": catalog.display_url, "started_at": _now(),
-            "status": "running", "pid": record.pid, "heartbeat_at": _now(), "job": batch_job(),
-        }
-        catalog.apply([Upsert(schema.RUNS.name, rows_table(schema.RUNS, [row]))])
+        catalog.apply([run_row(
+            record.run_id, command, root, arguments=_arguments_json(record.arguments), host=record.host, pid=record.pid,
+            job=batch_job(), version=__version__, catalog=catalog.display_url, heartbeat_at=_now(),
+        )])
         if exclusive:
             record._refuse_if_concurrent()
         record._start_heartbeat()
@@ -342,15 +339,22 @@ def reap_abandoned(catalog: CatalogBackend) -> list[str]:
 
 
 def open_catalog_for_command(url: str | None = None, *, must_exist: bool = False) -> CatalogBackend:
-    """The catalog a command works on, with runs whose process died marked abandoned first
-    (a catalog this process may not write to is read as it is)."""
-    from .catalog import open_catalog
+    """The catalog a command works on: an older schema migrated (before columns it lacks are read),
+    and runs whose process died marked abandoned (a catalog this process may not write to is read
+    as it is)."""
+    from .catalog import open_catalog, schema
 
     catalog = open_catalog(url, must_exist=must_exist)
     try:
+        version = catalog.schema_version()
+        if version is not None and version < schema.SCHEMA_VERSION:
+            catalog.init_schema()
         reap_abandoned(catalog)
+    except CatalogDamagedError:
+        catalog.close()
+        raise
     except MdbatchError as exc:
-        log.debug("mdbatch: cannot mark abandoned runs in %s: %s", catalog.display_url, exc)
+        log.debug("mdbatch: cannot migrate or mark abandoned runs in %s: %s", catalog.display_url, exc)
     return catalog
 
 

@@ -31,7 +31,7 @@ from .hashing import FileDigest, NotRegularFile, digest_file
 from .inventory import fingerprint, loose_parquets, odd_salt, registry_absence, simulation_status, top_level, walk
 from .naming import is_valid_name
 from .paths import contained, display, raw_bytes, relative_to_root
-from .registry import ANALYSIS_DIRNAME, REGISTRY_FILENAME, parse_registry
+from .registry.format import ANALYSIS_DIRNAME, REGISTRY_FILENAME, parse_registry
 
 REGISTRY_REL = f"{ANALYSIS_DIRNAME}/{REGISTRY_FILENAME}"
 _NO_REGISTRY = f"parquet file in {ANALYSIS_DIRNAME}, which has no registry ({REGISTRY_REL} is absent)"

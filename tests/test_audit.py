@@ -8,7 +8,8 @@ import sqlite3
 
 import pytest
 
-from mdbatch.audit import audit
+from mdbatch.auditing import audit
+from mdbatch.catalog import queries
 from mdbatch.engine import ClusterOptions, plan
 from mdbatch.findings import KINDS
 
@@ -146,8 +147,8 @@ def test_inventory_reads_back_from_the_catalog(make_campaign, tmp_path):
     db = f"sqlite:///{tmp_path / 'c.db'}"
     res = audit(result.dest, db=db, cluster=LOCAL, progress=False)
     with open_catalog(db) as cat:
-        chunks = list(cat.file_inventory(str(result.dest), chunk_rows=50))
-        assert cat.scanned_simulations(res.run_id) == set()  # completed runs drop resume bookkeeping
+        chunks = list(queries.file_inventory(cat, str(result.dest), ["simulation", "path", "path_raw"], chunk_rows=50))
+        assert queries.scanned_simulations(cat, res.run_id) == set()  # completed runs drop resume bookkeeping
     assert len(chunks) > 1 and sum(c.num_rows for c in chunks) == result.files
     raw = [r for c in chunks for r in c.column("path_raw").to_pylist() if r is not None]
     assert raw and all(isinstance(r, bytes) for r in raw)

@@ -189,16 +189,23 @@ def test_write_error_is_an_os_error_naming_the_target(tmp_path):
 
 
 def _catalog_with_runs(path: Path, count: int) -> str:
-    from mdbatch.catalog import RunInfo, open_catalog
+    import json
+    from datetime import datetime
+
+    from mdbatch.catalog import open_catalog
+    from mdbatch.catalog.writes import run_row
 
     url = f"sqlite:///{path}"
     with open_catalog(url) as catalog:
         catalog.init_schema()
-        for i in range(count):
-            run_id = f"20260101T{i // 3600:02d}{i // 60 % 60:02d}{i % 60:02d}Z-{i:06x}"
-            started = f"2026-01-01T{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}+00:00"
-            catalog.begin_run(RunInfo(run_id, "audit", f"/scratch/project/a/rather/long/campaign/root/number_{i:012d}", {}, "node001", "0.1.0", started))
-            catalog.finish_run(run_id, "completed", {"simulations": i, "findings_total": 0})
+        catalog.apply([
+            run_row(
+                f"20260101T{i // 3600:02d}{i // 60 % 60:02d}{i % 60:02d}Z-{i:06x}", "audit", f"/scratch/project/a/rather/long/campaign/root/number_{i:012d}",
+                started_at=datetime.fromisoformat(f"2026-01-01T{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}+00:00"), host="node001",
+                version="0.1.0", status="completed", summary=json.dumps({"simulations": i, "findings_total": 0}),
+            )
+            for i in range(count)
+        ])
     return url
 
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from mdbatch.audit import audit
+from mdbatch.auditing import audit
 from mdbatch.engine import ClusterOptions
 from mdbatch.generate import inject_fault
 from mdbatch.scan import ScanOptions
@@ -74,7 +74,7 @@ def test_rows_of_unchanged_simulations_are_not_rewritten(make_campaign, tmp_path
 
 @pytest.mark.parametrize("fingerprint", [None, "0" * 32], ids=["no-fingerprint", "other-fingerprint"])
 def test_entries_of_an_older_cache_version_are_read_and_rewritten_once(make_campaign, tmp_path, fingerprint):
-    from mdbatch.catalog.schema import HASH_CACHE_VERSION
+    from mdbatch.hashcache import HASH_CACHE_VERSION
 
     result = make_campaign(12, seed=53)
     db = tmp_path / "c.db"

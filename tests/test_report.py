@@ -18,8 +18,9 @@ import pyarrow as pa
 import pytest
 
 from mdbatch.api import Catalog
-from mdbatch.audit import audit
-from mdbatch.catalog import RunInfo, Upsert, open_catalog, schema
+from mdbatch.auditing import audit
+from mdbatch.catalog import Upsert, open_catalog, schema
+from mdbatch.catalog.writes import run_row
 from mdbatch.cli import main
 from mdbatch.engine import ClusterOptions
 from mdbatch.generate import generate_campaign
@@ -303,13 +304,13 @@ def synthetic_catalog(url: str, root: str, sims: int, files_per_sim: int = 4, fi
     ops.append(Upsert(schema.FINDINGS.name, pa.Table.from_pydict(found, schema=schema.arrow_schema(schema.FINDINGS, list(found)))))
     catalog.apply(ops)
     for day, run_id in enumerate(run_ids):
-        catalog.begin_run(RunInfo(run_id, "audit", root, {}, "synthetic", "0", (now - timedelta(days=1 - day)).isoformat()))
         summary = {
             "run_id": run_id, "outcome": "completed", "root": root, "simulations": sims, "files": n, "bytes": sum(files["size"]),
             "findings": {"missing_file": len(bad)}, "findings_total": len(bad), "simulations_with_findings": len(bad),
             "status": {}, "duplicates": None, "elapsed_s": 600.0, "workers": 64,
         }
-        catalog.finish_run(run_id, "completed", summary)
+        catalog.apply([run_row(run_id, "audit", root, status="completed", started_at=now - timedelta(days=1 - day), host="synthetic",
+                               ended_at=now - timedelta(days=1 - day), summary=json.dumps(summary))])
     catalog.close()
 
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from mdbatch.audit import audit
+from mdbatch.auditing import audit
 from mdbatch.engine import ClusterOptions
 
 pytestmark = pytest.mark.integration

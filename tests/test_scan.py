@@ -56,7 +56,7 @@ def test_identity_status_and_registry_facts(make_campaign):
     manifest = json.loads(result.manifest_path.read_text())
     by_dir = {s["dir"]: s for s in manifest["simulations"]}
     for scan in scan_all(result):
-        sim = by_dir[scan.directory]
+        sim = by_dir[scan.simulation]
         assert scan.hash == sim["hash"]
         assert len(scan.hash) == 40 and scan.hash == scan.hash.upper()
         assert scan.status == sim["status"]
@@ -70,7 +70,7 @@ def test_identity_status_and_registry_facts(make_campaign):
 def test_inventory_digests_match_reference_hashes(make_campaign):
     result = make_campaign(6, seed=2)
     for scan in scan_all(result):
-        base = result.dest / scan.directory
+        base = result.dest / scan.simulation
         for entry in scan.files:
             data = (base / entry.path).read_bytes()
             assert entry.size == len(data)
@@ -295,10 +295,10 @@ def test_scan_of_copied_simulation_is_identical_but_for_location(make_campaign, 
 
 
 def cache_of(scan):
-    from mdbatch.scan import CachedFile
+    from mdbatch.hashcache import CacheEntry
 
     return {
-        f.path: CachedFile(f.device, f.inode, f.size, f.mtime_ns, f.ctime_ns, f.xxh3_128, f.sha256, f.facts)
+        f.path: CacheEntry(f.device, f.inode, f.size, f.mtime_ns, f.ctime_ns, f.xxh3_128, f.sha256, f.facts)
         for f in scan.files
     }
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from mdbatch.audit import audit
+from mdbatch.auditing import audit
 from mdbatch.engine import ClusterOptions
 from mdbatch.generate import GenerateResult, generate_campaign
 

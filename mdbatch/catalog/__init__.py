@@ -10,11 +10,11 @@ import os
 
 from ..config import DEFAULT_URL, backend_name, redact, resolve_url, url_password
 from ..errors import CatalogError
-from .base import CatalogBackend, RunInfo
+from .base import CatalogBackend
 from .ops import Delete, Op, Upsert
 
 __all__ = [
-    "DEFAULT_URL", "CatalogBackend", "Delete", "Op", "RunInfo", "Upsert", "backend_name", "open_catalog", "redact",
+    "DEFAULT_URL", "CatalogBackend", "Delete", "Op", "Upsert", "backend_name", "open_catalog", "redact",
     "resolve_url", "url_password",
 ]
 

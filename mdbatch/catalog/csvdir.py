@@ -29,7 +29,7 @@ from ..atomic import atomic_write_text, fsync_dir
 from ..errors import CatalogError, DuplicateKeysError
 from . import schema
 from .base import CatalogBackend
-from .ops import Delete, Op, Update, Upsert, dedupe, key_strings, timestamp_text, typed, without_keys
+from .ops import Delete, Op, Update, Upsert, key_strings, timestamp_text, typed, unique_keys, without_keys
 
 LOCK_NAME = ".mdbatch.lock"
 JOURNAL_NAME = ".mdbatch-journal.json"
@@ -292,7 +292,7 @@ def _upsert(definition: Any, current: pa.Table, rows: pa.Table, op: Upsert) -> t
         start = (pc.max(current[pk]).as_py() or 0) + 1 if current.num_rows else 1
         rows = rows.append_column(pk, pa.array(range(start, start + rows.num_rows), pa.int64()))
         return pa.concat_tables([current, _widen(rows, full)]), rows.num_rows
-    rows = dedupe(rows, keys, "last" if op.on_conflict == "replace" else "first")
+    rows = unique_keys(rows, keys, "last" if op.on_conflict == "replace" else "first")
     hits = pc.is_in(key_strings(rows, keys), value_set=key_strings(current, keys))
     new = rows.filter(pc.invert(hits))
     clashing = rows.filter(hits)
@@ -328,7 +328,7 @@ def _update(current: pa.Table, rows: pa.Table, match: list[str]) -> tuple[pa.Tab
     """`current` with the other columns of `rows` set on the rows equal to one of them on `match`."""
     if current.num_rows == 0 or rows.num_rows == 0:
         return current, 0
-    rows = dedupe(rows, match, "last")
+    rows = unique_keys(rows, match, "last")
     where = pc.index_in(key_strings(current, match), value_set=key_strings(rows, match))
     hit = pc.is_valid(where)
     written = int(pc.sum(hit).as_py() or 0)

@@ -28,7 +28,7 @@ from sqlalchemy import Engine, Table, create_engine
 from sqlalchemy.exc import DBAPIError
 
 from . import schema
-from .ops import Delete, Op, Update, Upsert, dedupe, typed
+from .ops import Delete, Op, Update, Upsert, typed, unique_keys
 from .pgcopy import copy_chunks, pg_types
 from .sql import SQLCatalog
 
@@ -99,7 +99,7 @@ class PostgresCatalog(SQLCatalog):
             rows = typed(table, op.rows)
             keys = schema.key_columns(table)
             if isinstance(op, Upsert):
-                rows = dedupe(rows, keys, "last" if op.on_conflict == "replace" else "first")
+                rows = unique_keys(rows, keys, "last" if op.on_conflict == "replace" else "first")
             if isinstance(op, Upsert) and keys and rows.num_rows > 1:  # in key order, index insertions walk the B-tree
                 rows = rows.sort_by([(k, "ascending") for k in keys])
             prepared.append((op, table, rows))

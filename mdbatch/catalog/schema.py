@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 
 from ..errors import InvalidNameError, UsageError
-from .. import inventory
+
 from ..naming import is_valid_name
 
 #: Version 2: `ANALYSIS_<name>.data_csv_bytes`, `MDBATCH_FILES.facts`; user-derived strings are unbounded TEXT.
@@ -39,9 +39,6 @@ SCHEMA_VERSION = 5
 #: Run statuses. `running` until it ends; `abandoned` when its process died without recording an end
 #: (see `lifecycle.reap_abandoned`); `refused` when it would have recorded something it cannot vouch for.
 RUN_STATUSES = ("running", "completed", "interrupted", "failed", "refused", "abandoned")
-
-#: Version of what MDBATCH_FILES records as a hash cache (digests, footer facts); see `inventory`.
-HASH_CACHE_VERSION = inventory.HASH_CACHE_VERSION
 
 RUN_TABLE = "RUN_DATABASE"
 OVERVIEW_TABLE = "ANALYSIS_OVERVIEW"
@@ -95,7 +92,7 @@ FILES = Table(
     Column("run_id", String(64), nullable=False),
     #: Parquet footer facts as JSON ({"rows", "columns"}) for registered analyses (the hash cache's).
     Column("facts", Text),
-    #: The hash cache's version (HASH_CACHE_VERSION) when the digests were taken; the algorithms are
+    #: The hash cache's version (hashcache.HASH_CACHE_VERSION) when the digests were taken; the algorithms are
     #: the column names (xxh3_128, sha256).
     Column("cache_version", Integer),
     #: The run that recorded the simulation removed (NULL: present). Removed rows stay as the hash
@@ -304,12 +301,6 @@ def present_column(table: Table) -> str | None:
     """The column whose NULL means "recorded, but not yet pushed" (see PRESENT_COLUMN)."""
     kind = item_kind(table.name)
     return PRESENT_COLUMN.get(kind) if kind else None
-
-
-def insert_columns(table: Table) -> list[str]:
-    """The columns a write supplies (generated ids excluded)."""
-    skip = set(table.primary_key.columns.keys()) if not key_columns(table) else set()
-    return [c.name for c in table.columns if c.name not in skip]
 
 
 def arrow_type(column: Column) -> pa.DataType:  # type: ignore[type-arg]

@@ -276,25 +276,6 @@ class SQLCatalog(CatalogBackend):
 
         return self._retry(go)
 
-    def duplicate_summary(self, root: str) -> dict[str, int]:
-        self.init_schema()
-        q = self._q(schema.FILES.name)
-        inode = "device || ':' || inode" if self.is_sqlite else "CAST(device AS TEXT) || ':' || CAST(inode AS TEXT)"
-        mark = self._p()
-        sql = (
-            f"SELECT COUNT(*), COALESCE(SUM(n), 0), COALESCE(SUM((n_inodes - 1) * size), 0) FROM ("
-            f"SELECT size, COUNT(*) AS n, COUNT(DISTINCT {inode}) AS n_inodes FROM {q} "
-            f"WHERE root = {mark} AND removed_run IS NULL AND xxh3_128 IS NOT NULL AND size > 0 GROUP BY size, xxh3_128 "
-            f"HAVING COUNT(*) > 1) AS groups"
-        )
-
-        def go() -> dict[str, int]:
-            with self.engine.connect() as conn:
-                groups, files, reclaim = conn.exec_driver_sql(sql, (root,)).one()
-            return {"groups": int(groups), "files": int(files), "reclaimable_bytes": int(reclaim)}
-
-        return self._retry(go)
-
     def read_table(self, name: str) -> Any:
         schema.table_for(name)  # a name that is not a catalog table never reaches SQL
         return super().read_table(name)

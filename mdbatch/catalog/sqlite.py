@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ..errors import CatalogDamagedError
 from . import schema
-from .ops import Delete, Op, Update, dedupe, timestamp_text, typed
+from .ops import Delete, Op, Update, timestamp_text, typed, unique_keys
 from .sql import LOOKUP_PARAMS, SQLCatalog
 
 BUSY_TIMEOUT_S = 60.0
@@ -131,7 +131,7 @@ class SQLiteCatalog(SQLCatalog):
                     cur.executemany(f"UPDATE {self._q(table.name)} SET {sets} WHERE {match}", _tuples(ordered))
                     counts.append(max(cur.rowcount, 0))
                     continue
-                rows = dedupe(rows, keys, "last" if op.on_conflict == "replace" else "first")
+                rows = unique_keys(rows, keys, "last" if op.on_conflict == "replace" else "first")
                 if keys and rows.num_rows > 1:  # in key order, index insertions walk the B-tree
                     rows = rows.sort_by([(k, "ascending") for k in keys])
                 if rows.num_rows == 0:

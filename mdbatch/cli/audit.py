@@ -80,7 +80,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _run_audit(args: argparse.Namespace) -> Any:
-    from ..audit import audit
+    from ..auditing import audit
     from ..scan import ScanOptions
 
     return audit(
@@ -148,7 +148,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ..audit import audit
+    from ..auditing import audit
     from ..config import resolve_url
     from ..generate import generate_campaign
 

@@ -20,11 +20,9 @@ def register(sub: Any) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from ..api import Catalog
     from ..report import write_report
 
-    with Catalog(args.db) as catalog:
-        info = write_report(catalog, args.output, args.run, top=args.top)
+    info = write_report(args.db, args.output, args.run, top=args.top)
     if not args.quiet:
         print(describe(info))
     return 0

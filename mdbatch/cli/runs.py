@@ -37,7 +37,7 @@ def register(sub: Any) -> None:
 
 def _cmd_runs(args: argparse.Namespace) -> int:
     from ..lifecycle import open_catalog_for_command
-    from ..runs import diff_runs, list_runs, resolve_run
+    from ..catalog.queries import diff_runs, list_runs, resolve_run
 
     root = os.path.abspath(args.root) if getattr(args, "root", None) else None
     with open_catalog_for_command(args.db, must_exist=True) as catalog:
@@ -59,7 +59,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 def _cmd_prune(args: argparse.Namespace) -> int:
     from ..errors import UsageError
     from ..lifecycle import open_catalog_for_command
-    from ..runs import prune_removed
+    from ..catalog.queries import prune_removed
 
     if args.older_than < 0:
         raise UsageError("--older-than takes a number of days >= 0")

@@ -57,8 +57,10 @@ class InventoryDigests:
     @classmethod
     def from_catalog(cls, catalog: CatalogBackend, root: str) -> InventoryDigests:
         """Load the inventory of `root` (only rows with a digest)."""
+        from ..catalog.queries import file_inventory
+
         entries: dict[tuple[int, int], tuple[int, int, int, str]] = {}
-        for chunk in catalog.file_inventory(root):
+        for chunk in file_inventory(catalog, root, ["device", "inode", "size", "mtime_ns", "ctime_ns", "xxh3_128"]):
             cols = [chunk.column(n).to_pylist() for n in ("device", "inode", "size", "mtime_ns", "ctime_ns", "xxh3_128")]
             for dev, ino, size, mtime, ctime, digest in zip(*cols, strict=True):
                 if digest and dev is not None and ino is not None:

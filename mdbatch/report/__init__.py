@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+
+from ..catalog.base import CatalogBackend
 from .gather import ReportData, gather
 from .page import render_html
 
-if TYPE_CHECKING:
-    from ..api import Catalog
 
 __all__ = ["ReportData", "ReportInfo", "gather", "render_html", "write_report"]
 
@@ -36,27 +35,26 @@ class ReportInfo:
     render_s: float
 
 
-def write_report(catalog: Catalog | str | None, path: str | os.PathLike[str], run: str = "last", *, top: int = 20) -> ReportInfo:
+def write_report(catalog: CatalogBackend | str | None, path: str | os.PathLike[str], run: str = "last", *, top: int = 20) -> ReportInfo:
     """Write the report of audit run `run` ('last' = the newest audit) to `path`, atomically.
 
-    `catalog` is a `Catalog`, or a catalog URL (None: $MDBATCH_DB, then the default). `top` is
+    `catalog` is an open catalog, or a catalog URL (None: $MDBATCH_DB, then the default). `top` is
     how many duplicate groups the report lists. Raises UsageError when the catalog has no such run.
     """
-    from ..api import Catalog
     from ..atomic import atomic_write_bytes
+    from ..lifecycle import open_catalog_for_command
 
-    owned = not isinstance(catalog, Catalog)
-    cat = Catalog(catalog) if not isinstance(catalog, Catalog) else catalog
+    backend = catalog if isinstance(catalog, CatalogBackend) else open_catalog_for_command(catalog, must_exist=True)
     try:
         t0 = time.perf_counter()
-        data = gather(cat, run, top=top)
+        data = gather(backend, run, top=top)
         t1 = time.perf_counter()
         # backslashreplace: a lone surrogate in a catalog string must not make the page unwritable.
         page = render_html(data).encode("utf-8", "backslashreplace")
         t2 = time.perf_counter()
     finally:
-        if owned:
-            cat.close()
+        if backend is not catalog:
+            backend.close()
     atomic_write_bytes(path, page)
     return ReportInfo(
         path=os.fspath(path), bytes=len(page), run_id=str(data.run["run_id"]), root=data.root,

@@ -1,4 +1,4 @@
-"""Everything the report shows, gathered from a catalog through the `Catalog` API into plain data.
+"""Everything the report shows, gathered from a catalog through `catalog.queries` into plain data.
 
 The headline, findings and changes are those of the chosen audit run; the simulations, storage
 and duplicates are the catalog's current view of the run's root (its latest audit), since the
@@ -14,14 +14,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..version import __version__
+from ..catalog import queries
+from ..catalog.base import CatalogBackend
+from ..catalog.filestats import InventoryStats, inventory_stats
 from ..errors import UsageError
 from ..findings import KINDS
-from .inventory import InventoryStats, inventory_stats
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from ..api import Catalog
 
 #: Rows embedded per table; a campaign with more simulations or findings gets the first ones and a note.
 MAX_TABLE_ROWS = 250_000
@@ -87,18 +87,18 @@ class ReportData:
         return str(self.run.get("root") or self.summary.get("root") or "")
 
 
-def gather(catalog: Catalog, run: str = "last", *, top: int = 20) -> ReportData:
+def gather(catalog: CatalogBackend, run: str = "last", *, top: int = 20) -> ReportData:
     """Collect the report of audit run `run` ('last' or a run id) from `catalog`."""
-    record = catalog.run(run)
+    record = queries.resolve_run(catalog, run, command="audit")
     stored = record.get("summary")
     summary: dict[str, Any] = stored if isinstance(stored, dict) else {}
     root = str(record.get("root") or "")
     notes: list[str] = []
-    stats = inventory_stats(catalog.backend, root, top=top)
-    systems = catalog.systems(root=root, columns=["hash", "engine", "parametrization", "simulation_type", "status", "directory"])
-    findings = catalog.findings(record["run_id"])
+    stats = inventory_stats(catalog, root, top=top)
+    systems = queries.systems(catalog, root=root, columns=["hash", "engine", "parametrization", "simulation_type", "status", "directory"])
+    findings = queries.findings(catalog, record["run_id"])
     sims = simulation_frame(systems, stats, findings, root)
-    history = [h for h in catalog.runs(root).to_dict("records") if h.get("command") == "audit"]
+    history = [h for h in queries.list_runs(catalog, root).to_dict("records") if h.get("command") == "audit"]
     changes, change_frame = _changes(catalog, record, summary, root)
     kinds = {k: int((summary.get("findings") or {}).get(k, 0)) for k in KINDS}
     for k, n in Counter(findings["kind"]).items():
@@ -115,7 +115,7 @@ def gather(catalog: Catalog, run: str = "last", *, top: int = 20) -> ReportData:
         if table.total > len(table.rows):
             notes.append(f"The {name} table shows the first {len(table.rows):,} of {table.total:,} rows; the catalog has them all.")
     return ReportData(
-        run=record, summary=summary, catalog_url=catalog.url, generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        run=record, summary=summary, catalog_url=catalog.display_url, generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         version=__version__, status_by_type=status_by_type(sims), findings_by_kind=kinds,
         storage_by_extension=[(str(e), int(f), int(b)) for e, f, b in stats.by_extension[["extension", "files", "bytes"]].itertuples(index=False)],
         storage_by_type=storage_by_type(sims), duplicates=_duplicates(stats, root), duplicate_totals=dict(stats.duplicate_totals),
@@ -222,20 +222,20 @@ def _history_point(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _changes(catalog: Catalog, record: dict[str, Any], summary: dict[str, Any], root: str) -> tuple[dict[str, Any], pd.DataFrame]:
+def _changes(catalog: CatalogBackend, record: dict[str, Any], summary: dict[str, Any], root: str) -> tuple[dict[str, Any], pd.DataFrame]:
     """({previous_run, files, simulations, findings} counts, change records) since the previous audit."""
     import pandas as pd
 
-    from ..runs import CHANGE_COLUMNS
+    from ..changes import CHANGE_COLUMNS
 
     counted = summary.get("changes") if isinstance(summary.get("changes"), dict) else None
     try:
-        frame = catalog.diff(None, record["run_id"], root=root)
+        frame = queries.diff_runs(catalog, None, record["run_id"], root)
     except UsageError:  # the first audit of its root: nothing to compare with
         frame = pd.DataFrame(columns=CHANGE_COLUMNS)
         previous = None
     else:
-        runs = [r for r in catalog.runs(root).to_dict("records") if r.get("command") == "audit"]
+        runs = [r for r in queries.list_runs(catalog, root).to_dict("records") if r.get("command") == "audit"]
         ids = [str(r["run_id"]) for r in runs]
         pos = ids.index(record["run_id"]) if record["run_id"] in ids else 0
         previous = ids[pos - 1] if pos > 0 else None

@@ -7,6 +7,6 @@ rows after saying what will go. records.py holds the pure per-simulation work.
 
 from __future__ import annotations
 
-from .records import KINDS, PushUnit
+from .collect import KINDS, PushUnit
 
 __all__ = ["KINDS", "PushUnit"]

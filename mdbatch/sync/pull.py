@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from ..catalog import CatalogBackend, open_catalog, schema
 from ..errors import CatalogError, UsageError
-from .records import _pandas_index
+from .collect import _pandas_index
 
 #: Columns of the terminal view (without --full); files get every column.
 SUMMARY_COLUMNS = {

@@ -33,7 +33,7 @@ from ..discover import DiscoveryStats, discover
 from ..engine import ClusterOptions, Fanout, Progress, batches, peek
 from ..errors import DuplicateKeysError, Interrupted, MdbatchError, UsageError
 from ..lifecycle import STOP, RunRecord
-from .records import KINDS, PushUnit, collect, serialize, split_for_serialization
+from .collect import KINDS, PushUnit, collect, serialize, split_for_serialization
 
 #: How a duplicate key is treated, per CLI mode: (default) error, --diff skip, --force replace.
 MODES = {"error": "error", "diff": "skip", "force": "replace"}

@@ -8,11 +8,14 @@ from datetime import datetime, timedelta, timezone
 import pyarrow as pa
 import pytest
 
-from mdbatch.catalog import Delete, RunInfo, Upsert, open_catalog
+from mdbatch.catalog import Delete, Upsert, open_catalog, queries
 from mdbatch.catalog import schema
 from mdbatch.catalog.ops import Update, rows_table
 from mdbatch.errors import CatalogError, DuplicateKeysError, InvalidNameError, UsageError
-from mdbatch.records import FILES_SCHEMA, scan_batch
+from mdbatch.batch import FILES_SCHEMA, scan_batch
+from mdbatch.catalog.filestats import duplicate_totals
+from mdbatch.catalog.writes import batch_ops
+from mdbatch.lifecycle import RunRecord
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
 HOSTILE = "x'); DROP TABLE \"RUN_DATABASE\";--"
@@ -181,23 +184,26 @@ class TestCatalogContract:
         paths = [str(result.dest / s) for s in result.simulations]
         batch = scan_batch(paths, root)
         with open_catalog(catalog_url) as cat:
-            cat.begin_run(RunInfo("r1", "audit", root, {"db": "postgresql://u:hunter2@h/db"}, "host", "0", T0.isoformat()))
-            cat.write_batch("r1", root, batch)
-            cat.write_batch("r1", root, batch)  # a re-written batch replaces, never duplicates
-            assert cat.scanned_simulations("r1") == set(result.simulations)
-            inventory = pa.concat_tables(list(cat.file_inventory(root, chunk_rows=7)))
-            assert inventory.schema == FILES_SCHEMA and inventory.num_rows == result.files == batch.files.num_rows
+            record = RunRecord.start(cat, "audit", root, {"db": "postgresql://u:hunter2@h/db"})
+            run_id = record.run_id
+            cat.apply(batch_ops(run_id, root, batch))
+            cat.apply(batch_ops(run_id, root, batch))  # a re-written batch replaces, never duplicates
+            assert queries.scanned_simulations(cat, run_id) == set(result.simulations)
+            columns = [f.name for f in FILES_SCHEMA if f.name in schema.FILES.c]
+            inventory = pa.concat_tables(list(queries.file_inventory(cat, root, columns, chunk_rows=7)))
+            assert inventory.num_rows == result.files == batch.files.num_rows
             key = [("simulation", "ascending"), ("path", "ascending")]
             cols = ["simulation", "path", "size", "xxh3_128", "path_raw"]
             assert inventory.select(cols).sort_by(key).equals(batch.files.select(cols).sort_by(key))
-            some = cat.inventory_of(root, result.simulations[:2])
+            match = pa.table({"root": [root, root], "simulation": result.simulations[:2]})
+            some = cat.rows_matching(schema.FILES.name, match, ["simulation", "path"])
             assert some.num_rows == sum(1 for s in batch.files["simulation"].to_pylist() if s in result.simulations[:2])
-            summary = cat.duplicate_summary(root)
+            summary = duplicate_totals(cat, root)
             assert summary["groups"] > 0 and summary["files"] >= 2 * summary["groups"]
-            cat.finish_run("r1", "completed", {"simulations": len(paths)})
-            assert cat.scanned_simulations("r1") == set()
+            record.finish("completed", {"simulations": len(paths)}, extra=[Delete(schema.SCANNED.name, pa.table({"run_id": [run_id]}))])
+            assert queries.scanned_simulations(cat, run_id) == set()
             runs = all_rows(cat, "MDBATCH_RUNS")
-            assert [(r["run_id"], r["status"], r["command"]) for r in runs] == [("r1", "completed", "audit")]
+            assert [(r["run_id"], r["status"], r["command"]) for r in runs] == [(run_id, "completed", "audit")]
             assert "hunter2" not in runs[0]["arguments"] and runs[0]["ended_at"] is not None
             assert cat.count_rows("RUN_DATABASE") == len(paths)
             assert cat.count_rows("MDBATCH_FINDINGS") == 2 * batch.findings.num_rows  # findings append per write

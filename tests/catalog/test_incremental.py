@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mdbatch.audit import audit
+from mdbatch.auditing import audit
 from mdbatch.engine import ClusterOptions
 from mdbatch.generate import inject_fault
 

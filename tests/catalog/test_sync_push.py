@@ -18,13 +18,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from mdbatch.audit import audit
+from mdbatch.auditing import audit
 from mdbatch.catalog import open_catalog, schema
-from mdbatch.catalog.ops import PARQUET_BYTES
+from mdbatch.catalog.writes import PARQUET_BYTES
 from mdbatch.engine import ClusterOptions
 from mdbatch.errors import DuplicateKeysError, InvalidNameError, UsageError
 from mdbatch.sync.push import push
-from mdbatch.sync.records import collect, frame_csv, split_for_serialization
+from mdbatch.sync.collect import collect, frame_csv, split_for_serialization
 
 from ..conftest import expected
 

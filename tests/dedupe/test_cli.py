@@ -128,7 +128,7 @@ def test_store_of_a_faulty_campaign_links_every_linkable_path(make_campaign, tmp
 
 
 def test_db_records_the_run_and_reuses_audit_digests(make_campaign, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from mdbatch.audit import audit
+    from mdbatch.auditing import audit
     from mdbatch.catalog import open_catalog
 
     camp = make_campaign(12, seed=4)

@@ -125,7 +125,7 @@ def test_a_file_changed_after_listing_is_reported_not_grouped(tree) -> None:  # 
 
 
 def test_reuses_audit_digests_and_matches_the_audit_duplicate_summary(make_campaign, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from mdbatch.audit import audit
+    from mdbatch.auditing import audit
     from mdbatch.catalog import open_catalog
 
     camp = make_campaign(16, seed=5)

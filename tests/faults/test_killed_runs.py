@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from mdbatch.audit import audit
+from mdbatch.auditing import audit
 from mdbatch.catalog import open_catalog, schema
 from mdbatch.catalog.ops import Upsert, rows_table
 from mdbatch.engine import ClusterOptions

@@ -5,7 +5,7 @@ bulk transaction per batch in the catalog, with the run record wrapped around it
 `lifecycle`): each batch's transaction also carries the run's summary so far, so a run killed at
 any instant leaves a record that matches what it committed.
 
-The scope of an audit is what it was asked to look at (`tracking.Scope`): a root, a sub-directory of
+The scope of an audit is what it was asked to look at (`history.Scope`): a root, a sub-directory of
 a root the catalog knows, or the simulations a CSV or summary YAML lists. An audit that would
 record a mass removal (an empty or unreadable root, more than `max_removed` of its scope gone)
 refuses: the run is recorded `refused` and nothing else changes.
@@ -26,18 +26,20 @@ from typing import IO, TYPE_CHECKING, Any
 import pyarrow as pa
 
 from .atomic import WriteError
-from .catalog import CatalogBackend, open_catalog, schema
+from .batch import BatchResult, scan_group
+from .catalog import CatalogBackend, open_catalog, queries, schema
+from .catalog.filestats import duplicate_totals
+from .catalog.ops import Delete
+from .catalog.writes import batch_ops
 from .config import resolve_url
-from .catalog.ops import Delete, batch_ops
 from .discover import DiscoveryStats, discover
 from .engine import ClusterOptions, Fanout, Peek, Progress, batches, peek
 from .errors import Interrupted, MdbatchError, RefusedError, UsageError
 from .findings import KINDS
 from .lifecycle import STOP, RunRecord, reap_abandoned
 from .paths import relative_to_root
-from .records import BatchResult
+from .history import History, Scope
 from .scan import ScanOptions
-from .tracking import RunTracker, Scope, scan_group
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,15 +73,11 @@ class AuditResult:
         return 1 if self.summary["findings_total"] else 0
 
     def findings(self) -> pd.DataFrame:
-        """Every finding of this run (simulation, kind, item, detail), read back from the catalog."""
-        import pandas as pd
-
+        """Every finding of this run (simulation, kind, item, detail), read back from the catalog, sorted."""
         columns = ["simulation", "kind", "item", "detail"]
         with open_catalog(self.catalog_url_full) as catalog:
-            table = catalog.read_table("MDBATCH_FINDINGS")
-        if table.empty:
-            return pd.DataFrame(columns=columns)
-        return table.loc[table["run_id"] == self.run_id, columns].sort_values(columns).reset_index(drop=True)
+            found = queries.frame(catalog, schema.FINDINGS.name, {"run_id": self.run_id}, columns)
+        return found.sort_values(columns).reset_index(drop=True)
 
 
 @dataclass(slots=True)
@@ -194,40 +192,27 @@ def _locate(
 
 def _enclosing_root(catalog: CatalogBackend, directory: str) -> str | None:
     """The nearest root of a completed audit that holds `directory` below it, if any."""
-    if schema.RUNS.name not in catalog.tables():
-        return None
-    roots = {
-        r for chunk in catalog.iter_rows(schema.RUNS.name, {"command": "audit", "status": "completed"}, ["root"])
-        for r in chunk.column("root").to_pylist() if r
-    }
+    roots = {r["root"] for r in queries.audits_of_any_root(catalog) if r["root"]}
     inside = [r for r in roots if r != directory and os.path.commonpath([r, directory]) == r]
     return max(inside, key=len) if inside else None
 
 
 def _resume_state(catalog: CatalogBackend, resume: str, root: str) -> tuple[str, dict[str, Any], set[str]]:
     """(run id, its summary so far, simulations it already wrote) for `--resume RUN_ID|last`."""
-    runs = catalog.read_table("MDBATCH_RUNS")
-    if runs.empty:
-        raise UsageError("nothing to resume: the catalog has no runs")
-    runs = runs[(runs["command"] == "audit") & (runs["root"] == root)]
-    if resume == "last":
-        runs = runs.sort_values("started_at")
-        if runs.empty:
-            raise UsageError(f"nothing to resume: no audit of {root} in the catalog")
-        row = runs.iloc[-1]
-    else:
-        match = runs[runs["run_id"] == resume]
-        if match.empty:
-            raise UsageError(f"no audit run {resume!r} of {root} in the catalog")
-        row = match.iloc[0]
+    runs = queries.audits_of(catalog, root, status=None)
+    if not runs:
+        raise UsageError(f"nothing to resume: no audit of {root} in the catalog")
+    found = runs[-1:] if resume == "last" else [r for r in runs if r["run_id"] == resume]
+    if not found:
+        raise UsageError(f"no audit run {resume!r} of {root} in the catalog")
+    row = found[0]
     if row["status"] == "completed":
         raise UsageError(f"run {row['run_id']} completed; nothing to resume")
     if row["status"] == "refused":
         raise UsageError(f"run {row['run_id']} was refused; nothing to resume (start a new audit)")
     if row["status"] == "running":
         raise UsageError(f"run {row['run_id']} is still running (pid {row.get('pid')} on {row['host']}); wait for it or stop it first")
-    summary = json.loads(row["summary"]) if isinstance(row["summary"], str) and row["summary"] else {}
-    return str(row["run_id"]), summary, catalog.scanned_simulations(str(row["run_id"]))
+    return str(row["run_id"]), row["summary"], queries.scanned_simulations(catalog, str(row["run_id"]))
 
 
 class _AuditRun:
@@ -249,7 +234,7 @@ class _AuditRun:
         self.per_kind: Counter[str] = Counter()
         self.done: set[str] = set()
         self.record: RunRecord | None = None
-        self.tracker: RunTracker | None = None
+        self.tracker: History | None = None
         self.final: dict[str, Any] = {}
         self.committed: dict[str, Any] = {}
         self.walk_done = False
@@ -272,7 +257,7 @@ class _AuditRun:
                 self.committed = before
             else:
                 self.record = RunRecord.start(self.catalog, "audit", self.root, arguments, exclusive=True, url=url)
-        self.tracker = RunTracker(self.catalog, self.run_id, self.root, self.scope, keep_unchanged=self.options.trusts_cache)
+        self.tracker = History(self.catalog, self.run_id, self.root, self.scope, keep_unchanged=self.options.trusts_cache)
         if resume:
             self.tracker.seed(self.committed.get("changes_partial"))
             if "first_audit" in self.committed:  # what the root had before this run's first leg, not after it
@@ -359,7 +344,7 @@ class _AuditRun:
                 (self.log_stream or sys.stderr).write(f"mdbatch: Dask dashboard at {fan.dashboard_link}\n")
             t_fan = time.monotonic()
             with fan.performance_report():
-                results = fan.stream(scan_group, self.tracker.groups(batches(paths, size), size), self.root, self.options)
+                results = fan.stream(scan_group, self.tracker.work(batches(paths, size), size), self.root, self.options)
                 try:
                     for batch in results:  # a stop signal raises Interrupted while this waits
                         with STOP.deferred():
@@ -403,7 +388,7 @@ class _AuditRun:
             self._check_vanished(len(vanished), len(recorded), found=self.tally.simulations)
         with STOP.deferred():
             self.catalog.apply(self.tracker.finish(vanished))
-            self.info["duplicates"] = self.catalog.duplicate_summary(self.root)
+            self.info["duplicates"] = duplicate_totals(self.catalog, self.root)
             self.info["changes"] = self.tracker.changes()
             self.info["changes_s"] = round(time.monotonic() - t0, 3)
             stages = self._stages()

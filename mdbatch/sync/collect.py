@@ -22,9 +22,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ..catalog import schema
-from ..catalog.ops import PARQUET_BYTES, logical_rows
+from ..catalog.writes import PARQUET_BYTES, logical_rows
 from ..naming import is_valid_name
-from ..records import scan_batch
+from ..batch import scan_batch
 from ..scan import ScanOptions
 
 KINDS = ("systems", "analysis", "artifacts")

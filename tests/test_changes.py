@@ -1,14 +1,13 @@
-"""Change classification between two runs (pure functions)."""
+"""Change classification between two scans (pure functions)."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-from mdbatch.records import FILES_SCHEMA
-from mdbatch.runs import (
+from mdbatch.batch import FILES_SCHEMA
+from mdbatch.changes import (
     Change,
     ChangeCounts,
-    PreviousFile,
     describe,
     file_changes,
     finding_changes,
@@ -16,6 +15,11 @@ from mdbatch.runs import (
     removed_simulations,
     simulation_changes,
 )
+from mdbatch.hashcache import CacheEntry
+
+
+def recorded(size: int, mtime: int, ctime: int, inode: int, device: int, digest: str) -> CacheEntry:
+    return CacheEntry(device=device, inode=inode, size=size, mtime_ns=mtime, ctime_ns=ctime, xxh3_128=digest)
 
 
 def files_table(rows):
@@ -27,8 +31,8 @@ def files_table(rows):
 
 def test_file_changes_and_identical_simulations():
     previous = {
-        "a": {"x": PreviousFile(3, 1, 2, 10, 9, "d1"), "y": PreviousFile(4, 1, 2, 11, 9, "d2"), "gone": PreviousFile(5, 1, 2, 12, 9, "d3")},
-        "b": {"k": PreviousFile(1, 1, 2, 20, 9, "e1")},
+        "a": {"x": recorded(3, 1, 2, 10, 9, "d1"), "y": recorded(4, 1, 2, 11, 9, "d2"), "gone": recorded(5, 1, 2, 12, 9, "d3")},
+        "b": {"k": recorded(1, 1, 2, 20, 9, "e1")},
     }
     now = files_table([("a", "x", 3, 10, "d1"), ("a", "y", 4, 11, "CHANGED"), ("a", "fresh", 7, 13, "d4"), ("b", "k", 1, 20, "e1")])
     changes, unchanged, identical = file_changes(previous, now, ["a", "b", "c"])

@@ -1,9 +1,10 @@
 """Storage and duplicates from a catalog's file inventory (MDBATCH_FILES), in one streaming pass.
 
-The inventory of a large campaign has millions of rows, so it is never loaded whole: each chunk
-is reduced with Arrow group-bys (bytes per extension, per simulation, per distinct (digest, inode))
-and only those reductions are kept. Paths are fetched afterwards, by index lookups, for the
-duplicate groups that are asked for.
+Only present simulations count (rows of removed ones are kept as the hash cache, marked
+`removed_run`, and filtered out in the database). The inventory of a large campaign has millions of
+rows, so it is never loaded whole: each chunk is reduced with Arrow group-bys (bytes per extension,
+per simulation, per distinct (digest, inode)) and only those reductions are kept. Paths are
+fetched afterwards, by index lookups, for the duplicate groups that are asked for.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..catalog import CatalogBackend
+from .base import CatalogBackend
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,7 +59,7 @@ def inventory_stats(catalog: CatalogBackend, root: str | None = None, *, top: in
     files = 0
     total = 0
     if FILES in catalog.tables():
-        where = {"root": root} if root is not None else None
+        where = {"root": root, "removed_run": None} if root is not None else {"removed_run": None}
         columns = ["simulation", "path", "size", "xxh3_128", "inode", "device"]
         for chunk in catalog.iter_rows(FILES, where, columns if root is not None else ["root", *columns], chunk_rows):
             if root is not None:  # one root: its column would only repeat the filter
@@ -84,6 +85,16 @@ def inventory_stats(catalog: CatalogBackend, root: str | None = None, *, top: in
         groups = groups.slice(0, top)
     dup_frame = _with_paths(catalog, groups, root)
     return InventoryStats(ext_frame, sim_frame.sort_values(["root", "simulation"], ignore_index=True), dup_frame, totals, files, total)
+
+
+def duplicate_totals(catalog: CatalogBackend, root: str, chunk_rows: int = 200_000) -> dict[str, int]:
+    """{groups, files, reclaimable_bytes} over the duplicate groups of `root` (the audit's summary)."""
+    parts: list[pa.Table] = []
+    if FILES in catalog.tables():
+        for chunk in catalog.iter_rows(FILES, {"root": root, "removed_run": None}, ["size", "xxh3_128", "inode", "device"], chunk_rows):
+            hashed = chunk.filter(pc.and_(pc.is_valid(chunk["xxh3_128"]), pc.greater(chunk["size"], 0)))
+            parts.append(hashed.group_by(["size", "xxh3_128", "device", "inode"]).aggregate([("size", "count")]))
+    return _duplicate_groups(parts)[1]
 
 
 def _combine(parts: list[pa.Table], keys: list[str], sums: tuple[str, ...]) -> dict[str, list[object]] | None:
@@ -124,7 +135,8 @@ def _with_paths(catalog: CatalogBackend, groups: pa.Table, root: str | None) -> 
     match = {"size": groups["size"], "xxh3_128": groups["xxh3_128"]}
     if root is not None:
         match = {"root": pa.array([root] * groups.num_rows, pa.string()), **match}
-    found = catalog.rows_matching(FILES, pa.table(match), ["root", "simulation", "path", "size", "xxh3_128"])
+    found = catalog.rows_matching(FILES, pa.table(match), ["root", "simulation", "path", "size", "xxh3_128", "removed_run"])
+    found = found.filter(pc.is_null(found["removed_run"])).drop_columns(["removed_run"])
     paths: dict[tuple[int, str], list[str]] = {}
     for r, sim, path, size, digest in zip(*(found[c].to_pylist() for c in found.column_names), strict=True):
         paths.setdefault((size, digest), []).append(posixpath.normpath(posixpath.join(r, sim, path)))
@@ -136,3 +148,24 @@ def _empty(columns: list[str]) -> pd.DataFrame:
     import pandas as pd
 
     return pd.DataFrame({c: pd.Series(dtype="int64" if c in ("files", "bytes", "size", "inodes", "reclaimable_bytes") else "object") for c in columns})
+
+
+def storage(catalog: CatalogBackend, root: str | None, by: str = "extension") -> pd.DataFrame:
+    """Files and bytes per file extension, per simulation or per simulation type, largest first."""
+    from ..errors import UsageError
+    from .queries import systems
+
+    if by not in ("extension", "simulation", "simulation_type"):
+        raise UsageError(f"by={by!r}: use 'extension', 'simulation' or 'simulation_type'")
+    stats = inventory_stats(catalog, root)
+    if by == "extension":
+        return stats.by_extension
+    sims = stats.by_simulation
+    if by == "simulation":
+        return sims.sort_values(["bytes", "root", "simulation"], ascending=[False, True, True], ignore_index=True)
+    types = systems(catalog, columns=["simulation_type", "directory"])
+    full = [posixpath.normpath(posixpath.join(r, s)) for r, s in zip(sims["root"], sims["simulation"], strict=True)]
+    kind = dict(zip(types["directory"], types["simulation_type"], strict=True))
+    sims = sims.assign(simulation_type=[kind.get(d) or "(unknown)" for d in full])
+    grouped = sims.groupby("simulation_type", as_index=False)[["files", "bytes"]].sum()
+    return grouped.sort_values(["bytes", "simulation_type"], ascending=[False, True], ignore_index=True)
