@@ -444,6 +444,21 @@ def _check_silent_change(ctx: _Ctx, rel: str, d: FileDigest, cached: CacheEntry)
         ctx.add(fk.SILENT_CORRUPTION, display(rel), "bytes changed while size, mtime and ctime did not (xxh3 differs from the hash cache)")
 
 
+@dataclass(frozen=True, slots=True)
+class _Targets:
+    """Which files of a simulation a scan needs more of than a digest: sha256 (artifact files the
+    registry checksums), the parquet footer (registered analyses), the bytes (identity inputs)."""
+
+    sha: set[str]
+    parquet: set[str]
+    identity: set[str]
+
+    @property
+    def keep(self) -> set[str]:
+        """Files whose bytes (if small) are kept in memory after the read: identity inputs, footers."""
+        return self.identity | self.parquet
+
+
 def scan_simulation(
     sim_dir: str | os.PathLike[str],
     root: str | os.PathLike[str] | None = None,
@@ -462,63 +477,18 @@ def scan_simulation(
     ctx = _Ctx(sim=sim, name=relative_to_root(sim, None if root is None else os.fspath(root)), options=opts)
     files = walk(sim, ctx.add)
     top = top_level(files)
-    use_cache = cache is not None and opts.trusts_cache
-    registry = _load_registry(ctx, files, cache.get(REGISTRY_REL) if use_cache and cache is not None else None)
-    sha_targets = _artifact_targets(ctx, registry)
-    parquet_targets = (
-        {f"{ANALYSIS_DIRNAME}/{n}" for e in registry["analyses"].values() if (n := contained(e["filename"])) is not None}
-        if registry is not None
-        else set()
+    use = cache if cache is not None and opts.trusts_cache else None
+    registry = _load_registry(ctx, files, use.get(REGISTRY_REL) if use is not None else None)
+    targets = _Targets(
+        sha=_artifact_targets(ctx, registry),
+        parquet=(
+            {f"{ANALYSIS_DIRNAME}/{n}" for e in registry["analyses"].values() if (n := contained(e["filename"])) is not None}
+            if registry is not None else set()
+        ),
+        identity={n for n in ("metadata.json", _build_input_name(os.path.basename(os.path.normpath(sim)), top)) if n},
     )
-    base = os.path.basename(os.path.normpath(sim))
-    identity_names = {"metadata.json", _build_input_name(base, top)}
-    keep_names = identity_names | parquet_targets
-
-    inventory: list[FileEntry] = []
-    for rel, abspath in files.items():
-        shown = display(rel)
-        d: FileDigest | None = None
-        if rel == REGISTRY_REL and rel in ctx.digests:
-            d = ctx.digests[rel]
-        else:
-            cached = cache.get(shown) if cache is not None else None
-            if use_cache and rel not in identity_names:
-                hit = _entry_from_cache(ctx, rel, shown, abspath, cached, rel in sha_targets, rel in parquet_targets)
-                if hit is not None:
-                    inventory.append(hit)
-                    continue
-            elif use_cache and rel not in sha_targets:
-                d = _content_from_cache(ctx, rel, abspath, cached)
-            if d is None and (opts.hash_files or rel in sha_targets or rel in keep_names):
-                d = _read(ctx, rel, abspath, sha256=rel in sha_targets, keep=rel in keep_names, xxh3=opts.hash_files)
-                if d is not None and cached is not None and opts.verify == "full":
-                    _check_silent_change(ctx, rel, d, cached)
-        if d is None:
-            if rel not in ctx.changed and (entry := _stat_only(rel, abspath)) is not None:
-                inventory.append(entry)
-            continue
-        trusted = rel not in ctx.changed
-        cached_bytes = ctx.from_cache.get(rel)
-        kept = trusted and (rel in identity_names or rel == REGISTRY_REL) and opts.hash_files
-        inventory.append(
-            FileEntry(
-                shown, raw_bytes(rel), d.size, d.mtime_ns, d.ctime_ns, d.inode, d.device,
-                d.xxh3_128 if trusted else None, d.sha256 if trusted else None,
-                (cached_bytes if cached_bytes is not None else content_facts(ctx.data.get(rel))) if kept else None, cached_bytes is not None,
-            )
-        )
-
-    analyses: list[AnalysisEntry] = []
-    artifacts: list[ArtifactEntry] = []
-    if registry is not None:
-        analyses, registered = _check_analyses(ctx, registry, files)
-        artifacts = _check_artifacts(ctx, registry, files)
-        for rel in loose_parquets(files, registered):
-            ctx.add(fk.EXTRA_FILE, display(rel), "parquet file in .analysis is not in the registry")
-    elif ctx.no_registry:
-        for rel in loose_parquets(files, set()):
-            ctx.add(fk.EXTRA_FILE, display(rel), _NO_REGISTRY)
-
+    inventory = _inventory(ctx, files, cache, use is not None, targets)
+    analyses, artifacts = _registry_checks(ctx, registry, files)
     if ctx.facts:
         inventory = [
             e if e.cached or e.xxh3_128 is None or (fact := ctx.facts.get(f"{ANALYSIS_DIRNAME}/{e.path[len(ANALYSIS_DIRNAME) + 1:]}")) is None
@@ -544,6 +514,62 @@ def scan_simulation(
         elapsed_s=time.perf_counter() - started,
         fingerprint=_fingerprint(ctx, files, inventory),
     )
+
+
+def _inventory(ctx: _Ctx, files: dict[str, str], cache: Mapping[str, CacheEntry] | None, use_cache: bool, targets: _Targets) -> list[FileEntry]:
+    """One entry per regular file: from the hash cache when its stat still matches, else from one read
+    (the digests, footers and bytes the checks need noted in `ctx` on the way)."""
+    opts = ctx.options
+    keep = targets.keep
+    inventory: list[FileEntry] = []
+    for rel, abspath in files.items():
+        shown = display(rel)
+        d: FileDigest | None = None
+        if rel == REGISTRY_REL and rel in ctx.digests:
+            d = ctx.digests[rel]
+        else:
+            cached = cache.get(shown) if cache is not None else None
+            if use_cache and rel not in targets.identity:
+                hit = _entry_from_cache(ctx, rel, shown, abspath, cached, rel in targets.sha, rel in targets.parquet)
+                if hit is not None:
+                    inventory.append(hit)
+                    continue
+            elif use_cache and rel not in targets.sha:
+                d = _content_from_cache(ctx, rel, abspath, cached)
+            if d is None and (opts.hash_files or rel in targets.sha or rel in keep):
+                d = _read(ctx, rel, abspath, sha256=rel in targets.sha, keep=rel in keep, xxh3=opts.hash_files)
+                if d is not None and cached is not None and opts.verify == "full":
+                    _check_silent_change(ctx, rel, d, cached)
+        if d is None:
+            if rel not in ctx.changed and (entry := _stat_only(rel, abspath)) is not None:
+                inventory.append(entry)
+            continue
+        trusted = rel not in ctx.changed
+        cached_bytes = ctx.from_cache.get(rel)
+        kept = trusted and (rel in targets.identity or rel == REGISTRY_REL) and opts.hash_files
+        inventory.append(
+            FileEntry(
+                shown, raw_bytes(rel), d.size, d.mtime_ns, d.ctime_ns, d.inode, d.device,
+                d.xxh3_128 if trusted else None, d.sha256 if trusted else None,
+                (cached_bytes if cached_bytes is not None else content_facts(ctx.data.get(rel))) if kept else None, cached_bytes is not None,
+            )
+        )
+    return inventory
+
+
+def _registry_checks(ctx: _Ctx, registry: dict[str, Any] | None, files: dict[str, str]) -> tuple[list[AnalysisEntry], list[ArtifactEntry]]:
+    """The registry against the files (analyses, artifacts), and parquet files it does not list (extra)."""
+    analyses: list[AnalysisEntry] = []
+    artifacts: list[ArtifactEntry] = []
+    if registry is not None:
+        analyses, registered = _check_analyses(ctx, registry, files)
+        artifacts = _check_artifacts(ctx, registry, files)
+        for rel in loose_parquets(files, registered):
+            ctx.add(fk.EXTRA_FILE, display(rel), "parquet file in .analysis is not in the registry")
+    elif ctx.no_registry:
+        for rel in loose_parquets(files, set()):
+            ctx.add(fk.EXTRA_FILE, display(rel), _NO_REGISTRY)
+    return analyses, artifacts
 
 
 def _fingerprint(ctx: _Ctx, files: dict[str, str], inventory: list[FileEntry]) -> str | None:

@@ -373,6 +373,52 @@ def write_units(
     return spool
 
 
+def _check_request(kind: str, mode: str, name: str | None) -> None:
+    if kind not in KINDS:
+        raise UsageError(f"push what? expected one of {', '.join(KINDS)}, got {kind!r}")
+    if mode not in MODES:
+        raise UsageError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if name is not None:
+        if kind == "systems":
+            raise UsageError("--analysis-name/--artifact-name do not apply to push systems")
+        schema.checked_name(name)
+
+
+def _fan_out(
+    catalog: CatalogBackend, stream: Iterator[str], stats: DiscoveryStats, cluster: ClusterOptions, batch_size: int | None,
+    result: PushResult, name: str | None, cap: int, task_frames: int, progress: bool, log_stream: IO[str] | None,
+) -> Spool | None:
+    """Both passes on the cluster (collect, then serialize the frames that will be written) and the
+    central writer; returns the spool the default mode used (the caller closes it)."""
+    kind, root = result.kind, result.root
+    head = peek(stream, cluster, batch_size)
+    result.batch_size = head.batch_size
+    bar = Progress(f"push {kind}", stream=cast("TextIO | None", log_stream), enabled=progress)
+    with Fanout(cluster, workers_needed=head.workers, dashboard=not head.exhausted) as fan:
+        result.workers = fan.n_workers
+        if progress and fan.dashboard_link:
+            (log_stream or sys.stderr).write(f"mdbatch: Dask dashboard at {fan.dashboard_link}\n")
+
+        def scanned() -> Iterator[PushUnit]:
+            for unit in fan.stream(collect, batches(head.paths(stream), head.batch_size), root, kind, name, prefix=f"push-{kind}"):
+                result.simulations += unit.simulations
+                result.findings += unit.findings
+                result.invalid_names += unit.invalid_names
+                result.timings["collect_task_s"] = result.timings.get("collect_task_s", 0.0) + unit.elapsed_s
+                bar.update(unit.simulations, 0, stats.simulations if result.simulations >= stats.simulations else None)
+                yield unit
+
+        def serialized(units: Iterator[PushUnit]) -> Iterator[PushUnit]:
+            if kind != "analysis":
+                return units
+            tasks = serialization_tasks(units, cap, result, task_frames)
+            return fan.stream(serialize, cast("Iterator[list[str]]", tasks), cap, prefix="push-csv")  # groups of units
+
+        spool = write_units(catalog, scanned(), result.mode, result, serialized)
+    bar.close()
+    return spool
+
+
 def push(
     source: str | os.PathLike[str],
     kind: str,
@@ -394,14 +440,7 @@ def push(
     inside simulations only show up as counts (run `mdbatch audit` for the findings).
     """
     started = time.monotonic()
-    if kind not in KINDS:
-        raise UsageError(f"push what? expected one of {', '.join(KINDS)}, got {kind!r}")
-    if mode not in MODES:
-        raise UsageError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if name is not None:
-        if kind == "systems":
-            raise UsageError("--analysis-name/--artifact-name do not apply to push systems")
-        schema.checked_name(name)
+    _check_request(kind, mode, name)
     cap = max_csv_bytes(max_csv)
     task_frames = env_limit("MDBATCH_PUSH_TASK_FRAMES", TASK_FRAMES)
     env_limit("MDBATCH_PUSH_TRANSACTION_ROWS", FLUSH_ROWS)  # a bad value is refused before anything is opened
@@ -418,31 +457,7 @@ def push(
         with STOP.deferred():
             record = RunRecord.start(catalog, f"push {kind}", root, arguments, url=resolve_url(db))
         result.run_id = record.run_id
-        head = peek(stream, cluster, batch_size)
-        result.batch_size = head.batch_size
-        bar = Progress(f"push {kind}", stream=cast("TextIO | None", log_stream), enabled=progress)
-        with Fanout(cluster, workers_needed=head.workers, dashboard=not head.exhausted) as fan:
-            result.workers = fan.n_workers
-            if progress and fan.dashboard_link:
-                (log_stream or sys.stderr).write(f"mdbatch: Dask dashboard at {fan.dashboard_link}\n")
-
-            def scanned() -> Iterator[PushUnit]:
-                for unit in fan.stream(collect, batches(head.paths(stream), head.batch_size), root, kind, name, prefix=f"push-{kind}"):
-                    result.simulations += unit.simulations
-                    result.findings += unit.findings
-                    result.invalid_names += unit.invalid_names
-                    result.timings["collect_task_s"] = result.timings.get("collect_task_s", 0.0) + unit.elapsed_s
-                    bar.update(unit.simulations, 0, stats.simulations if result.simulations >= stats.simulations else None)
-                    yield unit
-
-            def serialized(units: Iterator[PushUnit]) -> Iterator[PushUnit]:
-                if kind != "analysis":
-                    return units
-                tasks = serialization_tasks(units, cap, result, task_frames)
-                return fan.stream(serialize, cast("Iterator[list[str]]", tasks), cap, prefix="push-csv")  # groups of units
-
-            spool = write_units(catalog, scanned(), mode, result, serialized)
-        bar.close()
+        spool = _fan_out(catalog, stream, stats, cluster, batch_size, result, name, cap, task_frames, progress, log_stream)
         result.outcome = "completed"
     except Interrupted as exc:
         result.outcome = "interrupted"
