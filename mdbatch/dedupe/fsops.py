@@ -124,11 +124,6 @@ class RootFS:
         dfd, dname = self.at(dst_rel)
         os.link(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
 
-    def hardlink_from(self, src_abs: str, dst_rel: str) -> None:
-        """Create `dst_rel` as a new name of the file at absolute path `src_abs` (a store object)."""
-        dfd, dname = self.at(dst_rel)
-        os.link(src_abs, dname, dst_dir_fd=dfd, follow_symlinks=False)
-
     def symlink(self, target: str, dst_rel: str) -> None:
         dfd, dname = self.at(dst_rel)
         os.symlink(target, dname, dir_fd=dfd)
@@ -224,14 +219,6 @@ def same_bytes(fd_a: int, fd_b: int, size: int) -> bool:
             break
         offset += len(a)
     return offset == size
-
-
-def fsync_fd_dir(fd: int) -> None:
-    """fsync a directory descriptor (ignored where unsupported)."""
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
 
 
 def copy_range(src: int, dst: int, size: int) -> None:

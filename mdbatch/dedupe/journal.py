@@ -24,7 +24,6 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
@@ -215,9 +214,3 @@ def _ends_with_newline(path: str) -> bool:
     with open(path, "rb") as handle:
         handle.seek(-1, os.SEEK_END)
         return handle.read(1) == b"\n"
-
-
-def closed_name(path: str) -> str:
-    """The name a pending journal gets once closed."""
-    p = Path(path)
-    return str(p.with_name(p.name[: -len(ACTIVE_SUFFIX)] + DONE_SUFFIX)) if p.name.endswith(ACTIVE_SUFFIX) else path

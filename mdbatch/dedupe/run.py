@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
@@ -112,6 +113,23 @@ def _thread_options(link_threads: int | None) -> dict[str, Any]:
     return {"threads": link_threads, "fast_link_s": 0.0}
 
 
+@dataclass(slots=True)
+class _Run:
+    """One dedupe run as it goes, filled in phase by phase and summarised however it ends."""
+
+    top: str
+    say: Callable[[str], None]
+    run_id: str  # the journal's name too
+    catalog: CatalogBackend | None = None
+    record: RunRecord | None = None
+    outcome: str = "failed"
+    recovery: list[RecoveryReport] = field(default_factory=list)
+    runners: _Runners | None = None
+    found: FindResult | None = None
+    applied: ApplyResult | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
 def dedupe(
     root: str | os.PathLike[str],
     *,
@@ -142,6 +160,39 @@ def dedupe(
     chunk). Raises MdbatchError for fatal problems; files that changed are reported, never fatal.
     """
     started = time.monotonic()
+    top = _checked_root(root, link=link, store=store, writable=writable, min_size=min_size)
+    acting = (apply or store is not None) and not dry_run
+    planning = apply or store is not None or dry_run
+    installed = STOP.install()
+    run = _Run(top, _progress(progress, log_stream or sys.stderr), new_run_id())
+    summary: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        try:
+            _open_record(run, db, arguments)
+            _lock_and_recover(run, stack, acting=acting, dry_run=dry_run)
+            found = _find(run, stack, digests, cluster, mode, FindOptions(min_size=min_size, io_threads=io_threads))
+            if groups_path:
+                write_groups(groups_path, found.groups)
+            if planning:
+                options = ApplyOptions(link=link, store=os.fspath(store) if store is not None else None, writable=writable,
+                                       statuses=statuses, dry_run=not acting, chunk_actions=chunk_actions,
+                                       **_thread_options(link_threads))
+                _apply(run, found.groups, options, hook)
+            run.outcome = "completed"
+        except Interrupted as exc:
+            run.outcome = "interrupted"
+            raise Interrupted(f"{exc}; any apply in flight was rolled back") from exc
+        finally:
+            summary = _summary(run, statuses=statuses, min_size=min_size, dry_run=dry_run, apply=apply, store=store,
+                               elapsed=time.monotonic() - started)
+            _close(run, summary, installed)
+    return DedupeResult(run.run_id, summary, run.found.groups if run.found else [], run.applied, run.recovery)
+
+
+def _checked_root(
+    root: str | os.PathLike[str], *, link: str, store: str | os.PathLike[str] | None, writable: bool, min_size: int,
+) -> str:
+    """The absolute campaign root; InputError or UsageError for arguments no run can honour."""
     top = os.path.abspath(os.fspath(root))
     if not os.path.isdir(top):
         raise InputError(f"campaign root {top!r} is not a directory")
@@ -151,84 +202,88 @@ def dedupe(
         raise UsageError("--writable cannot be used with --store: store objects are always read-only")
     if min_size < 0:
         raise UsageError("--min-size must be >= 0")
-    acting = (apply or store is not None) and not dry_run
-    planning = apply or store is not None or dry_run
-    stream = log_stream or sys.stderr
+    return top
+
+
+def _progress(progress: bool, stream: IO[str]) -> Callable[[str], None]:
+    """The run's progress line writer (silent unless `progress`)."""
 
     def say(message: str) -> None:
         if progress:
             stream.write(f"mdbatch dedupe: {message}\n")
             stream.flush()
 
-    installed = STOP.install()
-    record: RunRecord | None = None
-    run_id = new_run_id()  # the journal's name too
-    catalog: CatalogBackend | None = None
-    outcome = "failed"
-    summary: dict[str, Any] = {}
-    recovery: list[RecoveryReport] = []
-    found: FindResult | None = None
-    applied: ApplyResult | None = None
-    runners: _Runners | None = None
-    timings: dict[str, float] = {}
-    with contextlib.ExitStack() as stack:
-        try:
-            if db:
-                from ..catalog import open_catalog
-                from ..config import resolve_url
+    return say
 
-                catalog = open_catalog(db)
-                with STOP.deferred():
-                    record = RunRecord.start(catalog, "dedupe", top, arguments, url=resolve_url(db))
-                run_id = record.run_id
-            lock = root_lock(top) if acting else None
-            if lock is not None:
-                stack.callback(lock.release)
-            if dry_run:
-                if pending_journals(top):
-                    say(f"an interrupted apply left {len(pending_journals(top))} journal(s) in {JOURNAL_DIRNAME}/; a run without --dry-run recovers them")
-            else:
-                recovery = recover_pending(top, have_lock=lock is not None)
-                for r in recovery:
-                    say(f"recovered interrupted apply {display(r.journal)}: {r.completed} links kept, {r.rolled_back} rolled back, {r.temps_removed} temporaries removed")
-            t_cat = time.monotonic()
-            if digests is None and catalog is not None:
-                digests = InventoryDigests.from_catalog(catalog, top)
-                say(f"reusing {len(digests)} digests from the audit catalog")
-            timings["catalog_read_s"] = time.monotonic() - t_cat
-            disc = DiscoveryStats()
-            t_disc = time.monotonic()
-            sims = list(walk_root(top, disc))
-            timings["discovery_s"] = time.monotonic() - t_disc
-            runners = _Runners(stack, cluster, mode, say)
-            found = find_duplicates(top, sims, runners, FindOptions(min_size=min_size, io_threads=io_threads), digests, say)
-            say(f"{len(found.groups)} groups, {found.duplicate_files} files, {found.reclaimable_bytes} bytes reclaimable")
-            if groups_path:
-                write_groups(groups_path, found.groups)
-            if planning:
-                options = ApplyOptions(link=link, store=os.fspath(store) if store is not None else None, writable=writable,
-                                       statuses=statuses, dry_run=not acting, chunk_actions=chunk_actions,
-                                       **_thread_options(link_threads))
-                applied = apply_groups(top, found.groups, options, run_id, hook)
-                verb = "would link" if applied.dry_run else "linked"
-                say(f"{verb} {applied.links} paths in {applied.groups_linked or applied.link_sets} groups, {applied.bytes_reclaimed} bytes; "
-                    f"{len(applied.skipped)} skipped")
-            outcome = "completed"
-        except Interrupted as exc:
-            outcome = "interrupted"
-            raise Interrupted(f"{exc}; any apply in flight was rolled back") from exc
-        finally:
-            summary = _summary(run_id, top, found, applied, recovery, runners, statuses, min_size, dry_run, apply, store, outcome,
-                               timings, time.monotonic() - started, catalog)
-            try:
-                if record is not None:
-                    record.finish(outcome, summary)
-            finally:
-                if catalog is not None:
-                    catalog.close()
-                if installed:
-                    STOP.uninstall()
-    return DedupeResult(run_id, summary, found.groups if found else [], applied, recovery)
+
+def _open_record(run: _Run, db: str | None, arguments: dict[str, Any] | None) -> None:
+    """Open the catalog `db` and record the run's start there; the run takes the record's id."""
+    if not db:
+        return
+    from ..catalog import open_catalog
+    from ..config import resolve_url
+
+    run.catalog = open_catalog(db)
+    with STOP.deferred():
+        run.record = RunRecord.start(run.catalog, "dedupe", run.top, arguments, url=resolve_url(db))
+    run.run_id = run.record.run_id
+
+
+def _lock_and_recover(run: _Run, stack: contextlib.ExitStack, *, acting: bool, dry_run: bool) -> None:
+    """Take the root's lock when the run will link (held until `stack` closes), then finish any
+    interrupted apply; a dry run only mentions the journals it left."""
+    lock = root_lock(run.top) if acting else None
+    if lock is not None:
+        stack.callback(lock.release)
+    if dry_run:
+        if pending_journals(run.top):
+            run.say(f"an interrupted apply left {len(pending_journals(run.top))} journal(s) in {JOURNAL_DIRNAME}/; "
+                    "a run without --dry-run recovers them")
+        return
+    run.recovery = recover_pending(run.top, have_lock=lock is not None)
+    for r in run.recovery:
+        run.say(f"recovered interrupted apply {display(r.journal)}: {r.completed} links kept, {r.rolled_back} rolled back, "
+                f"{r.temps_removed} temporaries removed")
+
+
+def _find(
+    run: _Run, stack: contextlib.ExitStack, digests: DigestSource | None, cluster: ClusterOptions | None, mode: str,
+    options: FindOptions,
+) -> FindResult:
+    """Find the duplicate groups under the root, reusing the catalog's digests when none are given."""
+    t_cat = time.monotonic()
+    if digests is None and run.catalog is not None:
+        digests = InventoryDigests.from_catalog(run.catalog, run.top)
+        run.say(f"reusing {len(digests)} digests from the audit catalog")
+    run.timings["catalog_read_s"] = time.monotonic() - t_cat
+    disc = DiscoveryStats()
+    t_disc = time.monotonic()
+    sims = list(walk_root(run.top, disc))
+    run.timings["discovery_s"] = time.monotonic() - t_disc
+    run.runners = _Runners(stack, cluster, mode, run.say)
+    found = run.found = find_duplicates(run.top, sims, run.runners, options, digests, run.say)
+    run.say(f"{len(found.groups)} groups, {found.duplicate_files} files, {found.reclaimable_bytes} bytes reclaimable")
+    return found
+
+
+def _apply(run: _Run, groups: list[DuplicateGroup], options: ApplyOptions, hook: Hook | None) -> None:
+    """Link the groups (or say what would be linked, for a dry run)."""
+    applied = run.applied = apply_groups(run.top, groups, options, run.run_id, hook)
+    verb = "would link" if applied.dry_run else "linked"
+    run.say(f"{verb} {applied.links} paths in {applied.groups_linked or applied.link_sets} groups, {applied.bytes_reclaimed} bytes; "
+            f"{len(applied.skipped)} skipped")
+
+
+def _close(run: _Run, summary: dict[str, Any], installed: bool) -> None:
+    """Record how the run ended, close the catalog, and stop handling signals if this run started to."""
+    try:
+        if run.record is not None:
+            run.record.finish(run.outcome, summary)
+    finally:
+        if run.catalog is not None:
+            run.catalog.close()
+        if installed:
+            STOP.uninstall()
 
 
 def write_groups(path: str | os.PathLike[str], groups: list[DuplicateGroup]) -> None:
@@ -244,18 +299,18 @@ def write_groups(path: str | os.PathLike[str], groups: list[DuplicateGroup]) -> 
 
 
 def _summary(
-    run_id: str, root: str, found: FindResult | None, applied: ApplyResult | None, recovery: list[RecoveryReport],
-    runners: _Runners | None, statuses: frozenset[str] | None, min_size: int, dry_run: bool, apply: bool,
-    store: str | os.PathLike[str] | None, outcome: str, timings: dict[str, float], elapsed: float,
-    catalog: CatalogBackend | None,
+    run: _Run, *, statuses: frozenset[str] | None, min_size: int, dry_run: bool, apply: bool,
+    store: str | os.PathLike[str] | None, elapsed: float,
 ) -> dict[str, Any]:
+    """The run's summary: what `--json` writes and the run record keeps."""
+    found, applied, runners = run.found, run.applied, run.runners
     mode = "dry-run" if dry_run else "store" if store is not None else "apply" if apply else "report"
     stats = found.stats.to_dict() if found else {}
     out: dict[str, Any] = {
-        "run_id": run_id,
+        "run_id": run.run_id,
         "command": "dedupe",
-        "outcome": outcome,
-        "root": root,
+        "outcome": run.outcome,
+        "root": run.top,
         "mode": mode,
         "groups": len(found.groups) if found else 0,
         "duplicate_files": found.duplicate_files if found else 0,
@@ -267,12 +322,12 @@ def _summary(
         "physical_bytes": found.stats.physical_bytes if found else 0,
         **stats,
         "workers": runners.workers if runners else None,
-        "catalog": catalog.display_url if catalog is not None else None,
+        "catalog": run.catalog.display_url if run.catalog is not None else None,
         "apply": applied.to_dict() if applied else None,
-        "recovery": summarize(recovery) if recovery else None,
+        "recovery": summarize(run.recovery) if run.recovery else None,
     }
     t = dict(out.get("timings", {}))
-    t.update({k: round(v, 3) for k, v in timings.items()})
+    t.update({k: round(v, 3) for k, v in run.timings.items()})
     if runners is not None and runners.cluster_s:
         t["cluster_start_s"] = round(runners.cluster_s, 3)
     if applied is not None:
