@@ -215,9 +215,9 @@ def test_postgres_catalog_of_schema_1_is_migrated(pg_url):
     with open_catalog(pg_url) as cat:
         cat.apply([Upsert("RUN_DATABASE", run_rows(["A"])), Upsert("ANALYSIS_apl", analysis_rows(["A"]))])
     conninfo, search = pg_url.split("?")[0], pg_url.split("search_path%3D")[1]
-    from .conftest import _conninfo
+    from ..conftest import pg_conninfo
 
-    with psycopg.connect(_conninfo(conninfo), autocommit=True) as conn:  # what version 1 looked like
+    with psycopg.connect(pg_conninfo(conninfo), autocommit=True) as conn:  # what version 1 looked like
         conn.execute(f'SET search_path TO "{search}"')
         conn.execute('ALTER TABLE "RUN_DATABASE" ALTER COLUMN hash TYPE varchar(64)')
         conn.execute('ALTER TABLE "ANALYSIS_apl" DROP COLUMN data_csv_bytes')

@@ -43,7 +43,7 @@ def all_rows(cat, table, **where):
 
 
 class TestCatalogContract:
-    """Shared tests: each runs once per backend (see `catalog_url` in conftest.py)."""
+    """Shared tests: each runs once per backend (see `catalog_url` in tests/conftest.py)."""
 
     def test_schema_is_created_versioned_and_idempotent(self, catalog_url):
         with open_catalog(catalog_url) as cat:

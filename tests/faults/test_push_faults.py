@@ -46,13 +46,10 @@ from mdbatch.errors import CatalogError
 from mdbatch.generate import GenerateResult, generate_campaign
 from mdbatch.sync.push import push
 
-from ..catalog import conftest as catalog_fixtures
-from ..catalog.test_sync_push import halves, raw, raw_identities, snapshot, unpaired
+from ..sync.test_push import halves, raw, raw_identities, snapshot, unpaired
 
+#: pg_url (a throwaway PostgreSQL schema; skip locally without a server, fail under CI=true) comes from tests/conftest.py.
 pytestmark = pytest.mark.integration
-#: The throwaway PostgreSQL database and schema of tests/catalog (skip locally without a server, fail under CI=true).
-pg_database = catalog_fixtures.pg_database
-pg_url = catalog_fixtures.pg_url
 
 SIMS = 60
 #: Frames per serialize task and rows per transaction: a push of SIMS simulations makes ~40 transactions.

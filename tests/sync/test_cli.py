@@ -18,7 +18,7 @@ import pytest
 
 from mdbatch.catalog import open_catalog, schema
 
-from .test_sync_push import halves, raw_identities, registered, snapshot
+from .test_push import halves, raw_identities, registered, snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -251,7 +251,7 @@ KILLER = textwrap.dedent(
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_killed_push_leaves_a_consistent_catalog_that_diff_completes(tmp_path, make_campaign, scheduler, backend, request):
-    from .conftest import backend_url
+    from ..conftest import backend_url
 
     url = backend_url(backend, tmp_path, request)
     result = make_campaign(30, seed=42)
@@ -286,7 +286,7 @@ def test_killed_push_leaves_a_consistent_catalog_that_diff_completes(tmp_path, m
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_eight_pushers_at_once_lose_nothing(tmp_path, make_campaign, scheduler, backend, request):
-    from .conftest import backend_url
+    from ..conftest import backend_url
 
     url = backend_url(backend, tmp_path, request)
     result = make_campaign(48, seed=43)

@@ -16,8 +16,8 @@ from mdbatch.catalog.ops import rows_table
 from mdbatch.errors import CatalogError, InvalidNameError, UsageError
 from mdbatch.sync import clear, pull
 
-from .test_contract import T0 as RUN_T0
-from .test_contract import run_rows
+from ..catalog.test_contract import T0 as RUN_T0
+from ..catalog.test_contract import run_rows
 
 T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
 
