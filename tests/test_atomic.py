@@ -89,24 +89,21 @@ def test_a_concurrent_reader_sees_only_whole_versions(tmp_path):
 def test_a_failing_block_leaves_the_target_and_no_temp_file(tmp_path):
     target = tmp_path / "out.txt"
     target.write_bytes(b"kept")
-    with pytest.raises(RuntimeError, match="boom"):
-        with atomic_writer(target) as handle:
-            handle.write(b"partial")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), atomic_writer(target) as handle:
+        handle.write(b"partial")
+        raise RuntimeError("boom")
     assert target.read_bytes() == b"kept" and names(tmp_path) == ["out.txt"]
-    with pytest.raises(KeyboardInterrupt):  # an interrupt too (BaseException)
-        with atomic_writer(tmp_path / "new.txt") as handle:
-            handle.write(b"partial")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), atomic_writer(tmp_path / "new.txt") as handle:  # an interrupt too (BaseException)
+        handle.write(b"partial")
+        raise KeyboardInterrupt
     assert names(tmp_path) == ["out.txt"]
 
 
 def test_an_oserror_in_the_block_is_a_write_error_naming_the_target(tmp_path):
     target = tmp_path / "out.txt"
-    with pytest.raises(WriteError) as caught:
-        with atomic_writer(target) as handle:
-            handle.write(b"partial")
-            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(WriteError) as caught, atomic_writer(target) as handle:
+        handle.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
     err = caught.value
     assert str(err) == f"cannot write {target}: No space left on device"
     assert err.errno == errno.ENOSPC and err.filename == err.path == str(target)

@@ -99,8 +99,8 @@ def test_tables_hold_exactly_what_each_scan_found(make_campaign):
     assert batch.files.num_rows == result.files
     assert batch.analyses.to_pylist() == [
         {"hash": s.hash, "simulation": s.simulation, "simulation_type": s.simulation_type, "name": a.name, "filename": a.filename,
-         "status": a.status, "registered_rows": a.registered_rows, "file_rows": a.file_rows, "columns": json.dumps(list(a.registered_columns)),
-         "file_size": a.file_size, "updated_at": a.updated_at}
+         "status": a.status, "registered_rows": a.registered_rows, "file_rows": a.file_rows,
+         "columns": json.dumps(list(a.registered_columns)), "file_size": a.file_size, "updated_at": a.updated_at}
         for s in scans for a in s.analyses
     ]
     assert batch.artifacts.to_pylist() == [
@@ -172,7 +172,8 @@ def test_io_threads_give_the_same_tables(make_campaign):
 
 def test_tuples_table_types_rows_and_refuses_ragged_rows():
     table = tuples_table([("s", "kind", "item", "detail")], FINDINGS_SCHEMA)
-    assert table.schema == FINDINGS_SCHEMA and table.to_pylist() == [{"simulation": "s", "kind": "kind", "item": "item", "detail": "detail"}]
+    assert table.schema == FINDINGS_SCHEMA
+    assert table.to_pylist() == [{"simulation": "s", "kind": "kind", "item": "item", "detail": "detail"}]
     assert tuples_table([], FINDINGS_SCHEMA).schema == FINDINGS_SCHEMA
     with pytest.raises(ValueError):
         tuples_table([("s", "kind", "item")], FINDINGS_SCHEMA)

@@ -126,7 +126,7 @@ def test_a_file_that_is_not_toml_or_not_utf8_or_not_a_file(env, tmp_path):
 
 
 def test_every_reader_of_the_file_raises_the_same_error(env, tmp_path):
-    path = write_config(env, tmp_path / "c.toml", "[push]\nmax_csv_bytes = -5\n")
+    write_config(env, tmp_path / "c.toml", "[push]\nmax_csv_bytes = -5\n")
     for read in (load_config, config.configured_url, max_csv_bytes, effective, lambda: resolve_url(None)):
         with pytest.raises(ConfigError, match=r"push\.max_csv_bytes must be >= 0$"):
             read()
@@ -171,7 +171,8 @@ def test_effective_settings_name_their_source_and_hide_the_password(env, tmp_pat
 @pytest.mark.parametrize(
     ("url", "shown", "password"),
     [
-        ("postgresql+psycopg://lab:hunter2@db.example.org:5432/campaigns", "postgresql+psycopg://lab:***@db.example.org:5432/campaigns", "hunter2"),
+        ("postgresql+psycopg://lab:hunter2@db.example.org:5432/campaigns", "postgresql+psycopg://lab:***@db.example.org:5432/campaigns",
+         "hunter2"),
         ("postgresql+psycopg://lab@db.example.org/campaigns", "postgresql+psycopg://lab@db.example.org/campaigns", None),
         ("postgresql+psycopg://lab:@db/x", "postgresql+psycopg://lab:***@db/x", None),
         ("postgresql://lab@db/x?password=s3cret&sslmode=require", "postgresql://lab@db/x?password=***&sslmode=require", "s3cret"),

@@ -145,8 +145,8 @@ def test_content_facts_keep_small_files_only():
 def inventory(rows: list[tuple]) -> pa.Table:
     types = [pa.string(), pa.string(), pa.int64(), pa.int64(), pa.int64(), pa.int64(), pa.int64(), pa.string(), pa.string(), pa.string(),
              pa.int64()]
-    cols = list(zip(*rows)) if rows else [[] for _ in INVENTORY_COLUMNS]
-    return pa.table({n: pa.array(c, t) for n, c, t in zip(INVENTORY_COLUMNS, cols, types)})
+    cols = list(zip(*rows, strict=True)) if rows else [[] for _ in INVENTORY_COLUMNS]
+    return pa.table({n: pa.array(c, t) for n, c, t in zip(INVENTORY_COLUMNS, cols, types, strict=True)})
 
 
 def test_entries_split_recorded_trusted_and_stale():

@@ -10,7 +10,6 @@ import os
 import random
 import threading
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest

@@ -78,34 +78,31 @@ def test_the_stop_is_raised_once_and_the_first_signal_names_it(stop):
 
 def test_inside_deferred_sections_the_stop_waits_for_the_outermost_end(stop):
     reached = []
-    with pytest.raises(Interrupted, match="^stopped by SIGUSR1$"):
+    with pytest.raises(Interrupted, match="^stopped by SIGUSR1$"), stop.deferred():
+        signal_self(signal.SIGUSR1)
+        reached.append("outer, after the signal")
         with stop.deferred():
-            signal_self(signal.SIGUSR1)
-            reached.append("outer, after the signal")
-            with stop.deferred():
-                signal_self(signal.SIGTERM)
-                reached.append("inner")
-            reached.append("outer, after the inner section")
-            stop.check()  # still inside: only noted
-            reached.append("outer end")
+            signal_self(signal.SIGTERM)
+            reached.append("inner")
+        reached.append("outer, after the inner section")
+        stop.check()  # still inside: only noted
+        reached.append("outer end")
     assert reached == ["outer, after the signal", "inner", "outer, after the inner section", "outer end"]
     with stop.deferred():  # raised once: a later section ends quietly
         signal_self()
 
 
 def test_an_error_inside_a_deferred_section_keeps_the_stop_pending(stop):
-    with pytest.raises(ValueError, match="write failed"):
-        with stop.deferred():
-            signal_self()
-            raise ValueError("write failed")
+    with pytest.raises(ValueError, match="write failed"), stop.deferred():
+        signal_self()
+        raise ValueError("write failed")
     with pytest.raises(Interrupted):
         stop.check()
 
 
 def test_without_a_signal_nothing_is_raised(stop):
-    with stop.deferred():
-        with stop.deferred():
-            pass
+    with stop.deferred(), stop.deferred():
+        pass
     stop.check()
     assert stop.requested is None
 
