@@ -252,7 +252,9 @@ def scan_group(group: Group, root: str | None, options: ScanOptions | None = Non
     """The task a worker runs. Simulations whose recorded fingerprint still holds are kept as
     recorded; those whose fingerprint moved are deferred (the client sends them again with their
     hash-cache entries); the rest go through `scan_batch` with their hash-cache entries, and their
-    files are classified against the recorded inventory (so the client only writes)."""
+    files are classified against the recorded inventory (so the client only writes). `index` is the
+    task's place in the stream (`Fanout.stream` passes it); the result carries `group.id`, which the
+    client matches it by."""
     started = time.perf_counter()
     opts = options or ScanOptions()
     kept: dict[str, tuple[str, Unchanged]] = {}

@@ -32,6 +32,7 @@ ENV_DB = "MDBATCH_DB"
 #: Largest analysis frame (as CSV) stored in `data_csv`; larger frames keep only `data_path`.
 DEFAULT_MAX_CSV_BYTES = 16 << 20
 _KNOWN: dict[str, dict[str, type]] = {"catalog": {"url": str}, "push": {"max_csv_bytes": int}}
+_TYPE_WORDS = {str: "a string", int: "an integer"}
 
 
 def config_path() -> Path:
@@ -56,14 +57,16 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"config file {target} is not valid TOML: {exc}") from exc
     for section, values in doc.items():
-        if section not in _KNOWN or not isinstance(values, dict):
+        if section not in _KNOWN:
             raise ConfigError(f"config file {target}: unknown section [{section}] (known: {', '.join(sorted(_KNOWN))})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"config file {target}: {section} must be a table ([{section}] with its settings below it)")
         for key, value in values.items():
             kind = _KNOWN[section].get(key)
             if kind is None:
                 raise ConfigError(f"config file {target}: unknown setting {section}.{key}")
             if not isinstance(value, kind) or isinstance(value, bool):
-                raise ConfigError(f"config file {target}: {section}.{key} must be a {kind.__name__}")
+                raise ConfigError(f"config file {target}: {section}.{key} must be {_TYPE_WORDS.get(kind, kind.__name__)}")
     max_csv = doc.get("push", {}).get("max_csv_bytes")
     if max_csv is not None and max_csv < 0:
         raise ConfigError(f"config file {target}: push.max_csv_bytes must be >= 0")
@@ -94,14 +97,19 @@ def redact(url: str) -> str:
 
 
 def url_password(url: str) -> str | None:
-    """The password a URL carries (to scrub it from driver messages), or None."""
+    """The password a URL carries (the userinfo's, else the query's), or None."""
+    found = url_passwords(url)
+    return found[0] if found else None
+
+
+def url_passwords(url: str) -> list[str]:
+    """Every password a URL carries (userinfo and `?password=`), to scrub them all from driver messages."""
     if url.lower().startswith(("sqlite", "csv")):
-        return None
+        return []
     found = _USERINFO.search(url)
-    if found and found.group(2):
-        return found.group(2)
-    query = re.search(r"[?&]password=([^&#]*)", url, re.IGNORECASE)
-    return query.group(1) if query and query.group(1) else None
+    out = [found.group(2)] if found and found.group(2) else []
+    out += [q for q in re.findall(r"[?&]password=([^&#]*)", url, re.IGNORECASE) if q and q not in out]
+    return out
 
 
 def backend_name(url: str) -> str:

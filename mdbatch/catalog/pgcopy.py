@@ -79,6 +79,8 @@ def _field(column: pa.Array, kind: str) -> tuple[pa.Array, pa.Array]:
     else:
         width = 4 if kind == "int4" else 8
         ints = pc.fill_null(column.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+        if width == 4 and len(ints) and (ints.min() < -(2**31) or ints.max() >= 2**31):
+            raise ValueError(f"integer out of range for an INTEGER column: {int(ints.max() if ints.max() >= 2**31 else ints.min())}")
         if kind == "timestamptz":
             ints = ints - PG_EPOCH_US
         values = _fixed(ints.astype(">i4" if width == 4 else ">i8"), width)

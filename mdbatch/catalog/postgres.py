@@ -21,12 +21,14 @@ from typing import Any
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 from psycopg.copy import LibpqWriter
 from psycopg.errors import UniqueViolation
 from psycopg.pq import TransactionStatus
 from sqlalchemy import Engine, Table, create_engine
 from sqlalchemy.exc import DBAPIError
 
+from ..errors import CatalogError
 from . import schema
 from .ops import Delete, Op, Update, Upsert, typed, unique_keys
 from .pgcopy import copy_chunks, pg_types
@@ -90,15 +92,17 @@ class PostgresCatalog(SQLCatalog):
                 conn.invalidate(exc)
             # As SQLAlchemy's own errors: the retry policy and the one-line message apply.
             raise DBAPIError.instance(None, None, exc, psycopg.Error, connection_invalidated=conn.invalidated) from exc
+        except ValueError as exc:  # a value the COPY encoding refuses (an integer out of its column's range)
+            raise CatalogError(f"catalog {self.display_url}: {exc}") from exc
 
     def _copy_and_merge(self, raw: Any, ops: Sequence[Op]) -> list[int]:
         """Stage each operation's rows by COPY and merge them into their tables; rows affected per op."""
         prepared: list[tuple[Op, Table, pa.Table]] = []
         for op in ops:
             table = schema.table_for(op.table)
-            rows = typed(table, op.rows)
+            rows = _without_nul(typed(table, op.rows))
             keys = schema.key_columns(table)
-            if isinstance(op, Upsert):
+            if isinstance(op, Upsert):  # after the NUL replacement: keys that differ only by it are one key once stored
                 rows = unique_keys(rows, keys, "last" if op.on_conflict == "replace" else "first")
             if isinstance(op, Upsert) and keys and rows.num_rows > 1:  # in key order, index insertions walk the B-tree
                 rows = rows.sort_by([(k, "ascending") for k in keys])
@@ -195,3 +199,13 @@ class PostgresCatalog(SQLCatalog):
             cur.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL enable_seqscan = off")
             cur.execute(sql, params)
             return cur.fetchall()
+
+
+def _without_nul(rows: pa.Table) -> pa.Table:
+    """`rows` with NUL in text replaced by U+FFFD, as PostgreSQL text stores it (it cannot hold NUL)."""
+    for i, field in enumerate(rows.schema):
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            column = rows.column(i)
+            if pc.any(pc.match_substring(column, "\x00")).as_py():
+                rows = rows.set_column(i, field, pc.replace_substring(column, "\x00", "\ufffd"))
+    return rows

@@ -35,11 +35,11 @@ class SQLCatalog(CatalogBackend):
     """A catalog in a SQL database reachable through SQLAlchemy (subclassed per dialect)."""
 
     def __init__(self, url: str) -> None:
-        from ..config import redact, url_password
+        from ..config import redact, url_passwords
 
         self.url = url
         self.display_url = redact(url)
-        self._secret = url_password(url)
+        self._secrets = url_passwords(url)
         self.is_sqlite = url.startswith("sqlite")
         try:
             self.engine: Engine = self._create_engine(url)
@@ -351,7 +351,9 @@ class SQLCatalog(CatalogBackend):
     def _one_line(self, exc: BaseException) -> str:
         msg = str(getattr(exc, "orig", None) or exc).strip()
         line = msg.splitlines()[0] if msg else type(exc).__name__
-        return line.replace(self._secret, "***") if self._secret else line
+        for secret in self._secrets:
+            line = line.replace(secret, "***")
+        return line
 
     def _retry(self, action: Callable[[], T]) -> T:
         """Run `action`, retrying with backoff while the database is locked or a transaction must be retried."""

@@ -304,13 +304,6 @@ def file_row(root: str, sim: str, path: str, **values) -> dict:
     return full_row(schema.FILES.c.keys(), **{**base, **values})
 
 
-def when_pg(url: str, request: pytest.FixtureRequest, reason: str, raises: type[BaseException]) -> None:
-    """Mark the running test xfail (strict, failing with `raises` only) on PostgreSQL: a known bug
-    there, fine elsewhere."""
-    if backend(url) == "postgresql":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason, raises=raises))
-
-
 #: Strings that are only data, whatever they look like (display() renders undecodable bytes as \\xNN).
 AWKWARD = [
     "caf\\xe9/traj.xtc", "ünïcödé ✓", "𝄞 astral 🧪", "e\u0301 combining", "\u202eright-to-left", "line\u2028sep\u2029", "\ufeffBOM",
@@ -390,8 +383,6 @@ class TestWritesAsStored:
         assert_stored(catalog_url, "ANALYSIS_OVERVIEW", overview, OVERVIEW_KEY)
 
     def test_an_integer_too_large_for_an_integer_column_is_never_wrapped(self, catalog_url, request):
-        when_pg(catalog_url, request, "pgcopy._field encodes INTEGER (int4) columns with numpy astype('>i4'), which wraps "
-                "silently: file_count 2**31 + 5 is stored as -2147483643 instead of raising", AssertionError)
         overview = [overview_row(hash="A", item_type="artifact", item_name="x", file_count=2**31 + 5)]
         with open_catalog(catalog_url) as cat:
             try:
@@ -461,9 +452,6 @@ class TestWritesAsStored:
         assert_stored(catalog_url, "ANALYSIS_OVERVIEW", overview[1:], OVERVIEW_KEY)
 
     def test_keys_that_differ_only_by_nul_and_its_replacement_in_one_write(self, catalog_url, request):
-        when_pg(catalog_url, request, "PostgresCatalog: two keys of one Upsert that differ only by NUL and U+FFFD are one key once "
-                "stored, but unique_keys runs before the replacement, so the merge fails with 'ON CONFLICT DO UPDATE command "
-                "cannot affect row a second time' and the whole transaction is lost (CatalogError)", CatalogError)
         runs = [full_row(schema.RUN_DATABASE.c.keys(), hash=h, status=s) for h, s in (("E\x00F", "1"), ("E\ufffdF", "2"))]
         with open_catalog(catalog_url) as cat:
             cat.apply([Upsert("RUN_DATABASE", run_rows(["E\ufffdF"]))])

@@ -212,7 +212,7 @@ def test_init_db_and_config(tmp_path, cli):
     assert f"catalog.url = sqlite:///{tmp_path / 'env.db'}" in env.stdout and "$MDBATCH_DB" in env.stdout
     one_line_error(cli("config", "init"), "already exists", "--force")
     cfg.write_text("[catalog]\nurl = 5\n")
-    one_line_error(cli("config", "show"), "catalog.url must be a str")
+    one_line_error(cli("config", "show"), "catalog.url must be a string")
 
     cfg.write_text(f'[catalog]\nurl = "csv://{tmp_path / "csvcat"}"\n')
     created = cli("init-db")
