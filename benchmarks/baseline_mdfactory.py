@@ -207,8 +207,17 @@ def audit_simulation(sim: str, root: str, conn: sqlite3.Connection, phases: Phas
             conn.execute("DELETE FROM RUN_DATABASE WHERE hash = ?", (sim_hash,))
         conn.execute(
             "INSERT INTO RUN_DATABASE VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (sim_hash, meta.get("engine"), meta.get("parametrization"), meta.get("simulation_type"), input_text,
-             "yaml" if input_text is not None else None, sim, status_of(top_names), datetime.now(UTC).isoformat()),
+            (
+                sim_hash,
+                meta.get("engine"),
+                meta.get("parametrization"),
+                meta.get("simulation_type"),
+                input_text,
+                "yaml" if input_text is not None else None,
+                sim,
+                status_of(top_names),
+                datetime.now(UTC).isoformat(),
+            ),
         )
         conn.commit()
         for row in inventory:
@@ -229,9 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("db", help="SQLite database file to write (created)")
     parser.add_argument("--max-sims", type=int, help="stop after N simulations (warm-up runs)")
     parser.add_argument(
-        "--sqlite-mode", choices=("default", "wal"), default="default",
+        "--sqlite-mode",
+        choices=("default", "wal"),
+        default="default",
         help="default: the sqlite3 module's defaults (rollback journal, synchronous=FULL), as MDFactory; "
-             "wal: journal_mode=WAL, synchronous=NORMAL (a cheaper commit, to isolate the fsync cost)",
+        "wal: journal_mode=WAL, synchronous=NORMAL (a cheaper commit, to isolate the fsync cost)",
     )
     args = parser.parse_args(argv)
 
@@ -259,16 +270,20 @@ def main(argv: list[str] | None = None) -> int:
     conn.close()
 
     by_kind = {k.split(":", 1)[1]: v for k, v in sorted(totals.items()) if k.startswith("finding:")}
-    print(json.dumps({
-        "simulations": totals["simulations"],
-        "files": totals["files"],
-        "bytes": totals["bytes"],
-        "findings": sum(by_kind.values()),
-        "findings_by_kind": by_kind,
-        "sqlite_mode": args.sqlite_mode,
-        "elapsed_s": round(time.perf_counter() - started, 3),
-        "phases_s": {k: round(v, 3) for k, v in sorted(phases.seconds.items())},
-    }))
+    print(
+        json.dumps(
+            {
+                "simulations": totals["simulations"],
+                "files": totals["files"],
+                "bytes": totals["bytes"],
+                "findings": sum(by_kind.values()),
+                "findings_by_kind": by_kind,
+                "sqlite_mode": args.sqlite_mode,
+                "elapsed_s": round(time.perf_counter() - started, 3),
+                "phases_s": {k: round(v, 3) for k, v in sorted(phases.seconds.items())},
+            }
+        )
+    )
     return 0
 
 

@@ -179,7 +179,7 @@ def bench_profile(
     runs: dict[str, list[RunResult]] = {name: [] for name in contenders}
     names = list(contenders)
     for rep in range(max(reps for reps, _ in contenders.values())):
-        order = names[rep % len(names):] + names[: rep % len(names)]
+        order = names[rep % len(names) :] + names[: rep % len(names)]
         for name in order:
             reps, run = contenders[name]
             if rep >= reps:
@@ -255,9 +255,12 @@ def summarize_profile(profile: Profile, campaign: Campaign, runs: dict[str, list
             "catalog_write_us_per_file_row": _us_per_file((extra.get("timings") or {}).get("catalog_write_s"), extra.get("files")),
         }
     baseline_phases = {
-        name: {"elapsed_s": results[median_index([r.seconds for r in results])].extra.get("elapsed_s"),
-               "phases_s": results[median_index([r.seconds for r in results])].extra.get("phases_s")}
-        for name, results in runs.items() if name.startswith("baseline") and results
+        name: {
+            "elapsed_s": results[median_index([r.seconds for r in results])].extra.get("elapsed_s"),
+            "phases_s": results[median_index([r.seconds for r in results])].extra.get("phases_s"),
+        }
+        for name, results in runs.items()
+        if name.startswith("baseline") and results
     }
     return {
         "campaign": campaign.to_dict(),
@@ -350,9 +353,7 @@ def _profile_categories(stats: Any, files: int) -> dict[str, Any]:
     digest_keys = {k for k in entries if k[0].endswith("hashing.py") and k[2] == "digest_file"}
 
     def under_digest(match: Callable[[str], bool]) -> float:
-        return sum(
-            c[2] for key, value in entries.items() if match(key[2]) for caller, c in value[4].items() if caller in digest_keys
-        )
+        return sum(c[2] for key, value in entries.items() if match(key[2]) for caller, c in value[4].items() if caller in digest_keys)
 
     total = cum("records.py", "scan_batch")
     cats = {
@@ -423,9 +424,9 @@ def profile_scan(root: Path, sims: int) -> dict[str, Any]:
     import pyarrow.parquet as pq
     import xxhash
 
+    from mdbatch.batch import scan_batch, to_tables
     from mdbatch.discover import walk_root
     from mdbatch.hashing import digest_file
-    from mdbatch.batch import scan_batch, to_tables
     from mdbatch.registry import parse_registry
     from mdbatch.scan import scan_simulation
 
@@ -492,7 +493,9 @@ def profile_scan(root: Path, sims: int) -> dict[str, Any]:
         import pandas as pd
 
         sample = parquet_paths[:50]
-        per_item["pandas.read_parquet, per file (the baseline's way)"] = _best_of(lambda: [pd.read_parquet(p) for p in sample], 2).per(len(sample))
+        per_item["pandas.read_parquet, per file (the baseline's way)"] = _best_of(lambda: [pd.read_parquet(p) for p in sample], 2).per(
+            len(sample)
+        )
     except ImportError:
         pass
     cpu_total = whole.per(n)["cpu"]
@@ -510,9 +513,9 @@ def profile_scan(root: Path, sims: int) -> dict[str, Any]:
         "isolated_cpu_sum_us_per_file": round(sum(v["cpu"] or 0.0 for v in isolated.values()), 2),
         "per_item_us": per_item,
         "cprofile": categories,
-        "cprofile_share_times_cpu_us_per_file": {
-            k: round(share * cpu_total, 2) for k, share in categories["share"].items()
-        } if cpu_total else {},
+        "cprofile_share_times_cpu_us_per_file": {k: round(share * cpu_total, 2) for k, share in categories["share"].items()}
+        if cpu_total
+        else {},
         "catalog_write": _catalog_write_cost(batch, root, batch.file_count),
         "reference": "PERFORMANCE-NOTES: ~13 µs/file for a tight per-simulation scan on one core",
     }
@@ -567,8 +570,12 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "mdbatch audit vs serial MDFactory-style baseline vs find|xargs xxhsum limit",
         "machine": {**machine_info(), "source": source_state(Path(__file__).resolve().parents[1])},
         "settings": {
-            "profiles": selected, "repeat": args.repeat, "baseline_repeat": args.baseline_repeat,
-            "baseline_modes": args.baseline_modes, "quick": args.quick, "workdir": str(args.workdir),
+            "profiles": selected,
+            "repeat": args.repeat,
+            "baseline_repeat": args.baseline_repeat,
+            "baseline_modes": args.baseline_modes,
+            "quick": args.quick,
+            "workdir": str(args.workdir),
             "limit_command": f"find ROOT -type f -print0 | xargs -0 -P {os.cpu_count() or 1} xxhsum -H2",
         },
         "profiles": {},
@@ -578,8 +585,12 @@ def main(argv: list[str] | None = None) -> int:
         campaign = ensure_campaign(args.workdir, spec_for(name, args), log=stderr_log)
         stderr_log(f"{name}: {campaign.simulations} simulations, {campaign.files} files, {campaign.bytes / 1e9:.2f} GB in {campaign.root}")
         result = bench_profile(
-            PROFILES[name], campaign, repeat=args.repeat, baseline_repeat=args.baseline_repeat,
-            baseline_modes=args.baseline_modes, workdir=args.workdir,
+            PROFILES[name],
+            campaign,
+            repeat=args.repeat,
+            baseline_repeat=args.baseline_repeat,
+            baseline_modes=args.baseline_modes,
+            workdir=args.workdir,
         )
         doc["profiles"][name] = result
         ok &= bool(result["counts"]["match"])

@@ -80,9 +80,14 @@ def run_mdbatch(root: Path, scratch: Path, tag: str, extra: list[str]) -> RunRes
     result = run_timed(argv, timeout=RUN_TIMEOUT_S)
     doc = json.loads(summary.read_text(encoding="utf-8"))
     result.extra = {
-        "groups": doc["groups"], "duplicate_files": doc["duplicate_files"], "reclaimable_bytes": doc["reclaimable_bytes"],
-        "dedup_ratio": doc["dedup_ratio"], "elapsed_s": doc["elapsed_s"], "workers": doc["workers"],
-        "stages": doc["stages"], "timings": doc["timings"],
+        "groups": doc["groups"],
+        "duplicate_files": doc["duplicate_files"],
+        "reclaimable_bytes": doc["reclaimable_bytes"],
+        "dedup_ratio": doc["dedup_ratio"],
+        "elapsed_s": doc["elapsed_s"],
+        "workers": doc["workers"],
+        "stages": doc["stages"],
+        "timings": doc["timings"],
         "path_sets": sorted(sorted(g["paths"]) for g in map(json.loads, groups.read_text(encoding="utf-8").splitlines())),
     }
     return result
@@ -139,7 +144,7 @@ def bench_find(campaign: Campaign, *, repeat: int, scratch: Path, cluster: bool)
                 last[name] = fn(f"warmup-{name}")
         names = list(contenders)
         for rep in range(repeat):
-            order = names[rep % len(names):] + names[: rep % len(names)]
+            order = names[rep % len(names) :] + names[: rep % len(names)]
             for name in order:
                 if temperature == "cold":
                     evictions.append(make_cold(files))
@@ -229,7 +234,11 @@ def filesystem_limit(root: Path, threads: int = 4) -> dict[str, Any]:
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(work, [rest[k::threads] for k in range(threads)]))
     parallel = len(rest) / (time.perf_counter() - started)
-    return {"links_per_s_1_thread": round(serial, 1), f"links_per_s_{threads}_threads": round(parallel, 1), "best_links_per_s": round(max(serial, parallel), 1)}
+    return {
+        "links_per_s_1_thread": round(serial, 1),
+        f"links_per_s_{threads}_threads": round(parallel, 1),
+        "best_links_per_s": round(max(serial, parallel), 1),
+    }
 
 
 def mount_of(path: Path) -> dict[str, str] | None:
@@ -258,16 +267,30 @@ def bench_apply(workdir: Path, links: int, repeat: int) -> dict[str, Any]:
         tree = build_apply_tree(root, links)
         os.sync()
         summary = workdir / "apply-summary.json"
-        res = run_timed([*mdbatch_command(), "dedupe", str(root), "--apply", "--status", "all", "--quiet", "--json", str(summary)], timeout=RUN_TIMEOUT_S)
+        res = run_timed(
+            [*mdbatch_command(), "dedupe", str(root), "--apply", "--status", "all", "--quiet", "--json", str(summary)],
+            timeout=RUN_TIMEOUT_S,
+        )
         doc = json.loads(summary.read_text(encoding="utf-8"))
         applied = doc["apply"]
-        runs.append({
-            "command_s": round(res.seconds, 3), "find_s": doc["timings"].get("find_s"), "apply_s": applied["elapsed_s"],
-            "links": applied["links"], "links_per_s": applied["links_per_s"], "skipped_groups": applied["skipped_groups"],
-            "threads": applied.get("threads"), "link_us_one_thread": applied.get("link_us_one_thread"),
-            "journal_bytes": os.path.getsize(applied["journal"]) if applied["journal"] else None, "loadavg": loadavg(),
-        })
-        stderr_log(f"apply #{rep + 1}: {applied['links']} links in {applied['elapsed_s']:.2f} s ({applied['links_per_s']} links/s), command {res.seconds:.2f} s")
+        runs.append(
+            {
+                "command_s": round(res.seconds, 3),
+                "find_s": doc["timings"].get("find_s"),
+                "apply_s": applied["elapsed_s"],
+                "links": applied["links"],
+                "links_per_s": applied["links_per_s"],
+                "skipped_groups": applied["skipped_groups"],
+                "threads": applied.get("threads"),
+                "link_us_one_thread": applied.get("link_us_one_thread"),
+                "journal_bytes": os.path.getsize(applied["journal"]) if applied["journal"] else None,
+                "loadavg": loadavg(),
+            }
+        )
+        stderr_log(
+            f"apply #{rep + 1}: {applied['links']} links in {applied['elapsed_s']:.2f} s ({applied['links_per_s']} links/s), "
+            f"command {res.seconds:.2f} s"
+        )
     subprocess.run(["rm", "-rf", str(root)], check=True)
     stderr_log("apply: the filesystem's own link + rename rate on the same tree")
     build_apply_tree(root, links)
@@ -287,7 +310,11 @@ def bench_apply(workdir: Path, links: int, repeat: int) -> dict[str, Any]:
         "ratio_to_filesystem_limit": ratio(best["links_per_s"], limit["best_links_per_s"]),
         "targets": {
             "links_per_s_including_journal": check_target(best["links_per_s"], ">=", APPLY_TARGET_LINKS_PER_S),
-            "all_links_made": {"value": best["links"], "target": f"== {tree['expected_links']}", "pass": best["links"] == tree["expected_links"]},
+            "all_links_made": {
+                "value": best["links"],
+                "target": f"== {tree['expected_links']}",
+                "pass": best["links"] == tree["expected_links"],
+            },
         },
     }
 
@@ -333,8 +360,14 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "mdbatch dedupe vs rmlint vs jdupes (finding, cold and warm) and mdbatch apply throughput",
         "machine": machine_info(),
         "tools": {"rmlint": _first_line(["rmlint", "--version"]), "jdupes": _first_line(["jdupes", "--version"])},
-        "settings": {"profiles": selected, "repeat": args.repeat, "apply_links": args.apply_links, "quick": args.quick,
-                     "workdir": str(args.workdir), "cores": os.cpu_count()},
+        "settings": {
+            "profiles": selected,
+            "repeat": args.repeat,
+            "apply_links": args.apply_links,
+            "quick": args.quick,
+            "workdir": str(args.workdir),
+            "cores": os.cpu_count(),
+        },
         "profiles": {},
     }
     ok = True

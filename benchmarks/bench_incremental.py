@@ -70,7 +70,11 @@ def audit(root: Path, db: Path, files: list[str]) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
         summary_path = handle.name
     try:
-        res = run_timed([*mdbatch_command(), "audit", str(root), "--db", f"sqlite:///{db}", "--quiet", "--json", summary_path], ok_codes=(0, 1), timeout=7200)
+        res = run_timed(
+            [*mdbatch_command(), "audit", str(root), "--db", f"sqlite:///{db}", "--quiet", "--json", summary_path],
+            ok_codes=(0, 1),
+            timeout=7200,
+        )
         summary = json.loads(Path(summary_path).read_text())
     finally:
         os.unlink(summary_path)

@@ -44,7 +44,7 @@ import signal
 import sqlite3
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +55,12 @@ from common import check_target, describe, emit_json, machine_info, ratio, remov
 
 from mdbatch.catalog import open_catalog, schema  # noqa: E402
 from mdbatch.catalog.ops import rows_table  # noqa: E402
-from mdbatch.sync.push import PushResult, write_units  # noqa: E402
 from mdbatch.sync.collect import PushUnit  # noqa: E402
+from mdbatch.sync.push import PushResult, write_units  # noqa: E402
 
 BATCH = 250
 ANALYSES = ("area_per_lipid", "thickness")
-T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
 PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
@@ -91,25 +91,61 @@ def synthetic_units(n: int, start: int = 0) -> list[PushUnit]:
         dirs = [f"/scratch/campaign/group_{i % 16}/{h}" for i, h in zip(ids, hashes, strict=True)]
         when = [T0 + timedelta(seconds=i) for i in ids]
         tables: dict[str, pa.Table] = {
-            schema.RUN_TABLE: rows_table(schema.RUN_DATABASE, [
-                {"hash": h, "engine": "gromacs", "parametrization": "charmm36m", "simulation_type": "bilayer",
-                 "input_data": _yaml(h, i), "input_data_type": "yaml", "directory": d, "status": "completed", "timestamp_utc": w}
-                for i, h, d, w in zip(ids, hashes, dirs, when, strict=True)
-            ]),
-            schema.OVERVIEW_TABLE: rows_table(schema.ANALYSIS_OVERVIEW, [
-                {"hash": h, "item_type": "analysis", "item_name": a, "simulation_type": "bilayer", "directory": d, "status": "ok",
-                 "row_count": 20, "file_count": 1, "updated_at": w}
-                for h, d, w in zip(hashes, dirs, when, strict=True) for a in ANALYSES
-            ]),
+            schema.RUN_TABLE: rows_table(
+                schema.RUN_DATABASE,
+                [
+                    {
+                        "hash": h,
+                        "engine": "gromacs",
+                        "parametrization": "charmm36m",
+                        "simulation_type": "bilayer",
+                        "input_data": _yaml(h, i),
+                        "input_data_type": "yaml",
+                        "directory": d,
+                        "status": "completed",
+                        "timestamp_utc": w,
+                    }
+                    for i, h, d, w in zip(ids, hashes, dirs, when, strict=True)
+                ],
+            ),
+            schema.OVERVIEW_TABLE: rows_table(
+                schema.ANALYSIS_OVERVIEW,
+                [
+                    {
+                        "hash": h,
+                        "item_type": "analysis",
+                        "item_name": a,
+                        "simulation_type": "bilayer",
+                        "directory": d,
+                        "status": "ok",
+                        "row_count": 20,
+                        "file_count": 1,
+                        "updated_at": w,
+                    }
+                    for h, d, w in zip(hashes, dirs, when, strict=True)
+                    for a in ANALYSES
+                ],
+            ),
         }
         for a in ANALYSES:
             table = schema.analysis_table(a)
-            tables[table.name] = rows_table(table, [
-                {"hash": h, "directory": d, "simulation_type": "bilayer", "row_count": 20, "columns": '["frame", "time_ps", "value"]',
-                 "data_csv": frames[i % 16], "data_path": f"{d}/.analysis/{a}.parquet", "timestamp_utc": w,
-                 "data_csv_bytes": len(frames[i % 16])}
-                for i, h, d, w in zip(ids, hashes, dirs, when, strict=True)
-            ])
+            tables[table.name] = rows_table(
+                table,
+                [
+                    {
+                        "hash": h,
+                        "directory": d,
+                        "simulation_type": "bilayer",
+                        "row_count": 20,
+                        "columns": '["frame", "time_ps", "value"]',
+                        "data_csv": frames[i % 16],
+                        "data_path": f"{d}/.analysis/{a}.parquet",
+                        "timestamp_utc": w,
+                        "data_csv_bytes": len(frames[i % 16]),
+                    }
+                    for i, h, d, w in zip(ids, hashes, dirs, when, strict=True)
+                ],
+            )
         units.append(PushUnit(index, len(hashes), tables))
     return units
 
@@ -313,10 +349,14 @@ def bench_backend(kind: str, cats: Catalogs, units: list[PushUnit], repeat: int)
             f"--diff {diff[-1]:.2f}s (cpu {cpu_diff[-1]:.1f}s), load {os.getloadavg()[0]:.1f}"
         )
     out: dict[str, Any] = {
-        "rows": rows, "transactions": transactions, "first_push": describe(first), "diff_repush": describe(diff),
+        "rows": rows,
+        "transactions": transactions,
+        "first_push": describe(first),
+        "diff_repush": describe(diff),
         "rows_per_s": round(rows / sorted(first)[(len(first) - 1) // 2]),
         "diff_over_first": ratio(describe(diff)["median_s"], describe(first)["median_s"], 4),
-        "cpu_first_push": describe(cpu_first), "cpu_diff_repush": describe(cpu_diff),
+        "cpu_first_push": describe(cpu_first),
+        "cpu_diff_repush": describe(cpu_diff),
         "rows_per_cpu_s": round(rows / sorted(cpu_first)[(len(cpu_first) - 1) // 2]),
         "cpu": "this process + the local PostgreSQL server's processes" if kind == "postgresql" else "this process (SQLite is embedded)",
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
@@ -344,9 +384,17 @@ def bench_growth(kind: str, cats: Catalogs, units: list[PushUnit], diff_sims: in
             cpu[label].append(result.timings["cpu_s"])
     s, b = describe(times["small"]), describe(times["big"])
     cs, cb = describe(cpu["small"]), describe(cpu["big"])
-    return {"repushed_sims": diff_sims, "table_small_sims": diff_sims, "table_big_sims": total_sims(units),
-            "diff_small_table": s, "diff_big_table": b, "growth": ratio(b["median_s"], s["median_s"], 3),
-            "cpu_small_table": cs, "cpu_big_table": cb, "cpu_growth": ratio(cb["median_s"], cs["median_s"], 3)}
+    return {
+        "repushed_sims": diff_sims,
+        "table_small_sims": diff_sims,
+        "table_big_sims": total_sims(units),
+        "diff_small_table": s,
+        "diff_big_table": b,
+        "growth": ratio(b["median_s"], s["median_s"], 3),
+        "cpu_small_table": cs,
+        "cpu_big_table": cb,
+        "cpu_growth": ratio(cb["median_s"], cs["median_s"], 3),
+    }
 
 
 def total_sims(units: list[PushUnit]) -> int:
@@ -369,12 +417,20 @@ def bench_baseline(workdir: Path, units: list[PushUnit], n_total: int, total_row
     big = mdfactory_push(db, units, skip_existing=True)
     remove_sqlite(db)
     return {
-        "measured_sims": sims, "measured_rows": rows, "measured_s": round(seconds, 3), "ms_per_row": round(per_row * 1e3, 3),
-        "extrapolated_to_sims": n_total, "extrapolated_s": round(per_row * total_rows_n, 1),
+        "measured_sims": sims,
+        "measured_rows": rows,
+        "measured_s": round(seconds, 3),
+        "ms_per_row": round(per_row * 1e3, 3),
+        "extrapolated_to_sims": n_total,
+        "extrapolated_s": round(per_row * total_rows_n, 1),
         "extrapolation": "linear in rows from the measured subset (its SELECT * per push grows with the table: linear underestimates it)",
         "repush_skip_existing": {
-            "repushed_sims": sims, "table_small_sims": sims, "table_big_sims": sims + total_sims(others),
-            "small_table_s": round(small, 3), "big_table_s": round(big, 3), "growth": ratio(big, small, 3),
+            "repushed_sims": sims,
+            "table_small_sims": sims,
+            "table_big_sims": sims + total_sims(others),
+            "small_table_s": round(small, 3),
+            "big_table_s": round(big, 3),
+            "growth": ratio(big, small, 3),
         },
     }
 
@@ -414,7 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     units = synthetic_units(args.sims)
     rows = total_rows(units)
     report: dict[str, Any] = {
-        "benchmark": "push", "sims": args.sims, "rows": rows,
+        "benchmark": "push",
+        "sims": args.sims,
+        "rows": rows,
         "rows_per_simulation": {"RUN_DATABASE": 1, "ANALYSIS_OVERVIEW": 2, "ANALYSIS_<name>": 2},
         "data_csv_bytes_per_row": round(sum(len(_frame(v)) for v in range(16)) / 16),
         "machine": machine_info(("psycopg",)),

@@ -250,15 +250,27 @@ class MdbatchSource:
 
     def describe(self) -> dict[str, Any]:
         code = "import mdbatch; print(mdbatch.__file__)"
-        where = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=self.env, check=False, stdin=subprocess.DEVNULL, cwd="/")
-        git = subprocess.run(["git", "-C", str(self.path), "rev-parse", "--show-toplevel", "HEAD"], capture_output=True, text=True, check=False)
+        where = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=self.env, check=False, stdin=subprocess.DEVNULL, cwd="/"
+        )
+        git = subprocess.run(
+            ["git", "-C", str(self.path), "rev-parse", "--show-toplevel", "HEAD"], capture_output=True, text=True, check=False
+        )
         lines = git.stdout.split()
         commit = lines[1] if git.returncode == 0 and len(lines) == 2 and Path(lines[0]) == self.path else None
         dirty = None
         if commit:
-            status = subprocess.run(["git", "-C", str(self.path), "status", "--porcelain", "--", "mdbatch"], capture_output=True, text=True, check=False)
+            status = subprocess.run(
+                ["git", "-C", str(self.path), "status", "--porcelain", "--", "mdbatch"], capture_output=True, text=True, check=False
+            )
             dirty = bool(status.stdout.strip())
-        return {"module": where.stdout.strip() or None, "path": str(self.path), "git_commit": commit, "mdbatch_dirty": dirty, "nice": self.nice}
+        return {
+            "module": where.stdout.strip() or None,
+            "path": str(self.path),
+            "git_commit": commit,
+            "mdbatch_dirty": dirty,
+            "nice": self.nice,
+        }
 
 
 def run_audit(root: Path, rundir: Path, tag: str, src: MdbatchSource, *, profile_to: Path | None = None) -> dict[str, Any]:
@@ -317,7 +329,9 @@ def catalog_rows(db: str) -> dict[str, Any]:
     try:
         names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
         counts = {n: con.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in names}
-        indexes = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='index' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        indexes = [
+            r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='index' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        ]
     finally:
         con.close()
     size = sum(os.path.getsize(db + s) for s in ("", "-wal") if os.path.exists(db + s))
@@ -332,7 +346,9 @@ def warm_read(root: Path) -> float:
     started = time.perf_counter()
     subprocess.run(
         f"find {shlex.quote(str(root))} -type f -print0 | xargs -0 -P2 -n 4000 cat > /dev/null",
-        shell=True, check=True, stdin=subprocess.DEVNULL,
+        shell=True,
+        check=True,
+        stdin=subprocess.DEVNULL,
     )
     return round(time.perf_counter() - started, 1)
 
@@ -356,9 +372,16 @@ def walk_only(root: Path, src: MdbatchSource) -> dict[str, Any]:
         "s = DiscoveryStats(); t = time.perf_counter(); n = sum(1 for _ in walk_root(sys.argv[1], s))\n"
         "print(n, s.directories, time.perf_counter() - t)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL, env=src.env, cwd="/")
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL, env=src.env, cwd="/"
+    )
     n, dirs, seconds = out.stdout.split()
-    return {"simulations": int(n), "directories": int(dirs), "seconds": round(float(seconds), 3), "us_per_sim": round(float(seconds) / max(1, int(n)) * 1e6, 1)}
+    return {
+        "simulations": int(n),
+        "directories": int(dirs),
+        "seconds": round(float(seconds), 3),
+        "us_per_sim": round(float(seconds) / max(1, int(n)) * 1e6, 1),
+    }
 
 
 # --- aggregation -----------------------------------------------------------------------------------
@@ -398,8 +421,11 @@ def size_report(size: int, runs: list[dict[str, Any]], extra: dict[str, Any]) ->
         "files_per_s": round(s["files"] / med_wall, 1),
         "elapsed_s_in_summary": _median([r["summary"]["elapsed_s"] for r in runs]),
         "fanout_sims_per_s": round(sims / fanout, 1) if fanout else None,
-        "client_peak_rss_mb": {"median": _median([r["client_peak_rss_mb"] for r in runs]), "max": max(r["client_peak_rss_mb"] or 0 for r in runs),
-                                "samples": [r["client_peak_rss_mb"] for r in runs]},
+        "client_peak_rss_mb": {
+            "median": _median([r["client_peak_rss_mb"] for r in runs]),
+            "max": max(r["client_peak_rss_mb"] or 0 for r in runs),
+            "samples": [r["client_peak_rss_mb"] for r in runs],
+        },
         "wait4_maxrss_mb_median": _median([r["wait4_maxrss_mb"] for r in runs]),
         "workers_peak_rss_max_mb": _median([r["workers_peak_rss_max_mb"] for r in runs]),
         "workers_peak_rss_sum_mb": _median([r["workers_peak_rss_sum_mb"] for r in runs]),
@@ -416,7 +442,8 @@ def size_report(size: int, runs: list[dict[str, Any]], extra: dict[str, Any]) ->
         "timings_median": med_timings,
         "worker_utilisation": round(scan / (workers * fanout), 2) if fanout and scan else None,
         "scan_us_per_file": round(scan / s["files"] * 1e6, 1) if s["files"] and scan else None,
-        "median_run": {k: v for k, v in mid.items() if k not in ("summary", "db")} | {"run_id": s["run_id"], "outcome": s["outcome"], "findings_total": s["findings_total"]},
+        "median_run": {k: v for k, v in mid.items() if k not in ("summary", "db")}
+        | {"run_id": s["run_id"], "outcome": s["outcome"], "findings_total": s["findings_total"]},
         **extra,
     }
 
@@ -429,10 +456,14 @@ def targets(sizes: dict[str, Any], paired: dict[str, Any] | None = None) -> dict
         out["throughput_ratio_100k_vs_10k"] = check_target(round(big["sims_per_s"] / small["sims_per_s"], 3), ">=", RATIO_TARGET)
         if paired:
             out["throughput_ratio_100k_vs_10k_paired"] = check_target(paired["median"], ">=", RATIO_TARGET) | {"samples": paired["samples"]}
-        out["throughput_ratio_100k_vs_10k_best_runs"] = check_target(round(big["best_sims_per_s"] / small["best_sims_per_s"], 3), ">=", RATIO_TARGET)
+        out["throughput_ratio_100k_vs_10k_best_runs"] = check_target(
+            round(big["best_sims_per_s"] / small["best_sims_per_s"], 3), ">=", RATIO_TARGET
+        )
         if small["fanout_sims_per_s"] and big["fanout_sims_per_s"]:
             # The same ratio without fixed costs (start-up, cluster, close): the steady state alone.
-            out["fanout_throughput_ratio_100k_vs_10k"] = check_target(round(big["fanout_sims_per_s"] / small["fanout_sims_per_s"], 3), ">=", RATIO_TARGET)
+            out["fanout_throughput_ratio_100k_vs_10k"] = check_target(
+                round(big["fanout_sims_per_s"] / small["fanout_sims_per_s"], 3), ">=", RATIO_TARGET
+            )
     if big:
         worst = big["client_peak_rss_mb"]["max"]
         out["client_peak_rss_100k_gb"] = check_target(round(worst * 2**20 / 1e9, 3), "<", RSS_TARGET_BYTES / 1e9)
@@ -450,7 +481,7 @@ def cprofile_run(root: Path, rundir: Path, size: int, src: MdbatchSource, top: i
     run = run_audit(root, rundir, f"profile-{size}", src, profile_to=prof)
     stats = pstats.Stats(str(prof))
     rows = []
-    for (filename, line, func), (cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+    for (filename, line, func), (_cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
         rows.append({"function": f"{_short(filename)}:{line}({func})", "calls": nc, "own_s": round(tt, 3), "cumulative_s": round(ct, 3)})
     remove_sqlite(run["db"])
     return {
@@ -559,10 +590,7 @@ def paired_ratios(done: dict[int, SizeRuns], small: int = 10_000, big: int = 100
     """Per-round throughput ratio big/small (interleaved runs only): each pair met similar load."""
     if small not in done or big not in done:
         return None
-    pairs = [
-        round(b["sims_per_s"] / a["sims_per_s"], 3)
-        for a, b in zip(done[small].runs, done[big].runs, strict=False)
-    ]
+    pairs = [round(b["sims_per_s"] / a["sims_per_s"], 3) for a, b in zip(done[small].runs, done[big].runs, strict=False)]
     return {"samples": pairs, "median": _median(pairs)} if pairs else None
 
 
@@ -576,11 +604,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json-out", type=Path, help="also write the JSON document here")
     parser.add_argument("--keep", action="store_true", help="keep campaigns over 10,000 simulations (default: delete at the end)")
     parser.add_argument("--keep-db", action="store_true", help="keep every run's SQLite catalog")
-    parser.add_argument("--src", type=Path, help="run mdbatch from this source tree (PYTHONPATH), e.g. a `git archive` of a commit, not the installed one")
-    parser.add_argument("--interleave", action="store_true",
-                        help="run the sizes in rounds (one run of each per round) and report per-round 100k/10k ratios")
-    parser.add_argument("--nice", type=int, default=0,
-                        help="run each audit at this niceness (negative, as root, approximates a dedicated machine when others load it)")
+    parser.add_argument(
+        "--src", type=Path, help="run mdbatch from this source tree (PYTHONPATH), e.g. a `git archive` of a commit, not the installed one"
+    )
+    parser.add_argument(
+        "--interleave", action="store_true", help="run the sizes in rounds (one run of each per round) and report per-round 100k/10k ratios"
+    )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run each audit at this niceness (negative, as root, approximates a dedicated machine when others load it)",
+    )
     parser.add_argument("--cprofile", action="store_true", help="one extra untimed run of the largest size with the client under cProfile")
     args = parser.parse_args(argv)
     sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})

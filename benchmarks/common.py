@@ -71,8 +71,14 @@ class Campaign:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self.spec)
-        out.update(root=str(self.root), files=self.files, bytes=self.bytes, simulations=self.simulations,
-                   generated_s=self.generated_s, cached=self.generated_s is None)
+        out.update(
+            root=str(self.root),
+            files=self.files,
+            bytes=self.bytes,
+            simulations=self.simulations,
+            generated_s=self.generated_s,
+            cached=self.generated_s is None,
+        )
         return out
 
 
@@ -127,7 +133,10 @@ def ensure_campaign(workdir: str | os.PathLike[str], spec: CampaignSpec, *, log:
         started = time.perf_counter()
         proc = subprocess.run(
             [*mdbatch_command(), "generate", str(partial), *spec.generate_args()],
-            capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            check=False,
         )
         if proc.returncode != 0:
             raise RuntimeError(f"mdbatch generate failed ({proc.returncode}): {proc.stderr.strip()}")
@@ -288,8 +297,13 @@ def run_timed(
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run(
-        list(argv), capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout,
-        env=None if env is None else dict(env), check=False,
+        list(argv),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+        env=None if env is None else dict(env),
+        check=False,
     )
     seconds = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -397,6 +411,7 @@ def machine_info(extra_packages: Iterable[str] = ()) -> dict[str, Any]:
 
 def source_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The git commit the measured code came from, and how many files differ from it (others edit concurrently)."""
+
     def git(*args: str) -> str | None:
         try:
             proc = subprocess.run(["git", "-C", os.fspath(path), *args], capture_output=True, text=True, timeout=20, check=False)

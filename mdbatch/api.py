@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 from .catalog import CatalogBackend, filestats, queries, schema
 from .config import redact, resolve_url
-from .lifecycle import open_catalog_for_command
 from .errors import UsageError
+from .lifecycle import open_catalog_for_command
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -97,7 +97,11 @@ class Catalog:
         return queries.frame(self.backend, name, where, columns)
 
     def systems(
-        self, status: str | None = None, simulation_type: str | None = None, *, root: str | os.PathLike[str] | None = None,
+        self,
+        status: str | None = None,
+        simulation_type: str | None = None,
+        *,
+        root: str | os.PathLike[str] | None = None,
         columns: Sequence[str] | None = None,
     ) -> pd.DataFrame:
         """Simulations (RUN_DATABASE rows), optionally of one status, one simulation type, under one root.
@@ -119,7 +123,7 @@ class Catalog:
 
         table = schema.item_table_name("analysis", name)
         if table not in self.backend.tables():
-            known = sorted(t[len(schema.ANALYSIS_PREFIX):] for t in self.backend.tables() if schema.item_kind(t) == "analysis")
+            known = sorted(t[len(schema.ANALYSIS_PREFIX) :] for t in self.backend.tables() if schema.item_kind(t) == "analysis")
             raise UsageError(f"no analysis {name!r} in catalog {self.url} (analyses: {', '.join(known) or 'none'})")
         with tempfile.TemporaryDirectory(prefix="mdbatch-analysis-") as tmp:
             path = os.path.join(tmp, "frame.parquet")

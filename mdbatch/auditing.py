@@ -36,9 +36,9 @@ from .discover import DiscoveryStats, discover
 from .engine import ClusterOptions, Fanout, Peek, Progress, batches, peek
 from .errors import Interrupted, MdbatchError, RefusedError, UsageError
 from .findings import KINDS
+from .history import History, Scope
 from .lifecycle import STOP, RunRecord, reap_abandoned
 from .paths import relative_to_root
-from .history import History, Scope
 from .scan import ScanOptions
 
 if TYPE_CHECKING:
@@ -160,8 +160,21 @@ def audit(
     try:
         stats = DiscoveryStats()
         root, stream, scope, top = _locate(source, csv_root, catalog, stats, walk_threads)
-        run = _AuditRun(catalog, root, scope, stats, options or ScanOptions(), cluster or ClusterOptions(), batch_size,
-                        findings_path, progress, log_stream, max_removed, allow_removals, top)
+        run = _AuditRun(
+            catalog,
+            root,
+            scope,
+            stats,
+            options or ScanOptions(),
+            cluster or ClusterOptions(),
+            batch_size,
+            findings_path,
+            progress,
+            log_stream,
+            max_removed,
+            allow_removals,
+            top,
+        )
         run.begin(resume, arguments or {}, resolve_url(db))
         run.execute(stream)
     finally:
@@ -169,8 +182,12 @@ def audit(
         if installed:
             STOP.uninstall()
     return AuditResult(
-        run_id=run.run_id, summary=run.final, catalog_url=catalog.display_url,
-        findings_path=os.fspath(findings_path) if findings_path else None, catalog_url_full=resolve_url(db), examples=run.examples,
+        run_id=run.run_id,
+        summary=run.final,
+        catalog_url=catalog.display_url,
+        findings_path=os.fspath(findings_path) if findings_path else None,
+        catalog_url_full=resolve_url(db),
+        examples=run.examples,
     )
 
 
@@ -219,9 +236,20 @@ class _AuditRun:
     """One audit run: its record, scope, history tracker, tally and outputs; `execute` drives it."""
 
     def __init__(
-        self, catalog: CatalogBackend, root: str, scope: Scope, stats: DiscoveryStats, options: ScanOptions, cluster: ClusterOptions,
-        batch_size: int | None, findings_path: str | os.PathLike[str] | None, progress: bool, log_stream: IO[str] | None,
-        max_removed: float, allow_removals: bool, top: str | None,
+        self,
+        catalog: CatalogBackend,
+        root: str,
+        scope: Scope,
+        stats: DiscoveryStats,
+        options: ScanOptions,
+        cluster: ClusterOptions,
+        batch_size: int | None,
+        findings_path: str | os.PathLike[str] | None,
+        progress: bool,
+        log_stream: IO[str] | None,
+        max_removed: float,
+        allow_removals: bool,
+        top: str | None,
     ) -> None:
         self.started = time.monotonic()
         self.catalog, self.root, self.scope, self.stats, self.options = catalog, root, scope, stats, options
@@ -368,7 +396,9 @@ class _AuditRun:
         history, unchanged = self.tracker.batch_ops(batch)
         tally = self.tally.plus(batch)
         summary = self._summary(tally, "running")
-        self.catalog.apply([*batch_ops(self.run_id, self.root, batch, keep_inventory=unchanged), *history, self.record.progress_op(summary)])
+        self.catalog.apply(
+            [*batch_ops(self.run_id, self.root, batch, keep_inventory=unchanged), *history, self.record.progress_op(summary)]
+        )
         tally.write_s += time.monotonic() - t0
         self.tally, self.committed = tally, summary
         for row in batch.findings.to_pylist():
@@ -432,13 +462,27 @@ class _AuditRun:
         tracker, tally, stats = self.tracker, self.tally, self.stats
         assert tracker is not None
         self.info["cache"] = {
-            "hits": tracker.cache_hits, "files_read": tracker.files_read, "bytes_read": tracker.bytes_read,
-            "simulations_kept": tracker.kept, "simulations_rescanned": tracker.rescanned, "lookup_s": round(tracker.lookup_s, 3),
+            "hits": tracker.cache_hits,
+            "files_read": tracker.files_read,
+            "bytes_read": tracker.bytes_read,
+            "simulations_kept": tracker.kept,
+            "simulations_rescanned": tracker.rescanned,
+            "lookup_s": round(tracker.lookup_s, 3),
         }
         stages = {
-            "discover": {"items": stats.simulations, "elapsed_s": tally.peek_s, "errors": len(stats.unreadable), "directories": stats.directories},
-            "scan": {"items": tally.files, "bytes": tracker.bytes_read, "elapsed_s": tally.scan_s, "errors": tally.kinds.get("unreadable", 0),
-                     "cache_hits": tracker.cache_hits},
+            "discover": {
+                "items": stats.simulations,
+                "elapsed_s": tally.peek_s,
+                "errors": len(stats.unreadable),
+                "directories": stats.directories,
+            },
+            "scan": {
+                "items": tally.files,
+                "bytes": tracker.bytes_read,
+                "elapsed_s": tally.scan_s,
+                "errors": tally.kinds.get("unreadable", 0),
+                "cache_hits": tracker.cache_hits,
+            },
             "write": {"items": tally.batches, "elapsed_s": tally.write_s, "lookup_s": tracker.lookup_s},
         }
         self.info["stages"] = stages
@@ -501,6 +545,3 @@ def _check_output(path: str) -> None:
         raise WriteError(path, errno.ENOENT, f"directory {directory} does not exist")
     if not os.access(directory, os.W_OK) or os.path.isdir(path):
         raise WriteError(path, errno.EACCES, "Permission denied" if not os.path.isdir(path) else "Is a directory")
-
-
-

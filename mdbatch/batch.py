@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -95,9 +95,7 @@ FILES_SCHEMA = pa.schema(
         ("cached", pa.bool_()),
     ]
 )
-FINDINGS_SCHEMA = pa.schema(
-    [("simulation", pa.string()), ("kind", pa.string()), ("item", pa.string()), ("detail", pa.string())]
-)
+FINDINGS_SCHEMA = pa.schema([("simulation", pa.string()), ("kind", pa.string()), ("item", pa.string()), ("detail", pa.string())])
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,23 +147,51 @@ def to_tables(scans: Sequence[SimulationScan], index: int = 0, elapsed_s: float 
     """Columnar form of a list of scans."""
     systems = [
         (
-            s.hash, s.simulation, s.directory, s.simulation_type, s.engine, s.parametrization, s.status,
-            s.input_data, s.input_data_type, s.scanned_at, len(s.files), s.bytes, len(s.findings), s.fingerprint,
+            s.hash,
+            s.simulation,
+            s.directory,
+            s.simulation_type,
+            s.engine,
+            s.parametrization,
+            s.status,
+            s.input_data,
+            s.input_data_type,
+            s.scanned_at,
+            len(s.files),
+            s.bytes,
+            len(s.findings),
+            s.fingerprint,
         )
         for s in scans
     ]
     analyses = [
         (
-            s.hash, s.simulation, s.simulation_type, a.name, a.filename, a.status, a.registered_rows,
-            a.file_rows, json.dumps(list(a.registered_columns)), a.file_size, a.updated_at,
+            s.hash,
+            s.simulation,
+            s.simulation_type,
+            a.name,
+            a.filename,
+            a.status,
+            a.registered_rows,
+            a.file_rows,
+            json.dumps(list(a.registered_columns)),
+            a.file_size,
+            a.updated_at,
         )
         for s in scans
         for a in s.analyses
     ]
     artifacts = [
         (
-            s.hash, s.simulation, s.simulation_type, a.name, a.status, len(a.files), json.dumps(list(a.files)),
-            json.dumps(dict(a.checksums), sort_keys=True), a.updated_at,
+            s.hash,
+            s.simulation,
+            s.simulation_type,
+            a.name,
+            a.status,
+            len(a.files),
+            json.dumps(list(a.files)),
+            json.dumps(dict(a.checksums), sort_keys=True),
+            a.updated_at,
         )
         for s in scans
         for a in s.artifacts
@@ -214,18 +240,30 @@ def scan_batch(
     return to_tables(scans, index, time.perf_counter() - started)
 
 
-def _scan_guarded(path: str, root: str | None, options: ScanOptions | None, cache: Mapping[str, CacheEntry] | None = None) -> SimulationScan:
+def _scan_guarded(
+    path: str, root: str | None, options: ScanOptions | None, cache: Mapping[str, CacheEntry] | None = None
+) -> SimulationScan:
     """scan_simulation, with any unforeseen error turned into a finding: one simulation never stops a batch."""
     try:
         return scan_simulation(path, root, options, cache)
     except Exception as exc:  # noqa: BLE001 - the last line of defence for the campaign
         name = relative_to_root(path, root)
         return SimulationScan(
-            simulation=name, directory=display(os.path.abspath(path)), hash=display(os.path.basename(path)),
-            simulation_type=None, engine=None, parametrization=None, status="build", input_data=None,
-            input_data_type=None, analyses=(), artifacts=(), files=(),
+            simulation=name,
+            directory=display(os.path.abspath(path)),
+            hash=display(os.path.basename(path)),
+            simulation_type=None,
+            engine=None,
+            parametrization=None,
+            status="build",
+            input_data=None,
+            input_data_type=None,
+            analyses=(),
+            artifacts=(),
+            files=(),
             findings=(Finding(name, UNREADABLE, ".", f"scan failed: {type(exc).__name__}: {exc}"),),
-            scanned_at=datetime.now(timezone.utc).isoformat(), elapsed_s=0.0,
+            scanned_at=datetime.now(UTC).isoformat(),
+            elapsed_s=0.0,
         )
 
 
@@ -289,11 +327,25 @@ def _with_kept(batch: BatchResult, kept: Mapping[str, tuple[str, Unchanged]], gr
     found = group.findings if group.findings is not None else FINDINGS_SCHEMA.empty_table()
     found = found.select(FINDINGS_SCHEMA.names).filter(pc.is_in(found.column("simulation"), value_set=pa.array(list(kept), pa.string())))
     per_sim = Counter(found.column("simulation").to_pylist())
-    now = datetime.now(timezone.utc).isoformat()
+    now = datetime.now(UTC).isoformat()
     systems = tuples_table(
         [
-            (group.hashes.get(sim), sim, display(os.path.abspath(path)), None, None, None, same.status, None, None, now,
-             same.files, same.bytes, per_sim.get(sim, 0), group.fingerprints[sim])
+            (
+                group.hashes.get(sim),
+                sim,
+                display(os.path.abspath(path)),
+                None,
+                None,
+                None,
+                same.status,
+                None,
+                None,
+                now,
+                same.files,
+                same.bytes,
+                per_sim.get(sim, 0),
+                group.fingerprints[sim],
+            )
             for sim, (path, same) in kept.items()
         ],
         SYSTEMS_SCHEMA,

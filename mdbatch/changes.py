@@ -56,7 +56,9 @@ class ChangeCounts:
         }
 
 
-def file_changes(previous: Mapping[str, Mapping[str, CacheEntry]], files: pa.Table, simulations: Iterable[str]) -> tuple[list[Change], int, set[str]]:
+def file_changes(
+    previous: Mapping[str, Mapping[str, CacheEntry]], files: pa.Table, simulations: Iterable[str]
+) -> tuple[list[Change], int, set[str]]:
     """Classify the files of a batch against the previous inventory of its simulations.
 
     Returns (change records, number of unchanged files, simulations whose inventory is identical
@@ -153,8 +155,7 @@ def describe(changes: Mapping[str, Mapping[str, int]], previous_run: str | None,
     f, s, g = changes["files"], changes["simulations"], changes["findings"]
     since = f"Since run {previous_run}" if previous_run else "Since each simulation's latest scan"
     parts = [
-        f"{since}: files {f['new']} new, {f['missing']} missing, {f['changed']} changed, "
-        f"{f['moved']} moved, {f['unchanged']} unchanged",
+        f"{since}: files {f['new']} new, {f['missing']} missing, {f['changed']} changed, {f['moved']} moved, {f['unchanged']} unchanged",
         f"simulations {s['new']} new, {s['removed']} removed, {s['status_changed']} changed status",
         f"findings {g['new']} new, {g['resolved']} resolved, {g['persisting']} persisting.",
     ]

@@ -118,9 +118,7 @@ def backend_name(url: str) -> str:
     for name in ("sqlite", "postgresql", "csv"):
         if scheme == name or scheme.startswith(name + "+"):
             return name
-    raise UsageError(
-        f"unsupported catalog URL {redact(url)!r}: use sqlite:///PATH, postgresql+psycopg://USER@HOST:PORT/DB or csv:///DIR"
-    )
+    raise UsageError(f"unsupported catalog URL {redact(url)!r}: use sqlite:///PATH, postgresql+psycopg://USER@HOST:PORT/DB or csv:///DIR")
 
 
 def configured_url() -> str | None:

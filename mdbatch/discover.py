@@ -18,7 +18,6 @@ from pathlib import Path
 from .errors import InputError
 from .registry.format import ANALYSIS_DIRNAME, REGISTRY_FILENAME
 
-
 #: Directory listings in flight during a root walk. One is fastest on a warm local disk (threads
 #: contend for the GIL: 8 threads walked 10,000 simulations in 0.77 s vs 0.32 s); raise it for
 #: latency-bound parallel filesystems, where each listing waits on the metadata server.
@@ -156,7 +155,9 @@ def _resolve_listed(paths: list[str], base: Path, root: Path | None, stats: Disc
         yield os.fspath(candidate)
 
 
-def from_summary_yaml(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None, stats: DiscoveryStats | None = None) -> Iterator[str]:
+def from_summary_yaml(
+    path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None, stats: DiscoveryStats | None = None
+) -> Iterator[str]:
     """Simulation directories listed under `system_directory` in an MDFactory build summary YAML."""
     import yaml
 
@@ -172,7 +173,9 @@ def from_summary_yaml(path: str | os.PathLike[str], root: str | os.PathLike[str]
     yield from _resolve_listed(listed, source.parent, Path(root) if root else None, stats)
 
 
-def from_csv(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None, stats: DiscoveryStats | None = None) -> Iterator[str]:
+def from_csv(
+    path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None, stats: DiscoveryStats | None = None
+) -> Iterator[str]:
     """Simulation directories from the `directory` column of a CSV, relative paths under `root`."""
     stats = stats if stats is not None else DiscoveryStats()
     source = Path(path)
@@ -188,7 +191,11 @@ def from_csv(path: str | os.PathLike[str], root: str | os.PathLike[str] | None =
 
 
 def discover(
-    source: str | os.PathLike[str], *, csv_root: str | os.PathLike[str] | None = None, stats: DiscoveryStats | None = None, threads: int = WALK_THREADS
+    source: str | os.PathLike[str],
+    *,
+    csv_root: str | os.PathLike[str] | None = None,
+    stats: DiscoveryStats | None = None,
+    threads: int = WALK_THREADS,
 ) -> tuple[str, Iterator[str]]:
     """Pick the input kind from `source` and return (campaign root, stream of simulation dirs).
 

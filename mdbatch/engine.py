@@ -269,8 +269,13 @@ class Fanout:
         kwargs: dict[str, Any] = {
             key: value
             for key, value in {
-                "cores": opts.cores, "processes": opts.processes, "memory": opts.memory, "walltime": opts.walltime,
-                "queue": opts.partition, "account": opts.account, "interface": opts.interface,
+                "cores": opts.cores,
+                "processes": opts.processes,
+                "memory": opts.memory,
+                "walltime": opts.walltime,
+                "queue": opts.partition,
+                "account": opts.account,
+                "interface": opts.interface,
             }.items()
             if value is not None
         }
@@ -502,5 +507,5 @@ def _scheduler_address(path: str) -> str:
         raise ClusterError(f"scheduler file {path!r} cannot be read as JSON: {exc}") from exc
     address = info.get("address") if isinstance(info, dict) else None
     if not isinstance(address, str) or not address:
-        raise ClusterError(f"scheduler file {path!r} names no scheduler address (expected JSON with an \"address\")")
+        raise ClusterError(f'scheduler file {path!r} names no scheduler address (expected JSON with an "address")')
     return address

@@ -30,7 +30,19 @@ HASH_CACHE_VERSION = 2
 #: unchanged re-audit never reads them again.
 CACHED_BYTES_MAX = 64 * 1024
 #: The inventory columns the cache and change detection read, in CacheEntry order after the path.
-INVENTORY_COLUMNS = ["simulation", "path", "device", "inode", "size", "mtime_ns", "ctime_ns", "xxh3_128", "sha256", "facts", "cache_version"]
+INVENTORY_COLUMNS = [
+    "simulation",
+    "path",
+    "device",
+    "inode",
+    "size",
+    "mtime_ns",
+    "ctime_ns",
+    "xxh3_128",
+    "sha256",
+    "facts",
+    "cache_version",
+]
 
 
 class CacheEntry(NamedTuple):
@@ -49,8 +61,11 @@ class CacheEntry(NamedTuple):
         """Whether `st` is still this file: same device, inode, size, mtime and ctime (ctime moves on
         any write, even one that restores size and mtime)."""
         return (
-            st.st_ino == self.inode and st.st_dev == self.device and st.st_size == self.size
-            and st.st_mtime_ns == self.mtime_ns and st.st_ctime_ns == self.ctime_ns
+            st.st_ino == self.inode
+            and st.st_dev == self.device
+            and st.st_size == self.size
+            and st.st_mtime_ns == self.mtime_ns
+            and st.st_ctime_ns == self.ctime_ns
         )
 
 
@@ -103,7 +118,9 @@ def footer_facts(rows: int, columns: tuple[str, ...]) -> str:
     return json.dumps({"rows": rows, "columns": list(columns)}, separators=(",", ":"))
 
 
-def entries(inventory: pa.Table, use_cache: bool = True) -> tuple[dict[str, dict[str, CacheEntry]], dict[str, dict[str, CacheEntry]], set[str]]:
+def entries(
+    inventory: pa.Table, use_cache: bool = True
+) -> tuple[dict[str, dict[str, CacheEntry]], dict[str, dict[str, CacheEntry]], set[str]]:
     """From recorded inventory rows (INVENTORY_COLUMNS): (every entry, per simulation and path, for
     change detection; the entries the cache may answer from; simulations with rows of another cache
     version, whose rows must be rewritten)."""

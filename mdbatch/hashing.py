@@ -108,10 +108,7 @@ def digest_file(
     finally:
         os.close(fd)
     changed = (
-        read_total != size
-        or after.st_size != size
-        or after.st_mtime_ns != before.st_mtime_ns
-        or after.st_ctime_ns != before.st_ctime_ns
+        read_total != size or after.st_size != size or after.st_mtime_ns != before.st_mtime_ns or after.st_ctime_ns != before.st_ctime_ns
     )
     return FileDigest(
         size=size,

@@ -19,7 +19,7 @@ import json
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -32,6 +32,7 @@ from .catalog.ops import Delete, Op, Update, Upsert
 from .changes import CHANGE_COLUMNS, Change, ChangeCounts, describe, finding_changes, pair_moves, removed_simulations, simulation_changes
 from .hashcache import INVENTORY_COLUMNS
 from .paths import relative_to_root
+
 
 @dataclass(frozen=True, slots=True)
 class Scope:
@@ -199,12 +200,18 @@ class History:
         ops.append(
             Upsert(
                 schema.SIMULATIONS.name,
-                pa.table({
-                    "root": pa.array([self.root] * n, pa.string()), "simulation": pa.array(sims, pa.string()),
-                    "hash": batch.systems.column("hash"), "status": batch.systems.column("status"),
-                    "run_id": pa.array([self.run_id] * n, pa.string()), "fingerprint": batch.systems.column("fingerprint"),
-                    "removed_run": nulls, "removed_at": pa.nulls(n, pa.timestamp("us", tz="UTC")),
-                }),
+                pa.table(
+                    {
+                        "root": pa.array([self.root] * n, pa.string()),
+                        "simulation": pa.array(sims, pa.string()),
+                        "hash": batch.systems.column("hash"),
+                        "status": batch.systems.column("status"),
+                        "run_id": pa.array([self.run_id] * n, pa.string()),
+                        "fingerprint": batch.systems.column("fingerprint"),
+                        "removed_run": nulls,
+                        "removed_at": pa.nulls(n, pa.timestamp("us", tz="UTC")),
+                    }
+                ),
             )
         )
         # A simulation that came back is rewritten even when identical: its rows carry the removal mark.
@@ -234,7 +241,9 @@ class History:
     def _changes_table(self, records: list[Change]) -> pa.Table:
         rows = [(self.run_id, *c) for c in records]
         cols = list(zip(*rows, strict=True))
-        return pa.table({name: list(col) for name, col in zip(CHANGE_COLUMNS, cols, strict=True)}, schema=schema.arrow_schema(schema.CHANGES))
+        return pa.table(
+            {name: list(col) for name, col in zip(CHANGE_COLUMNS, cols, strict=True)}, schema=schema.arrow_schema(schema.CHANGES)
+        )
 
     def seed(self, counts: Mapping[str, Mapping[str, int]] | None) -> None:
         """Continue the counts of an interrupted run (for --resume)."""
@@ -267,7 +276,10 @@ class History:
         out: list[Change] = []
         for chunk in self.catalog.iter_rows(schema.CHANGES.name, where={"run_id": self.run_id, "scope": scope, "change": change}):
             d = chunk.to_pydict()
-            out += [Change(scope, change, s, i, z, g, t or "") for s, i, z, g, t in zip(d["simulation"], d["item"], d["size"], d["digest"], d["detail"], strict=True)]
+            out += [
+                Change(scope, change, s, i, z, g, t or "")
+                for s, i, z, g, t in zip(d["simulation"], d["item"], d["size"], d["digest"], d["detail"], strict=True)
+            ]
         return out
 
     def _pair_moves(self) -> list[Op]:
@@ -281,8 +293,10 @@ class History:
         self.counts.files["new"] -= len(moves)
         self.counts.files["missing"] -= len(moves)
         self.counts.files["moved"] += len(moves)
-        return [Delete(schema.CHANGES.name, self._changes_table(gone).select(["run_id", "scope", "change", "simulation", "item"])),
-                Upsert(schema.CHANGES.name, self._changes_table(moves))]
+        return [
+            Delete(schema.CHANGES.name, self._changes_table(gone).select(["run_id", "scope", "change", "simulation", "item"])),
+            Upsert(schema.CHANGES.name, self._changes_table(moves)),
+        ]
 
     def _removed(self, removed: list[tuple[str, str]]) -> list[Op]:
         """Record `removed` simulations: change records, their findings resolved, and their rows marked
@@ -291,7 +305,8 @@ class History:
         records = removed_simulations(sims, set())
         last = dict(removed)
         found = self.catalog.rows_matching(
-            schema.FINDINGS.name, pa.table({"run_id": pa.array([last[s] for s in sims], pa.string()), "simulation": pa.array(sims, pa.string())}),
+            schema.FINDINGS.name,
+            pa.table({"run_id": pa.array([last[s] for s in sims], pa.string()), "simulation": pa.array(sims, pa.string())}),
             columns=["simulation", "kind", "item"],
         ).to_pydict()
         gone_findings = list(zip(found["simulation"], found["kind"], found["item"], strict=True))
@@ -301,7 +316,7 @@ class History:
         n = len(sims)
         keys = {"root": pa.array([self.root] * n, pa.string()), "simulation": pa.array(sims, pa.string())}
         mark = pa.array([self.run_id] * n, pa.string())
-        now = pa.array([datetime.now(timezone.utc)] * n, pa.timestamp("us", tz="UTC"))
+        now = pa.array([datetime.now(UTC)] * n, pa.timestamp("us", tz="UTC"))
         return [
             Upsert(schema.CHANGES.name, self._changes_table(records)),
             Update(schema.SIMULATIONS.name, pa.table({**keys, "removed_run": mark, "removed_at": now})),
@@ -318,7 +333,9 @@ class History:
                 "bytes": [int(stages[n].get("bytes", 0)) for n in names],
                 "elapsed_ms": [int(round(float(stages[n].get("elapsed_s", 0.0)) * 1000)) for n in names],
                 "errors": [int(stages[n].get("errors", 0)) for n in names],
-                "detail": [json.dumps({k: v for k, v in stages[n].items() if k not in ("items", "bytes", "elapsed_s", "errors")}) for n in names],
+                "detail": [
+                    json.dumps({k: v for k, v in stages[n].items() if k not in ("items", "bytes", "elapsed_s", "errors")}) for n in names
+                ],
             },
             schema=schema.arrow_schema(schema.STAGES),
         )
@@ -351,5 +368,5 @@ class Work:
 
 def _paired_sources(moves: list[Change], missing: list[Change]) -> list[Change]:
     """The missing-file records each move consumed (named in the move's detail)."""
-    sources = {m.detail[len("from "):] for m in moves}
+    sources = {m.detail[len("from ") :] for m in moves}
     return [c for c in missing if f"{c.simulation}/{c.item}" in sources]

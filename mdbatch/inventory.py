@@ -33,8 +33,12 @@ ANALYSIS_DIR = ".analysis"
 REGISTRY_PATH = ".analysis/metadata.json"
 
 _FILE_TYPES = (
-    (stat.S_ISDIR, "a directory"), (stat.S_ISREG, "a regular file"), (stat.S_ISLNK, "a symbolic link"),
-    (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISREG, "a regular file"),
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
     (stat.S_ISBLK, "a block device"),
 )
 
@@ -141,7 +145,9 @@ def odd_salt(odd: dict[str, os.stat_result]) -> str:
     return "".join(f"|{rel} {stat.S_IFMT(st.st_mode):o} {st.st_ino} {st.st_ctime_ns}" for rel, st in sorted(odd.items()))
 
 
-def registry_absence(sim: str, on_error: Callable[[str, str, str], None], unreadable: Iterable[str] = ()) -> tuple[bool, dict[str, os.stat_result]]:
+def registry_absence(
+    sim: str, on_error: Callable[[str, str, str], None], unreadable: Iterable[str] = ()
+) -> tuple[bool, dict[str, os.stat_result]]:
     """For a simulation whose walk found no registry file: (whether its path holds nothing at all,
     `odd_entries`). What is there instead is reported as `on_error(registry_corrupt, ...)`; a path
     that cannot be looked at as unreadable, unless `unreadable` already names `.` or `.analysis`.

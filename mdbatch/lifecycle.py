@@ -25,7 +25,7 @@ import socket
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .errors import CatalogDamagedError, Interrupted, MdbatchError, RefusedError
@@ -46,7 +46,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 def new_run_id(prefix: str = "") -> str:
     """Sortable, unique run id: UTC timestamp plus a random suffix (`prefix` first, e.g. 'gc-')."""
-    return f"{prefix}{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    return f"{prefix}{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 class Stop:
@@ -125,7 +125,7 @@ STOP = Stop()
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(slots=True)
@@ -144,8 +144,17 @@ class RunRecord:
     _url: str | None = None
 
     @classmethod
-    def start(cls, catalog: CatalogBackend, command: str, root: str | None, arguments: Mapping[str, Any] | None = None,
-              *, exclusive: bool = False, url: str | None = None, prefix: str = "") -> RunRecord:
+    def start(
+        cls,
+        catalog: CatalogBackend,
+        command: str,
+        root: str | None,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        exclusive: bool = False,
+        url: str | None = None,
+        prefix: str = "",
+    ) -> RunRecord:
         """Record a new run as `running` (after marking dead runs abandoned) and start its heartbeat.
 
         With `exclusive`, a run of the same command and root already running elsewhere makes this one
@@ -157,10 +166,22 @@ class RunRecord:
 
         reap_abandoned(catalog)
         record = cls(catalog, new_run_id(prefix), command, root, dict(arguments or {}), _url=url)
-        catalog.apply([run_row(
-            record.run_id, command, root, arguments=_arguments_json(record.arguments), host=record.host, pid=record.pid,
-            job=batch_job(), version=__version__, catalog=catalog.display_url, heartbeat_at=_now(),
-        )])
+        catalog.apply(
+            [
+                run_row(
+                    record.run_id,
+                    command,
+                    root,
+                    arguments=_arguments_json(record.arguments),
+                    host=record.host,
+                    pid=record.pid,
+                    job=batch_job(),
+                    version=__version__,
+                    catalog=catalog.display_url,
+                    heartbeat_at=_now(),
+                )
+            ]
+        )
         if exclusive:
             record._refuse_if_concurrent()
         record._start_heartbeat()
@@ -210,8 +231,9 @@ class RunRecord:
 
         mine = None
         others = []
-        for chunk in self.catalog.iter_rows(schema.RUNS.name, {"status": "running", "command": self.command},
-                                            ["run_id", "root", "started_at", "host", "pid"]):
+        for chunk in self.catalog.iter_rows(
+            schema.RUNS.name, {"status": "running", "command": self.command}, ["run_id", "root", "started_at", "host", "pid"]
+        ):
             for row in chunk.to_pylist():
                 if row["run_id"] == self.run_id:
                     mine = row
@@ -221,8 +243,10 @@ class RunRecord:
         if not first:
             return
         other = first[0]
-        message = (f"another {self.command} of {self.root} is running (run {other['run_id']}, pid {other['pid']} on "
-                   f"{other['host']}); wait for it to end, or stop it and resume it with --resume {other['run_id']}")
+        message = (
+            f"another {self.command} of {self.root} is running (run {other['run_id']}, pid {other['pid']} on "
+            f"{other['host']}); wait for it to end, or stop it and resume it with --resume {other['run_id']}"
+        )
         self.finish("refused", {"run_id": self.run_id, "outcome": "refused", "root": self.root, "reason": message})
         raise RefusedError(message, self.run_id)
 
@@ -369,7 +393,14 @@ def _json(text: Any) -> dict[str, Any]:
 
 
 __all__ = [
-    "ABANDON_AFTER_S", "HEARTBEAT_S", "STOP", "RunRecord", "Stop", "abandoned_reason", "new_run_id", "open_catalog_for_command",
-    "process_gone", "reap_abandoned",
+    "ABANDON_AFTER_S",
+    "HEARTBEAT_S",
+    "STOP",
+    "RunRecord",
+    "Stop",
+    "abandoned_reason",
+    "new_run_id",
+    "open_catalog_for_command",
+    "process_gone",
+    "reap_abandoned",
 ]
-

@@ -12,9 +12,4 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 def is_valid_name(name: object) -> bool:
     """True when `name` is letters, digits and underscore, not starting with a digit, bounded length."""
-    return (
-        isinstance(name, str)
-        and 0 < len(name) <= MAX_NAME_LENGTH
-        and name.isascii()
-        and _NAME.fullmatch(name) is not None
-    )
+    return isinstance(name, str) and 0 < len(name) <= MAX_NAME_LENGTH and name.isascii() and _NAME.fullmatch(name) is not None

@@ -55,7 +55,7 @@ def relative_to_root(path: str, root: str | None) -> str:
     prefix = _root_prefix(root)
     if prefix is not None and path.startswith(prefix):
         # The common case (paths the walk joined onto the root) without relpath's two abspath calls.
-        rel = path[len(prefix):]
+        rel = path[len(prefix) :]
         if rel and posixpath.normpath(rel) == rel and not rel.startswith(("/", "..")):
             return display(rel)
     rel = os.path.relpath(path, root)

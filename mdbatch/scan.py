@@ -12,30 +12,29 @@ import dataclasses
 import functools
 import json
 import os
-import re
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .version import __version__
 from . import findings as fk
 from .errors import RegistryCorruptError
 from .findings import Finding
 from .hashcache import HASH_CACHE_VERSION, CacheEntry, content_facts, footer_facts, lookup
 from .hashing import FileDigest, NotRegularFile, digest_file
+from .identity import build_input_name, identity
 from .inventory import fingerprint, loose_parquets, odd_salt, registry_absence, simulation_status, top_level, walk
 from .naming import is_valid_name
 from .paths import contained, display, raw_bytes, relative_to_root
 from .registry.format import ANALYSIS_DIRNAME, REGISTRY_FILENAME, parse_registry
+from .version import __version__
 
 REGISTRY_REL = f"{ANALYSIS_DIRNAME}/{REGISTRY_FILENAME}"
 _NO_REGISTRY = f"parquet file in {ANALYSIS_DIRNAME}, which has no registry ({REGISTRY_REL} is absent)"
-_HASH40 = re.compile(r"[0-9A-Fa-f]{40}")
 # The registry and build metadata are parsed from the bytes the inventory read anyway.
 _MAX_REGISTRY_BYTES = 64 << 20
 
@@ -288,16 +287,29 @@ def _check_analyses(ctx: _Ctx, registry: dict[str, Any], files: dict[str, str]) 
         if rel is not None:
             registered.add(rel)
 
-        def record(status: str, frows: int | None = None, fcols: tuple[str, ...] | None = None) -> None:
+        def record(
+            status: str,
+            frows: int | None = None,
+            fcols: tuple[str, ...] | None = None,
+            *,
+            rel: str | None = rel,
+            name: str = name,
+            filename: str = filename,
+            rows: int = rows,
+            cols: tuple[str, ...] = cols,
+            updated: str | None = entry.get("updated_at"),
+        ) -> None:  # the loop's values bound here, where it is defined
             size = ctx.digests[rel].size if rel is not None and rel in ctx.digests else None
-            entries.append(AnalysisEntry(display(name), display(filename), status, rows, cols, frows, fcols, size, entry.get("updated_at")))
+            entries.append(AnalysisEntry(display(name), display(filename), status, rows, cols, frows, fcols, size, updated))
 
         if not is_valid_name(name):
             ctx.add(fk.INVALID_NAME, display(name), "analysis name cannot be a table name (letters, digits, underscore)")
             record("invalid")
             continue
         if rel is None:
-            ctx.add(fk.UNSAFE_PATH, f"{name}:{display(filename)}", "registry path is absolute or leaves the simulation directory; not opened")
+            ctx.add(
+                fk.UNSAFE_PATH, f"{name}:{display(filename)}", "registry path is absolute or leaves the simulation directory; not opened"
+            )
             record("unsafe")
             continue
         if rel not in files:
@@ -361,57 +373,6 @@ def _check_artifacts(ctx: _Ctx, registry: dict[str, Any], files: dict[str, str])
     return entries
 
 
-def _identity(ctx: _Ctx, top: set[str]) -> tuple[str, str | None, str | None, str | None, str | None, str | None]:
-    """(hash, simulation_type, engine, parametrization, input_data, input_data_type)."""
-    base = os.path.basename(os.path.normpath(ctx.sim))
-    meta: dict[str, Any] = {}
-    raw = ctx.data.get("metadata.json")
-    if raw is not None:
-        try:
-            loaded = json.loads(raw)
-            if isinstance(loaded, dict):
-                meta = loaded
-        except ValueError:
-            meta = {}
-    yaml_name = _build_input_name(base, top)
-    yaml_text = None
-    if yaml_name is not None and yaml_name in ctx.data:
-        yaml_text = ctx.data[yaml_name][: ctx.options.max_input_bytes].decode("utf-8", "replace")
-    if not isinstance(meta.get("hash"), str) and yaml_text is not None:
-        meta = {**_yaml_identity(yaml_text), **{k: v for k, v in meta.items() if v is not None}}
-    digest = meta.get("hash")
-    if not isinstance(digest, str) or not digest:
-        stem = yaml_name.rsplit(".", 1)[0] if yaml_name else ""
-        digest = stem if _HASH40.fullmatch(stem) else display(base)
-
-    def text(key: str) -> str | None:
-        value = meta.get(key)
-        return None if value is None else str(value)
-
-    return (digest, text("simulation_type"), text("engine"), text("parametrization"), yaml_text, "yaml" if yaml_text is not None else None)
-
-
-def _build_input_name(base: str, top: set[str]) -> str | None:
-    for candidate in (f"{base}.yaml", "build.yaml"):
-        if candidate in top:
-            return candidate
-    yamls = sorted(n for n in top if n.endswith(".yaml"))
-    return yamls[0] if yamls else None
-
-
-def _yaml_identity(text: str) -> dict[str, Any]:
-    import yaml
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        doc = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
-    except yaml.YAMLError:
-        return {}
-    if not isinstance(doc, dict):
-        return {}
-    return {k: doc.get(k) for k in ("hash", "simulation_type", "engine", "parametrization") if doc.get(k) is not None}
-
-
 def _content_from_cache(ctx: _Ctx, rel: str, abspath: str, cached: CacheEntry | None) -> FileDigest | None:
     """An unchanged identity or registry file's digest and bytes from the hash cache, or None."""
     hit = lookup(abspath, cached, content=True)
@@ -423,7 +384,9 @@ def _content_from_cache(ctx: _Ctx, rel: str, abspath: str, cached: CacheEntry | 
     return hit.digest
 
 
-def _entry_from_cache(ctx: _Ctx, rel: str, shown: str, abspath: str, cached: CacheEntry | None, need_sha: bool, need_footer: bool) -> FileEntry | None:
+def _entry_from_cache(
+    ctx: _Ctx, rel: str, shown: str, abspath: str, cached: CacheEntry | None, need_sha: bool, need_footer: bool
+) -> FileEntry | None:
     """An unchanged file's inventory entry from the hash cache (the footer and digests the integrity
     checks read noted on the way), or None when it must be read."""
     hit = lookup(abspath, cached, sha256=need_sha, footer=need_footer)
@@ -439,7 +402,13 @@ def _entry_from_cache(ctx: _Ctx, rel: str, shown: str, abspath: str, cached: Cac
 
 def _check_silent_change(ctx: _Ctx, rel: str, d: FileDigest, cached: CacheEntry) -> None:
     """--verify full: the stat says unchanged but the bytes differ from what the cache recorded."""
-    same_stat = (d.inode, d.device, d.size, d.mtime_ns, d.ctime_ns) == (cached.inode, cached.device, cached.size, cached.mtime_ns, cached.ctime_ns)
+    same_stat = (d.inode, d.device, d.size, d.mtime_ns, d.ctime_ns) == (
+        cached.inode,
+        cached.device,
+        cached.size,
+        cached.mtime_ns,
+        cached.ctime_ns,
+    )
     if same_stat and not d.changed and cached.xxh3_128 is not None and d.xxh3_128 is not None and d.xxh3_128 != cached.xxh3_128:
         ctx.add(fk.SILENT_CORRUPTION, display(rel), "bytes changed while size, mtime and ctime did not (xxh3 differs from the hash cache)")
 
@@ -483,19 +452,23 @@ def scan_simulation(
         sha=_artifact_targets(ctx, registry),
         parquet=(
             {f"{ANALYSIS_DIRNAME}/{n}" for e in registry["analyses"].values() if (n := contained(e["filename"])) is not None}
-            if registry is not None else set()
+            if registry is not None
+            else set()
         ),
-        identity={n for n in ("metadata.json", _build_input_name(os.path.basename(os.path.normpath(sim)), top)) if n},
+        identity={n for n in ("metadata.json", build_input_name(os.path.basename(os.path.normpath(sim)), top)) if n},
     )
     inventory = _inventory(ctx, files, cache, use is not None, targets)
     analyses, artifacts = _registry_checks(ctx, registry, files)
     if ctx.facts:
         inventory = [
-            e if e.cached or e.xxh3_128 is None or (fact := ctx.facts.get(f"{ANALYSIS_DIRNAME}/{e.path[len(ANALYSIS_DIRNAME) + 1:]}")) is None
+            e
+            if e.cached
+            or e.xxh3_128 is None
+            or (fact := ctx.facts.get(f"{ANALYSIS_DIRNAME}/{e.path[len(ANALYSIS_DIRNAME) + 1 :]}")) is None
             else dataclasses.replace(e, facts=footer_facts(*fact))
             for e in inventory
         ]
-    digest, sim_type, engine, param, input_data, input_type = _identity(ctx, top)
+    digest, sim_type, engine, param, input_data, input_type = identity(sim, top, ctx.data, opts.max_input_bytes)
     return SimulationScan(
         simulation=ctx.name,
         directory=display(os.path.abspath(sim)),
@@ -510,13 +483,15 @@ def scan_simulation(
         artifacts=tuple(artifacts),
         files=tuple(inventory),
         findings=tuple(ctx.findings),
-        scanned_at=datetime.now(timezone.utc).isoformat(),
+        scanned_at=datetime.now(UTC).isoformat(),
         elapsed_s=time.perf_counter() - started,
         fingerprint=_fingerprint(ctx, files, inventory),
     )
 
 
-def _inventory(ctx: _Ctx, files: dict[str, str], cache: Mapping[str, CacheEntry] | None, use_cache: bool, targets: _Targets) -> list[FileEntry]:
+def _inventory(
+    ctx: _Ctx, files: dict[str, str], cache: Mapping[str, CacheEntry] | None, use_cache: bool, targets: _Targets
+) -> list[FileEntry]:
     """One entry per regular file: from the hash cache when its stat still matches, else from one read
     (the digests, footers and bytes the checks need noted in `ctx` on the way)."""
     opts = ctx.options
@@ -549,9 +524,17 @@ def _inventory(ctx: _Ctx, files: dict[str, str], cache: Mapping[str, CacheEntry]
         kept = trusted and (rel in targets.identity or rel == REGISTRY_REL) and opts.hash_files
         inventory.append(
             FileEntry(
-                shown, raw_bytes(rel), d.size, d.mtime_ns, d.ctime_ns, d.inode, d.device,
-                d.xxh3_128 if trusted else None, d.sha256 if trusted else None,
-                (cached_bytes if cached_bytes is not None else content_facts(ctx.data.get(rel))) if kept else None, cached_bytes is not None,
+                shown,
+                raw_bytes(rel),
+                d.size,
+                d.mtime_ns,
+                d.ctime_ns,
+                d.inode,
+                d.device,
+                d.xxh3_128 if trusted else None,
+                d.sha256 if trusted else None,
+                (cached_bytes if cached_bytes is not None else content_facts(ctx.data.get(rel))) if kept else None,
+                cached_bytes is not None,
             )
         )
     return inventory
@@ -579,5 +562,8 @@ def _fingerprint(ctx: _Ctx, files: dict[str, str], inventory: list[FileEntry]) -
         return None
     if any(f.kind in (fk.UNREADABLE, fk.CHANGED_DURING_SCAN) for f in ctx.findings) or any(e.xxh3_128 is None for e in inventory):
         return None
-    rows = ((os.fsdecode(e.path_raw) if e.path_raw is not None else e.path, e.size, e.mtime_ns, e.ctime_ns, e.inode, e.device) for e in inventory)
+    rows = (
+        (os.fsdecode(e.path_raw) if e.path_raw is not None else e.path, e.size, e.mtime_ns, e.ctime_ns, e.inode, e.device)
+        for e in inventory
+    )
     return fingerprint(rows, scan_salt(ctx.options) + odd_salt(ctx.odd))

@@ -44,11 +44,7 @@ def make_campaign(tmp_path: Path) -> Callable[..., GenerateResult]:
 
 def expected(result: GenerateResult) -> set[tuple[str, str, str]]:
     """The findings a scan must report for a generated campaign, as (simulation, kind, item)."""
-    return {
-        (f["simulation"], f["kind"], f["item"])
-        for f in result.expected_findings
-        if not (IS_ROOT and f.get("requires_non_root"))
-    }
+    return {(f["simulation"], f["kind"], f["item"]) for f in result.expected_findings if not (IS_ROOT and f.get("requires_non_root"))}
 
 
 # -- catalogs: SQLite and CSV in tmp_path, PostgreSQL in a throwaway database ---------------------

@@ -41,16 +41,21 @@ def test_import_is_cheap_and_names_resolve() -> None:
         mdbatch.not_a_name  # noqa: B018
 
 
-@pytest.mark.parametrize("code", [
-    "from mdbatch.auditing import AuditResult; import mdbatch; f = mdbatch.audit",
-    "from mdbatch import audit as f",
-    "import mdbatch.cli; import mdbatch; f = mdbatch.audit",
-    "import mdbatch.auditing; import mdbatch; f = mdbatch.audit",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "from mdbatch.auditing import AuditResult; import mdbatch; f = mdbatch.audit",
+        "from mdbatch import audit as f",
+        "import mdbatch.cli; import mdbatch; f = mdbatch.audit",
+        "import mdbatch.auditing; import mdbatch; f = mdbatch.audit",
+    ],
+)
 def test_audit_is_a_plain_function_in_any_import_order(code: str) -> None:
-    out = run_python(code + "; import inspect, types, mdbatch.auditing as m;"
-                     " print(isinstance(f, types.FunctionType), f is m.audit, list(inspect.signature(f).parameters)[:3],"
-                     " inspect.signature(f).return_annotation, f.__doc__.split(chr(10))[0][:24])")
+    out = run_python(
+        code + "; import inspect, types, mdbatch.auditing as m;"
+        " print(isinstance(f, types.FunctionType), f is m.audit, list(inspect.signature(f).parameters)[:3],"
+        " inspect.signature(f).return_annotation, f.__doc__.split(chr(10))[0][:24])"
+    )
     assert out == "True True ['source', 'db', 'cluster'] AuditResult Audit a campaign (a root"
 
 
@@ -116,7 +121,7 @@ def test_analysis_is_the_rebuilt_frame(cat: Any, audited: dict[str, Any]) -> Non
 
 def test_artifacts(cat: Any) -> None:
     tables = [t for t in cat.tables() if t.startswith("ARTIFACT_")]
-    frame = cat.artifacts(tables[0][len("ARTIFACT_"):])
+    frame = cat.artifacts(tables[0][len("ARTIFACT_") :])
     assert not frame.empty and all(isinstance(f, list) and f for f in frame["files"])
     assert all(set(c) == set(f) for c, f in zip(frame["checksums"], frame["files"], strict=True))
 
@@ -147,7 +152,9 @@ def test_duplicates_and_storage(cat: Any, audited: dict[str, Any]) -> None:
     summary = audited["second"].summary
     dups = cat.duplicates()
     assert list(dups.columns) == ["size", "xxh3_128", "files", "inodes", "reclaimable_bytes", "paths"]
-    assert len(dups) == summary["duplicates"]["groups"] and int(dups["reclaimable_bytes"].sum()) == summary["duplicates"]["reclaimable_bytes"]
+    assert (
+        len(dups) == summary["duplicates"]["groups"] and int(dups["reclaimable_bytes"].sum()) == summary["duplicates"]["reclaimable_bytes"]
+    )
     assert dups["reclaimable_bytes"].is_monotonic_decreasing
     for row in dups.head(5).itertuples():
         assert len(row.paths) == row.files and {os.path.getsize(p) for p in row.paths} == {row.size}
@@ -187,7 +194,11 @@ def test_inventory_queries_agree_across_backends(tmp_path: Path, kind: str) -> N
     with mdbatch.Catalog(url) as cat:
         dups = cat.duplicates("/r")
         # topol.top: three variants of 10 files each, distinct inodes -> 9 reclaimable copies each.
-        assert sorted(zip(dups["size"], dups["files"], dups["reclaimable_bytes"], strict=True)) == [(5000, 10, 45000), (5001, 10, 45009), (5002, 10, 45018)]
+        assert sorted(zip(dups["size"], dups["files"], dups["reclaimable_bytes"], strict=True)) == [
+            (5000, 10, 45000),
+            (5001, 10, 45009),
+            (5002, 10, 45018),
+        ]
         assert all(p.startswith("/r/group_000/") and p.endswith("/topol.top") for p in dups["paths"].iloc[0])
         assert json.loads(cat.storage("/r").to_json(orient="records")) == [
             {"extension": "xtc", "files": 30, "bytes": sum(1_000_000 + i for i in range(30))},
@@ -199,7 +210,9 @@ def test_inventory_queries_agree_across_backends(tmp_path: Path, kind: str) -> N
 
 def test_example_script_runs(tmp_path: Path) -> None:
     script = Path(__file__).parent.parent / "examples" / "explore_catalog.py"
-    done = subprocess.run([sys.executable, str(script), str(tmp_path), "--sims", "16"], capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), "--sims", "16"], capture_output=True, text=True, timeout=300, check=False
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "valid: False" in done.stdout and "reclaimable in all:" in done.stdout
     assert (tmp_path / "report.html").stat().st_size > 10_000

@@ -184,11 +184,19 @@ def test_an_unwritable_directory_is_named(tmp_path):
     try:
         # As root, permissions only hold once the DAC capabilities are dropped (in a child process).
         prefix = DROP_DAC if os.geteuid() == 0 else []
-        proc = subprocess.run([*prefix, sys.executable, "-c", UNWRITABLE, str(target)], capture_output=True, text=True,
-                              timeout=120, cwd=Path(__file__).parent.parent)
+        proc = subprocess.run(
+            [*prefix, sys.executable, "-c", UNWRITABLE, str(target)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=Path(__file__).parent.parent,
+        )
         assert proc.returncode == 0, proc.stderr
-        assert json.loads(proc.stdout) == {"message": f"cannot write {target}: Permission denied", "errno": errno.EACCES,
-                                           "path": str(target)}
+        assert json.loads(proc.stdout) == {
+            "message": f"cannot write {target}: Permission denied",
+            "errno": errno.EACCES,
+            "path": str(target),
+        }
         assert target.read_bytes() == b"old" and names(locked) == ["out.txt"]
     finally:
         locked.chmod(0o755)

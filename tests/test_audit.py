@@ -88,11 +88,17 @@ def test_audit_through_a_running_scheduler(make_campaign, tmp_path):
     from distributed import LocalCluster
 
     result = make_campaign(20, seed=12, faults=True)
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR) as cluster:
-        res = audit(result.dest, db=f"sqlite:///{tmp_path / 'c.db'}", cluster=ClusterOptions(scheduler=cluster.scheduler_address), progress=False)
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR
+    ) as cluster:
+        res = audit(
+            result.dest, db=f"sqlite:///{tmp_path / 'c.db'}", cluster=ClusterOptions(scheduler=cluster.scheduler_address), progress=False
+        )
         scheduler_file = tmp_path / "scheduler.json"
         scheduler_file.write_text(json.dumps({"address": cluster.scheduler_address, "type": "Scheduler"}))
-        res2 = audit(result.dest, db=f"sqlite:///{tmp_path / 'd.db'}", cluster=ClusterOptions(scheduler_file=str(scheduler_file)), progress=False)
+        res2 = audit(
+            result.dest, db=f"sqlite:///{tmp_path / 'd.db'}", cluster=ClusterOptions(scheduler_file=str(scheduler_file)), progress=False
+        )
     assert res.summary["workers"] == 1
     found = {(f["simulation"], f["kind"], f["item"]) for f in res.findings().to_dict("records")}
     assert found == {(f["simulation"], f["kind"], f["item"]) for f in res2.findings().to_dict("records")} == expected(result)
@@ -182,8 +188,18 @@ def test_cli_audit_reports_a_missing_registry_and_one_that_is_a_directory(make_c
     registry.unlink()
     registry.mkdir()
     out = tmp_path / "f.jsonl"
-    proc = mdbatch("audit", str(result.dest), "--db", f"sqlite:///{tmp_path / 'c.db'}", "--findings", str(out),
-                   "--workers", "1", "--no-dashboard", "--quiet")
+    proc = mdbatch(
+        "audit",
+        str(result.dest),
+        "--db",
+        f"sqlite:///{tmp_path / 'c.db'}",
+        "--findings",
+        str(out),
+        "--workers",
+        "1",
+        "--no-dashboard",
+        "--quiet",
+    )
     assert proc.returncode == 1, proc.stderr
     lines = sorted((json.loads(line) for line in out.read_text().splitlines()), key=lambda f: (f["simulation"], f["item"]))
     want = [{"simulation": gone, "kind": "extra_file", "item": p, "detail": NO_REGISTRY} for p in parquets]

@@ -42,20 +42,71 @@ def without_time(table: pa.Table) -> pa.Table:
 def test_empty_batch_has_every_table_typed():
     batch = scan_batch([], "/nowhere")
     assert [t.schema for t in (batch.systems, batch.analyses, batch.artifacts, batch.files, batch.findings)] == [
-        SYSTEMS_SCHEMA, ANALYSES_SCHEMA, ARTIFACTS_SCHEMA, FILES_SCHEMA, FINDINGS_SCHEMA]
+        SYSTEMS_SCHEMA,
+        ANALYSES_SCHEMA,
+        ARTIFACTS_SCHEMA,
+        FILES_SCHEMA,
+        FINDINGS_SCHEMA,
+    ]
     assert (batch.simulations, batch.file_count, batch.bytes) == (0, 0, 0)
 
 
 def test_schemas_are_the_documented_columns():
-    assert SYSTEMS_SCHEMA.names == ["hash", "simulation", "directory", "simulation_type", "engine", "parametrization", "status",
-                                    "input_data", "input_data_type", "scanned_at", "file_count", "bytes", "finding_count", "fingerprint"]
+    assert SYSTEMS_SCHEMA.names == [
+        "hash",
+        "simulation",
+        "directory",
+        "simulation_type",
+        "engine",
+        "parametrization",
+        "status",
+        "input_data",
+        "input_data_type",
+        "scanned_at",
+        "file_count",
+        "bytes",
+        "finding_count",
+        "fingerprint",
+    ]
     assert [str(t) for t in SYSTEMS_SCHEMA.types].count("int64") == 3
-    assert ANALYSES_SCHEMA.names == ["hash", "simulation", "simulation_type", "name", "filename", "status", "registered_rows", "file_rows",
-                                     "columns", "file_size", "updated_at"]
-    assert ARTIFACTS_SCHEMA.names == ["hash", "simulation", "simulation_type", "name", "status", "file_count", "files", "checksums",
-                                      "updated_at"]
-    assert FILES_SCHEMA.names == ["simulation", "path", "path_raw", "size", "mtime_ns", "ctime_ns", "inode", "device", "xxh3_128", "sha256",
-                                  "facts", "cached"]
+    assert ANALYSES_SCHEMA.names == [
+        "hash",
+        "simulation",
+        "simulation_type",
+        "name",
+        "filename",
+        "status",
+        "registered_rows",
+        "file_rows",
+        "columns",
+        "file_size",
+        "updated_at",
+    ]
+    assert ARTIFACTS_SCHEMA.names == [
+        "hash",
+        "simulation",
+        "simulation_type",
+        "name",
+        "status",
+        "file_count",
+        "files",
+        "checksums",
+        "updated_at",
+    ]
+    assert FILES_SCHEMA.names == [
+        "simulation",
+        "path",
+        "path_raw",
+        "size",
+        "mtime_ns",
+        "ctime_ns",
+        "inode",
+        "device",
+        "xxh3_128",
+        "sha256",
+        "facts",
+        "cached",
+    ]
     assert FILES_SCHEMA.field("path_raw").type == pa.binary() and FILES_SCHEMA.field("cached").type == pa.bool_()
     assert FINDINGS_SCHEMA.names == ["simulation", "kind", "item", "detail"]
 
@@ -67,7 +118,12 @@ def test_tables_hold_exactly_what_each_scan_found(make_campaign):
     scans = [scan_simulation(p, root) for p in paths_of(result)]
     assert batch.index == 5 and batch.simulations == len(result.simulations)
     assert [t.schema for t in (batch.systems, batch.analyses, batch.artifacts, batch.files, batch.findings)] == [
-        SYSTEMS_SCHEMA, ANALYSES_SCHEMA, ARTIFACTS_SCHEMA, FILES_SCHEMA, FINDINGS_SCHEMA]
+        SYSTEMS_SCHEMA,
+        ANALYSES_SCHEMA,
+        ARTIFACTS_SCHEMA,
+        FILES_SCHEMA,
+        FINDINGS_SCHEMA,
+    ]
 
     systems = batch.systems.to_pylist()
     # `simulation` relative to the root (nested ones with '/'), `directory` absolute, in the order given.
@@ -77,37 +133,80 @@ def test_tables_hold_exactly_what_each_scan_found(make_campaign):
     assert all(os.path.isabs(r["directory"]) for r in systems)
     for row, scan in zip(systems, scans, strict=True):
         assert {k: v for k, v in row.items() if k != "scanned_at"} == {
-            "hash": scan.hash, "simulation": scan.simulation, "directory": scan.directory, "simulation_type": scan.simulation_type,
-            "engine": scan.engine, "parametrization": scan.parametrization, "status": scan.status, "input_data": scan.input_data,
-            "input_data_type": scan.input_data_type, "file_count": len(scan.files), "bytes": scan.bytes,
-            "finding_count": len(scan.findings), "fingerprint": scan.fingerprint,
+            "hash": scan.hash,
+            "simulation": scan.simulation,
+            "directory": scan.directory,
+            "simulation_type": scan.simulation_type,
+            "engine": scan.engine,
+            "parametrization": scan.parametrization,
+            "status": scan.status,
+            "input_data": scan.input_data,
+            "input_data_type": scan.input_data_type,
+            "file_count": len(scan.files),
+            "bytes": scan.bytes,
+            "finding_count": len(scan.findings),
+            "fingerprint": scan.fingerprint,
         }
     assert (batch.file_count, batch.bytes) == (result.files, result.bytes)
 
     # One findings row per finding, exactly the campaign's injected faults.
     assert batch.findings.to_pylist() == [
-        {"simulation": f.simulation, "kind": f.kind, "item": f.item, "detail": f.detail} for s in scans for f in s.findings]
+        {"simulation": f.simulation, "kind": f.kind, "item": f.item, "detail": f.detail} for s in scans for f in s.findings
+    ]
     assert {(r["simulation"], r["kind"], r["item"]) for r in batch.findings.to_pylist()} == expected(result)
     per_sim = Counter(batch.findings["simulation"].to_pylist())
     assert {r["simulation"]: r["finding_count"] for r in systems if r["finding_count"]} == dict(per_sim)
 
     assert batch.files.to_pylist() == [
-        {"simulation": s.simulation, "path": f.path, "path_raw": f.path_raw, "size": f.size, "mtime_ns": f.mtime_ns, "ctime_ns": f.ctime_ns,
-         "inode": f.inode, "device": f.device, "xxh3_128": f.xxh3_128, "sha256": f.sha256, "facts": f.facts, "cached": False}
-        for s in scans for f in s.files
+        {
+            "simulation": s.simulation,
+            "path": f.path,
+            "path_raw": f.path_raw,
+            "size": f.size,
+            "mtime_ns": f.mtime_ns,
+            "ctime_ns": f.ctime_ns,
+            "inode": f.inode,
+            "device": f.device,
+            "xxh3_128": f.xxh3_128,
+            "sha256": f.sha256,
+            "facts": f.facts,
+            "cached": False,
+        }
+        for s in scans
+        for f in s.files
     ]
     assert batch.files.num_rows == result.files
     assert batch.analyses.to_pylist() == [
-        {"hash": s.hash, "simulation": s.simulation, "simulation_type": s.simulation_type, "name": a.name, "filename": a.filename,
-         "status": a.status, "registered_rows": a.registered_rows, "file_rows": a.file_rows,
-         "columns": json.dumps(list(a.registered_columns)), "file_size": a.file_size, "updated_at": a.updated_at}
-        for s in scans for a in s.analyses
+        {
+            "hash": s.hash,
+            "simulation": s.simulation,
+            "simulation_type": s.simulation_type,
+            "name": a.name,
+            "filename": a.filename,
+            "status": a.status,
+            "registered_rows": a.registered_rows,
+            "file_rows": a.file_rows,
+            "columns": json.dumps(list(a.registered_columns)),
+            "file_size": a.file_size,
+            "updated_at": a.updated_at,
+        }
+        for s in scans
+        for a in s.analyses
     ]
     assert batch.artifacts.to_pylist() == [
-        {"hash": s.hash, "simulation": s.simulation, "simulation_type": s.simulation_type, "name": a.name, "status": a.status,
-         "file_count": len(a.files), "files": json.dumps(list(a.files)), "checksums": json.dumps(dict(a.checksums), sort_keys=True),
-         "updated_at": a.updated_at}
-        for s in scans for a in s.artifacts
+        {
+            "hash": s.hash,
+            "simulation": s.simulation,
+            "simulation_type": s.simulation_type,
+            "name": a.name,
+            "status": a.status,
+            "file_count": len(a.files),
+            "files": json.dumps(list(a.files)),
+            "checksums": json.dumps(dict(a.checksums), sort_keys=True),
+            "updated_at": a.updated_at,
+        }
+        for s in scans
+        for a in s.artifacts
     ]
     assert batch.analyses.num_rows > 0 and batch.artifacts.num_rows > 0
     assert to_tables(scans, 5).systems.drop_columns(["scanned_at"]).equals(batch.systems.drop_columns(["scanned_at"]))
@@ -150,11 +249,24 @@ def test_a_scan_that_raises_is_an_unreadable_finding_and_the_batch_goes_on(make_
     failed = rows[1]
     scanned_at = failed.pop("scanned_at")
     assert scanned_at.endswith("+00:00")
-    assert failed == {"hash": "listed\x00name", "simulation": "listed\x00name", "directory": bad, "simulation_type": None, "engine": None,
-                      "parametrization": None, "status": "build", "input_data": None, "input_data_type": None, "file_count": 0,
-                      "bytes": 0, "finding_count": 1, "fingerprint": None}
+    assert failed == {
+        "hash": "listed\x00name",
+        "simulation": "listed\x00name",
+        "directory": bad,
+        "simulation_type": None,
+        "engine": None,
+        "parametrization": None,
+        "status": "build",
+        "input_data": None,
+        "input_data_type": None,
+        "file_count": 0,
+        "bytes": 0,
+        "finding_count": 1,
+        "fingerprint": None,
+    }
     assert batch.findings.to_pylist() == [
-        {"simulation": "listed\x00name", "kind": "unreadable", "item": ".", "detail": "scan failed: ValueError: embedded null byte"}]
+        {"simulation": "listed\x00name", "kind": "unreadable", "item": ".", "detail": "scan failed: ValueError: embedded null byte"}
+    ]
     keep = pc.not_equal(batch.systems["simulation"], "listed\x00name")
     assert without_time(batch.systems.filter(keep)).equals(without_time(good.systems))
     assert batch.files.equals(good.files)
@@ -213,8 +325,11 @@ def test_scan_group_keeps_what_holds_defers_what_moved_and_scans_the_rest(record
         handle.write(b"appended\n")
 
     group = Group(
-        id=9, paths=paths_of(result), inventory=recorded_inventory(first, {fresh}),
-        fingerprints={s: rows[s]["fingerprint"] for s in with_fp if s != fresh}, hashes={s: rows[s]["hash"] for s in with_fp},
+        id=9,
+        paths=paths_of(result),
+        inventory=recorded_inventory(first, {fresh}),
+        fingerprints={s: rows[s]["fingerprint"] for s in with_fp if s != fresh},
+        hashes={s: rows[s]["hash"] for s in with_fp},
         findings=first.findings,
     )
     out = scan_group(group, root)
@@ -228,13 +343,24 @@ def test_scan_group_keeps_what_holds_defers_what_moved_and_scans_the_rest(record
             continue
         was = rows[row["simulation"]]
         assert {k: v for k, v in row.items() if k != "scanned_at"} == {
-            "hash": was["hash"], "simulation": was["simulation"], "directory": was["directory"], "simulation_type": None, "engine": None,
-            "parametrization": None, "status": was["status"], "input_data": None, "input_data_type": None, "file_count": was["file_count"],
-            "bytes": was["bytes"], "finding_count": was["finding_count"], "fingerprint": was["fingerprint"],
+            "hash": was["hash"],
+            "simulation": was["simulation"],
+            "directory": was["directory"],
+            "simulation_type": None,
+            "engine": None,
+            "parametrization": None,
+            "status": was["status"],
+            "input_data": None,
+            "input_data_type": None,
+            "file_count": was["file_count"],
+            "bytes": was["bytes"],
+            "finding_count": was["finding_count"],
+            "fingerprint": was["fingerprint"],
         }
     # Findings: those of the scanned simulations, then the recorded ones of the kept simulations.
     assert Counter(map(tuple, (r.values() for r in out.findings.to_pylist()))) == Counter(
-        tuple(r.values()) for r in first.findings.to_pylist() if r["simulation"] != moved)
+        tuple(r.values()) for r in first.findings.to_pylist() if r["simulation"] != moved
+    )
     # Files: only what was scanned; `fresh` came from its hash cache and is identical to its record.
     assert set(out.files["simulation"].to_pylist()) == set(scanned)
     fresh_files = out.files.filter(pc.equal(out.files["simulation"], fresh))
@@ -250,8 +376,14 @@ def test_scan_group_keeps_nothing_when_the_cache_is_not_trusted(recorded, how):
     result, first, with_fp = recorded
     rows = {r["simulation"]: r for r in first.systems.to_pylist()}
     options = ScanOptions(verify="full") if how == "verify full" else None
-    group = Group(id=1, paths=paths_of(result), use_cache=how != "no cache", fingerprints={s: rows[s]["fingerprint"] for s in with_fp},
-                  hashes={s: rows[s]["hash"] for s in with_fp}, findings=first.findings)
+    group = Group(
+        id=1,
+        paths=paths_of(result),
+        use_cache=how != "no cache",
+        fingerprints={s: rows[s]["fingerprint"] for s in with_fp},
+        hashes={s: rows[s]["hash"] for s in with_fp},
+        findings=first.findings,
+    )
     out = scan_group(group, str(result.dest), options)
     assert out.kept == frozenset() and out.deferred == ()
     assert without_time(out.systems).equals(without_time(first.systems)) and out.findings.equals(first.findings)
@@ -282,4 +414,5 @@ def victim_count(batch, sim: str) -> int:
 
 def test_a_vanished_simulation_is_a_finding_under_its_relative_name(tmp_path: Path):
     assert scan_batch([str(tmp_path / "gone")], str(tmp_path)).findings.to_pylist() == [
-        {"simulation": "gone", "kind": "unreadable", "item": ".", "detail": "simulation directory vanished before the scan"}]
+        {"simulation": "gone", "kind": "unreadable", "item": ".", "detail": "simulation directory vanished before the scan"}
+    ]

@@ -21,9 +21,24 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_quick_benchmark_reports_both_profiles_with_matching_counts(tmp_path: Path) -> None:
     out = tmp_path / "result.json"
     proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--repeat", "1", "--baseline-repeat", "1",
-         "--workdir", str(tmp_path / "work"), "--json-out", str(out)],
-        check=False, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+        [
+            sys.executable,
+            str(BENCH),
+            "--quick",
+            "--repeat",
+            "1",
+            "--baseline-repeat",
+            "1",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--json-out",
+            str(out),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(proc.stdout)
@@ -51,7 +66,11 @@ def test_quick_benchmark_reports_both_profiles_with_matching_counts(tmp_path: Pa
         run = profile["mdbatch_median_run"]
         assert run["elapsed_s"] > 0 and run["workers"] >= 1 and isinstance(run["timings"], dict)
         assert "scan_task_s" in run["timings"]
-        assert set(profile["baseline_median_run"]["baseline"]["phases_s"]) >= {"sha256_inventory", "parquet_full_read", "sqlite_commit_per_row"}
+        assert set(profile["baseline_median_run"]["baseline"]["phases_s"]) >= {
+            "sha256_inventory",
+            "parquet_full_read",
+            "sqlite_commit_per_row",
+        }
 
     cold = doc["profiles"]["bytes"]["eviction"]
     assert cold["resident_fraction_before"] is not None
@@ -64,15 +83,31 @@ def test_quick_benchmark_reports_both_profiles_with_matching_counts(tmp_path: Pa
 def _run(script: str, *args: str, timeout: int = 600) -> dict:
     proc = subprocess.run(
         [sys.executable, str(BENCH.parent / script), *args],
-        check=False, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
 
 
 def test_push_benchmark_runs_and_checks_its_targets(tmp_path: Path) -> None:
-    doc = _run("bench_push.py", "--sims", "600", "--repeat", "1", "--baseline-sims", "100", "--diff-sims", "200",
-               "--no-pg", "--workdir", str(tmp_path / "push"))
+    doc = _run(
+        "bench_push.py",
+        "--sims",
+        "600",
+        "--repeat",
+        "1",
+        "--baseline-sims",
+        "100",
+        "--diff-sims",
+        "200",
+        "--no-pg",
+        "--workdir",
+        str(tmp_path / "push"),
+    )
     assert doc["sims"] == 600 and doc["rows"] == 600 * 5
     assert doc["sqlite"]["rows"] == doc["rows"] and doc["sqlite"]["first_push"]["n"] == 1
     assert doc["sqlite"]["diff_growth"]["table_big_sims"] == 600
@@ -82,8 +117,9 @@ def test_push_benchmark_runs_and_checks_its_targets(tmp_path: Path) -> None:
 
 
 def test_scale_benchmark_reports_every_size(tmp_path: Path) -> None:
-    doc = _run("bench_scale.py", "--sizes", "20,40", "--repeat", "1", "--max-extra", "0", "--interleave",
-               "--workdir", str(tmp_path / "scale"))
+    doc = _run(
+        "bench_scale.py", "--sizes", "20,40", "--repeat", "1", "--max-extra", "0", "--interleave", "--workdir", str(tmp_path / "scale")
+    )
     assert set(doc["sizes"]) == {"20", "40"}
     for size, report in doc["sizes"].items():
         assert report["simulations"] == int(size) and report["sims_per_s"] > 0

@@ -37,7 +37,10 @@ def test_file_changes_and_identical_simulations():
     now = files_table([("a", "x", 3, 10, "d1"), ("a", "y", 4, 11, "CHANGED"), ("a", "fresh", 7, 13, "d4"), ("b", "k", 1, 20, "e1")])
     changes, unchanged, identical = file_changes(previous, now, ["a", "b", "c"])
     assert sorted((c.change, c.simulation, c.item) for c in changes) == [
-        ("changed", "a", "y"), ("missing", "a", "gone"), ("new", "a", "fresh")]
+        ("changed", "a", "y"),
+        ("missing", "a", "gone"),
+        ("new", "a", "fresh"),
+    ]
     assert unchanged == 2 and identical == {"b"}
 
 
@@ -51,9 +54,13 @@ def test_moves_pair_across_simulations():
 
 def test_simulations_and_findings():
     assert [(c.change, c.item, c.detail) for c in simulation_changes({"a": "production"}, {"a": "completed", "b": "build"})] == [
-        ("status_changed", "a", "production -> completed"), ("new", "b", "build")]
+        ("status_changed", "a", "production -> completed"),
+        ("new", "b", "build"),
+    ]
     assert [c.item for c in removed_simulations(["a", "b", "z"], {"a"})] == ["b", "z"]
-    records, persisting = finding_changes([("a", "missing_file", "x"), ("b", "extra_file", "y")], [("a", "missing_file", "x"), ("c", "unreadable", "z")])
+    records, persisting = finding_changes(
+        [("a", "missing_file", "x"), ("b", "extra_file", "y")], [("a", "missing_file", "x"), ("c", "unreadable", "z")]
+    )
     assert [(c.change, c.simulation, c.item) for c in records] == [("new", "c", "unreadable:z"), ("resolved", "b", "extra_file:y")]
     assert persisting == 1
 

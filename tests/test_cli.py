@@ -19,7 +19,13 @@ def mdbatch(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     full_env = {**os.environ, **(env or {})}
     full_env.pop("MDBATCH_DB", None) if env is None or "MDBATCH_DB" not in env else None
     return subprocess.run(
-        [sys.executable, "-m", "mdbatch", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
+        [sys.executable, "-m", "mdbatch", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -46,7 +52,9 @@ def test_clean_campaign_exits_0_with_json_summary(make_campaign, tmp_path):
 def test_findings_exit_1_and_jsonl(make_campaign, tmp_path):
     result = make_campaign(20, seed=22, faults=True)
     out = tmp_path / "f.jsonl"
-    proc = mdbatch("audit", str(result.dest), "--db", f"sqlite:///{tmp_path / 'c.db'}", "--findings", str(out), "--json", "-", "--no-dashboard")
+    proc = mdbatch(
+        "audit", str(result.dest), "--db", f"sqlite:///{tmp_path / 'c.db'}", "--findings", str(out), "--json", "-", "--no-dashboard"
+    )
     assert proc.returncode == 1, proc.stderr
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert {(f["simulation"], f["kind"], f["item"]) for f in lines} == expected(result)
@@ -63,7 +71,10 @@ def test_reaudit_exits_the_same_and_says_what_it_kept(make_campaign, tmp_path):
     second = mdbatch(*args, "--findings", str(tmp_path / "2.jsonl"))
     assert first.returncode == second.returncode == 1, second.stderr  # the findings persist, so does the exit code
     assert sorted((tmp_path / "2.jsonl").read_text().splitlines()) == sorted((tmp_path / "1.jsonl").read_text().splitlines())
-    assert f"hash cache: {result.files} unchanged files not read again, 0 read; 20 simulations unchanged (fingerprint), 0 rescanned" in second.stdout
+    assert (
+        f"hash cache: {result.files} unchanged files not read again, 0 read; 20 simulations unchanged (fingerprint), 0 rescanned"
+        in second.stdout
+    )
     assert "findings 0 new, 0 resolved" in second.stdout
 
 
@@ -116,7 +127,10 @@ def test_postgres_without_psycopg_names_the_extra(make_campaign, tmp_path):
     code = "import sys; sys.modules['psycopg'] = None; from mdbatch.cli import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.run(
         [sys.executable, "-c", code, "audit", str(result.dest), "--db", "postgresql+psycopg://postgres:secret@127.0.0.1/test", "--quiet"],
-        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
     )
     assert_one_line_error(proc, "pip install 'mdbatch[postgres]'")
     assert "secret" not in proc.stderr
@@ -145,6 +159,7 @@ def test_demo_runs_and_explains(tmp_path):
 
 # -- output paths and closed pipes (issue 13, item 6) -------------------------------------------------
 
+
 def _without_dac(cmd: list[str]) -> list[str]:
     """`cmd` run so that directory permissions bind: as root, without the DAC-override capabilities."""
     return ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", *cmd] if IS_ROOT else cmd
@@ -163,7 +178,9 @@ def test_unwritable_output_paths_are_one_line_errors(make_campaign, tmp_path):
         (["report", "--db", db, "-o", str(locked / "r.html")], locked / "r.html"),
         (["runs", "list", "--db", db, "--output", str(locked / "runs.csv")], locked / "runs.csv"),
     ):
-        proc = subprocess.run(_without_dac([sys.executable, "-m", "mdbatch", *args]), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            _without_dac([sys.executable, "-m", "mdbatch", *args]), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+        )
         assert_one_line_error(proc, f"cannot write {target}: Permission denied")
         assert os.listdir(locked) == []
     proc = mdbatch("report", "--db", db, "-o", str(tmp_path))  # a directory cannot be replaced by the page
@@ -182,7 +199,11 @@ def test_write_error_is_an_os_error_naming_the_target(tmp_path):
         atomic_write_text(target, "x")
     error = info.value
     assert isinstance(error, MdbatchError) and isinstance(error, OSError)
-    assert (error.errno, error.filename, str(error)) == (errno.ENOENT, str(target), f"cannot write {target}: directory {target.parent} does not exist")
+    assert (error.errno, error.filename, str(error)) == (
+        errno.ENOENT,
+        str(target),
+        f"cannot write {target}: directory {target.parent} does not exist",
+    )
     again = pickle.loads(pickle.dumps(error))
     assert (type(again), again.errno, str(again)) == (WriteError, errno.ENOENT, str(error))
     assert os.listdir(tmp_path) == []
@@ -198,14 +219,21 @@ def _catalog_with_runs(path: Path, count: int) -> str:
     url = f"sqlite:///{path}"
     with open_catalog(url) as catalog:
         catalog.init_schema()
-        catalog.apply([
-            run_row(
-                f"20260101T{i // 3600:02d}{i // 60 % 60:02d}{i % 60:02d}Z-{i:06x}", "audit", f"/scratch/project/a/rather/long/campaign/root/number_{i:012d}",
-                started_at=datetime.fromisoformat(f"2026-01-01T{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}+00:00"), host="node001",
-                version="0.1.0", status="completed", summary=json.dumps({"simulations": i, "findings_total": 0}),
-            )
-            for i in range(count)
-        ])
+        catalog.apply(
+            [
+                run_row(
+                    f"20260101T{i // 3600:02d}{i // 60 % 60:02d}{i % 60:02d}Z-{i:06x}",
+                    "audit",
+                    f"/scratch/project/a/rather/long/campaign/root/number_{i:012d}",
+                    started_at=datetime.fromisoformat(f"2026-01-01T{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}+00:00"),
+                    host="node001",
+                    version="0.1.0",
+                    status="completed",
+                    summary=json.dumps({"simulations": i, "findings_total": 0}),
+                )
+                for i in range(count)
+            ]
+        )
     return url
 
 
@@ -244,8 +272,14 @@ def test_a_reader_gone_before_the_first_write_ends_the_command_quietly(tmp_path)
     url = _catalog_with_runs(tmp_path / "c.db", 2)
     read_end, write_end = os.pipe()
     os.close(read_end)
-    proc = subprocess.run([sys.executable, "-m", "mdbatch", "runs", "list", "--db", url], stdout=write_end,
-                          stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mdbatch", "runs", "list", "--db", url],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        timeout=120,
+    )
     os.close(write_end)
     assert (proc.returncode, proc.stderr) == (141, "")
 

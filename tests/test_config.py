@@ -169,8 +169,11 @@ def test_effective_settings_name_their_source_and_hide_the_password(env, tmp_pat
 @pytest.mark.parametrize(
     ("url", "shown", "password"),
     [
-        ("postgresql+psycopg://lab:hunter2@db.example.org:5432/campaigns", "postgresql+psycopg://lab:***@db.example.org:5432/campaigns",
-         "hunter2"),
+        (
+            "postgresql+psycopg://lab:hunter2@db.example.org:5432/campaigns",
+            "postgresql+psycopg://lab:***@db.example.org:5432/campaigns",
+            "hunter2",
+        ),
         ("postgresql+psycopg://lab@db.example.org/campaigns", "postgresql+psycopg://lab@db.example.org/campaigns", None),
         ("postgresql+psycopg://lab:@db/x", "postgresql+psycopg://lab:***@db/x", None),
         ("postgresql://lab@db/x?password=s3cret&sslmode=require", "postgresql://lab@db/x?password=***&sslmode=require", "s3cret"),
@@ -197,8 +200,12 @@ def test_redact_and_url_password(url, shown, password):
 @pytest.mark.parametrize(
     ("url", "name"),
     [
-        ("sqlite:///mdbatch.db", "sqlite"), ("sqlite+pysqlite:////abs.db", "sqlite"), ("SQLite:///x.db", "sqlite"),
-        ("postgresql://u@h/db", "postgresql"), ("postgresql+psycopg://u@h:5432/db", "postgresql"), ("csv:///data/cat", "csv"),
+        ("sqlite:///mdbatch.db", "sqlite"),
+        ("sqlite+pysqlite:////abs.db", "sqlite"),
+        ("SQLite:///x.db", "sqlite"),
+        ("postgresql://u@h/db", "postgresql"),
+        ("postgresql+psycopg://u@h:5432/db", "postgresql"),
+        ("csv:///data/cat", "csv"),
         ("csv://relative/cat", "csv"),
     ],
 )

@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from mdbatch import findings as fk
-from mdbatch.errors import UsageError
 from mdbatch.dedupe.digests import HEAD_TAIL, WHOLE_LIMIT
+from mdbatch.errors import UsageError
 from mdbatch.generate import (
     FAULT_PLAN,
     HOSTILE_KINDS,
@@ -149,7 +149,13 @@ def test_manifest_lists_every_simulation_with_its_status(campaign: GenerateResul
     sims = manifest["simulations"]
     assert [sim["dir"] for sim in sims] == campaign.simulations and len(sims) == 201
     assert manifest["parameters"] == {
-        "sims": 200, "seed": 7, "faults": True, "profile": "metadata", "traj_mb": None, "nested": True, "hostile": True,
+        "sims": 200,
+        "seed": 7,
+        "faults": True,
+        "profile": "metadata",
+        "traj_mb": None,
+        "nested": True,
+        "hostile": True,
     }
     assert manifest["expected_findings"] == campaign.expected_findings
     counts = collections.Counter(sim["status"] for sim in sims[:200])
@@ -173,8 +179,7 @@ def test_nested_layout_and_spaced_directory(campaign: GenerateResult) -> None:
     assert dirs[-1] == SPACED_SIM_DIR
     assert {d.split("/")[0] for d in dirs[:-1]} >= {"group_0", "group_1", "a"}
     assert sum(d.startswith("a/b/") for d in dirs) == 8
-    assert all(d.rsplit("/", 1)[-1] == json.loads((campaign.dest / d / "metadata.json").read_bytes())["hash"]
-               for d in dirs[:-1])
+    assert all(d.rsplit("/", 1)[-1] == json.loads((campaign.dest / d / "metadata.json").read_bytes())["hash"] for d in dirs[:-1])
     assert not (campaign.dest / MANIFEST_NAME).is_dir()
 
 
@@ -196,8 +201,7 @@ def test_totals_count_regular_files_under_simulations(campaign: GenerateResult, 
 # --- registries ---------------------------------------------------------------------------------
 
 
-def test_clean_registries_match_their_files(campaign: GenerateResult, manifest: dict[str, Any],
-                                            clean_dirs: list[str]) -> None:
+def test_clean_registries_match_their_files(campaign: GenerateResult, manifest: dict[str, Any], clean_dirs: list[str]) -> None:
     status = {sim["dir"]: sim["status"] for sim in manifest["simulations"]}
     for rel in clean_dirs:
         sim = campaign.dest / rel
@@ -253,8 +257,7 @@ def test_shared_engine_files_and_copied_trajectories(campaign: GenerateResult, m
 
 def test_bytes_profile_writes_incompressible_trajectories(tmp_path: Path) -> None:
     result = generate_campaign(tmp_path / "big", 4, seed=3, profile="bytes", traj_mb=0.25)
-    trajectories = [campaign_file for rel in result.simulations
-                    if (campaign_file := result.dest / rel / "prod.xtc").exists()]
+    trajectories = [campaign_file for rel in result.simulations if (campaign_file := result.dest / rel / "prod.xtc").exists()]
     assert trajectories
     for path in trajectories:
         data = path.read_bytes()
@@ -265,8 +268,7 @@ def test_bytes_profile_writes_incompressible_trajectories(tmp_path: Path) -> Non
 # --- faults -------------------------------------------------------------------------------------
 
 
-def test_one_fault_per_simulation_in_distinct_completed_simulations(campaign: GenerateResult,
-                                                                   manifest: dict[str, Any]) -> None:
+def test_one_fault_per_simulation_in_distinct_completed_simulations(campaign: GenerateResult, manifest: dict[str, Any]) -> None:
     expected = campaign.expected_findings
     assert collections.Counter(f["kind"] for f in expected) == collections.Counter(kind for kind, _ in FAULT_PLAN)
     assert len({f["simulation"] for f in expected}) == len(FAULT_PLAN)
@@ -298,8 +300,9 @@ def test_registry_faults_on_disk(campaign: GenerateResult) -> None:
     names = pq.read_metadata(sim / ".analysis" / entry["filename"]).schema.to_arrow_schema().names
     assert set(names) != set(entry["columns"])
 
-    truncated, wrong_schema = sorted(_findings(campaign, fk.REGISTRY_CORRUPT),
-                                     key=lambda f: (campaign.dest / f["simulation"] / f["item"]).stat().st_size)
+    truncated, wrong_schema = sorted(
+        _findings(campaign, fk.REGISTRY_CORRUPT), key=lambda f: (campaign.dest / f["simulation"] / f["item"]).stat().st_size
+    )
     assert {truncated["item"], wrong_schema["item"]} == {".analysis/metadata.json"}
     with pytest.raises(json.JSONDecodeError):
         registry_of(campaign.dest / truncated["simulation"])
@@ -356,25 +359,24 @@ def test_name_path_and_permission_faults_on_disk(campaign: GenerateResult) -> No
 # --- hostile entries ----------------------------------------------------------------------------
 
 
-def test_hostile_entries_exist_in_clean_simulations(campaign: GenerateResult, manifest: dict[str, Any],
-                                                    clean_dirs: list[str]) -> None:
+def test_hostile_entries_exist_in_clean_simulations(campaign: GenerateResult, manifest: dict[str, Any], clean_dirs: list[str]) -> None:
     entries = manifest["hostile_entries"]
     assert [e["kind"] for e in entries] == list(HOSTILE_KINDS)
     assert all(e["simulation"] in clean_dirs for e in entries)
     where = {e["kind"]: os.fsencode(campaign.dest / e["simulation"]) for e in entries}
     assert os.path.isfile(os.path.join(where["non_utf8_name"], b"caf\xe9.dat"))
-    assert os.path.isfile(os.path.join(where["spaces_and_quotes"], b"notes \"final\" it's v2.txt"))
+    assert os.path.isfile(os.path.join(where["spaces_and_quotes"], b'notes "final" it\'s v2.txt'))
     assert os.readlink(os.path.join(where["symlink_loop"], b"loop")) == b"."
     assert os.readlink(os.path.join(where["symlink_escape"], b"escape")) == b"/etc"
     dangling = os.path.join(where["dangling_symlink"], b"dangling")
     assert os.path.islink(dangling) and not os.path.exists(dangling)
     spaced = campaign.dest / SPACED_SIM_DIR
-    assert " " in SPACED_SIM_DIR and json.loads((spaced / "metadata.json").read_bytes())["hash"] == manifest[
-        "simulations"][-1]["hash"]
+    assert " " in SPACED_SIM_DIR and json.loads((spaced / "metadata.json").read_bytes())["hash"] == manifest["simulations"][-1]["hash"]
 
 
-def test_near_duplicates_differ_only_where_head_and_tail_sampling_cannot_see(campaign: GenerateResult, manifest: dict[str, Any],
-                                                                            clean_dirs: list[str]) -> None:
+def test_near_duplicates_differ_only_where_head_and_tail_sampling_cannot_see(
+    campaign: GenerateResult, manifest: dict[str, Any], clean_dirs: list[str]
+) -> None:
     entries = manifest["near_duplicates"]
     assert [(e["name"], e["variant"]) for e in entries] == [(NEAR_DUPLICATE_NAME, 0), (NEAR_DUPLICATE_NAME, 1), (NEAR_DUPLICATE_NAME, 0)]
     sims = [e["simulation"] for e in entries]
@@ -387,7 +389,7 @@ def test_near_duplicates_differ_only_where_head_and_tail_sampling_cannot_see(cam
     differ = [k for k in range(len(first)) if first[k] != near[k]]
     offset, length = NEAR_DUPLICATE_SPAN
     assert differ and offset <= differ[0] and differ[-1] < offset + length
-    assert HEAD_TAIL <= offset and offset + length <= NEAR_DUPLICATE_SIZE - HEAD_TAIL
+    assert offset >= HEAD_TAIL and offset + length <= NEAR_DUPLICATE_SIZE - HEAD_TAIL
     # Exactly these three files were added, and the totals count them.
     found = sorted(str(p.relative_to(campaign.dest)) for p in campaign.dest.rglob("*.cpt"))
     assert found == sorted(f"{sim}/{NEAR_DUPLICATE_NAME}" for sim in sims)

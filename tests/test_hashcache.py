@@ -31,8 +31,9 @@ SHA = "0" * 64
 
 def entry_for(path: Path, facts: str | None = None, sha256: str | None = None) -> CacheEntry:
     st = os.lstat(path)
-    return CacheEntry(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, xxhash.xxh3_128_hexdigest(path.read_bytes()),
-                      sha256, facts)
+    return CacheEntry(
+        st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, xxhash.xxh3_128_hexdigest(path.read_bytes()), sha256, facts
+    )
 
 
 @pytest.fixture
@@ -105,8 +106,9 @@ def test_footer_facts_are_parsed(small):
     assert lookup(str(small), entry_for(small, facts)).footer is None  # parsed only when asked
 
 
-@pytest.mark.parametrize("facts", ['{"rows": 12}', '{"columns": ["a"]}', "not json", '{"rows": "x", "columns": []}', "[1, 2]",
-                                   '{"rows": 1, "columns": 5}'])
+@pytest.mark.parametrize(
+    "facts", ['{"rows": 12}', '{"columns": ["a"]}', "not json", '{"rows": "x", "columns": []}', "[1, 2]", '{"rows": 1, "columns": 5}']
+)
 def test_footer_facts_that_do_not_parse_are_a_miss(small, facts):
     assert lookup(str(small), entry_for(small, facts), footer=True) is None
 
@@ -143,8 +145,19 @@ def test_content_facts_keep_small_files_only():
 
 
 def inventory(rows: list[tuple]) -> pa.Table:
-    types = [pa.string(), pa.string(), pa.int64(), pa.int64(), pa.int64(), pa.int64(), pa.int64(), pa.string(), pa.string(), pa.string(),
-             pa.int64()]
+    types = [
+        pa.string(),
+        pa.string(),
+        pa.int64(),
+        pa.int64(),
+        pa.int64(),
+        pa.int64(),
+        pa.int64(),
+        pa.string(),
+        pa.string(),
+        pa.string(),
+        pa.int64(),
+    ]
     cols = list(zip(*rows, strict=True)) if rows else [[] for _ in INVENTORY_COLUMNS]
     return pa.table({n: pa.array(c, t) for n, c, t in zip(INVENTORY_COLUMNS, cols, types, strict=True)})
 

@@ -45,8 +45,18 @@ def test_pinned_digests_of_an_empty_file_and_of_exactly_the_small_limit(tmp_path
 
 @pytest.mark.parametrize(
     "size",
-    [1, 4096, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, SMALL_FILE_LIMIT - 1, SMALL_FILE_LIMIT, SMALL_FILE_LIMIT + 1,
-     SMALL_FILE_LIMIT + CHUNK_SIZE, 9 * CHUNK_SIZE + 7],
+    [
+        1,
+        4096,
+        CHUNK_SIZE - 1,
+        CHUNK_SIZE,
+        CHUNK_SIZE + 1,
+        SMALL_FILE_LIMIT - 1,
+        SMALL_FILE_LIMIT,
+        SMALL_FILE_LIMIT + 1,
+        SMALL_FILE_LIMIT + CHUNK_SIZE,
+        9 * CHUNK_SIZE + 7,
+    ],
 )
 def test_digests_match_xxhash_and_hashlib_at_every_boundary(tmp_path, size):
     data = payload(size, seed=size)

@@ -63,7 +63,9 @@ def test_rows_of_unchanged_simulations_are_not_rewritten(make_campaign, tmp_path
     assert stamps() == before  # an unchanged re-audit writes no simulation rows...
     assert second.summary["changes"]["files"]["unchanged"] == result.files
     with sqlite3.connect(db) as conn:  # ...but records that it covered every simulation
-        assert conn.execute("SELECT COUNT(*) FROM MDBATCH_SIMULATIONS WHERE run_id = ?", (second.run_id,)).fetchone() == (len(result.simulations),)
+        assert conn.execute("SELECT COUNT(*) FROM MDBATCH_SIMULATIONS WHERE run_id = ?", (second.run_id,)).fetchone() == (
+            len(result.simulations),
+        )
     touched = result.dest / result.simulations[3]
     (touched / "notes.txt").write_text("a new file\n")
     run(result, db)
@@ -101,21 +103,21 @@ def test_every_change_class_is_classified(make_campaign, tmp_path):
     clean_completed = [d for d, m in sims.items() if m["status"] == "completed" and d not in faulty]
     production = next(d for d, m in sims.items() if m["status"] == "production" and d not in faulty)
     a, b, c, d = clean_completed[:4]
-    (result.dest / a / "notes.txt").write_text("new file\n")                              # new
-    (result.dest / a / "em.mdp").unlink()                                                 # missing
+    (result.dest / a / "notes.txt").write_text("new file\n")  # new
+    (result.dest / a / "em.mdp").unlink()  # missing
     top = result.dest / b / "topology.top"
     st = top.stat()
     data = bytearray(top.read_bytes())
     data[0] ^= 1
     time.sleep(0.01)
     top.write_bytes(bytes(data))
-    os.utime(top, ns=(st.st_atime_ns, st.st_mtime_ns))                                  # changed, same size and mtime
-    os.rename(result.dest / c / "system.pdb", result.dest / d / "system_from_c.pdb")      # moved
-    (result.dest / production / "prod.gro").write_text("final frame\n")                   # status changed (+ new file)
-    shutil.rmtree(result.dest / clean_completed[4])                                       # removed simulation
+    os.utime(top, ns=(st.st_atime_ns, st.st_mtime_ns))  # changed, same size and mtime
+    os.rename(result.dest / c / "system.pdb", result.dest / d / "system_from_c.pdb")  # moved
+    (result.dest / production / "prod.gro").write_text("final frame\n")  # status changed (+ new file)
+    shutil.rmtree(result.dest / clean_completed[4])  # removed simulation
     resolved = next(f for f in result.expected_findings if f["kind"] == "extra_file")
-    (result.dest / resolved["simulation"] / resolved["item"]).unlink()                     # a finding resolved
-    new_fault = inject_fault(result.dest / clean_completed[5], "missing_file")             # a new finding
+    (result.dest / resolved["simulation"] / resolved["item"]).unlink()  # a finding resolved
+    new_fault = inject_fault(result.dest / clean_completed[5], "missing_file")  # a new finding
 
     second = run(result, db)
     ch = second.summary["changes"]
@@ -124,10 +126,22 @@ def test_every_change_class_is_classified(make_campaign, tmp_path):
     assert ch["findings"]["new"] == 1 and ch["findings"]["resolved"] == 1
     assert ch["findings"]["persisting"] == first.summary["findings_total"] - 1
     with sqlite3.connect(db) as conn:
-        rows = set(conn.execute("SELECT scope, change, simulation, item FROM MDBATCH_CHANGES WHERE run_id = ?", (second.run_id,)).fetchall())
+        rows = set(
+            conn.execute("SELECT scope, change, simulation, item FROM MDBATCH_CHANGES WHERE run_id = ?", (second.run_id,)).fetchall()
+        )
         # A removed simulation's rows stay as its hash cache, marked removed by this run.
-        assert conn.execute("SELECT COUNT(*) FROM MDBATCH_FILES WHERE simulation = ? AND removed_run IS NULL", (clean_completed[4],)).fetchone()[0] == 0
-        assert conn.execute("SELECT COUNT(*) FROM MDBATCH_FILES WHERE simulation = ? AND removed_run = ?", (clean_completed[4], second.run_id)).fetchone()[0] == 17
+        assert (
+            conn.execute(
+                "SELECT COUNT(*) FROM MDBATCH_FILES WHERE simulation = ? AND removed_run IS NULL", (clean_completed[4],)
+            ).fetchone()[0]
+            == 0
+        )
+        assert (
+            conn.execute(
+                "SELECT COUNT(*) FROM MDBATCH_FILES WHERE simulation = ? AND removed_run = ?", (clean_completed[4], second.run_id)
+            ).fetchone()[0]
+            == 17
+        )
     assert ("file", "moved", d, "system_from_c.pdb") in rows
     assert ("file", "changed", b, "topology.top") in rows
     assert ("file", "new", a, "notes.txt") in rows and ("file", "missing", a, "em.mdp") in rows
@@ -168,7 +182,21 @@ def test_interrupted_run_leaves_history_consistent(make_campaign, tmp_path):
     result = make_campaign(300, seed=54)
     db = tmp_path / "c.db"
     first = run(result, db)
-    cmd = [sys.executable, "-m", "mdbatch", "audit", str(result.dest), "--db", f"sqlite:///{db}", "--batch-size", "1", "--workers", "1", "--quiet", "--no-dashboard"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mdbatch",
+        "audit",
+        str(result.dest),
+        "--db",
+        f"sqlite:///{db}",
+        "--batch-size",
+        "1",
+        "--workers",
+        "1",
+        "--quiet",
+        "--no-dashboard",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -210,7 +238,9 @@ def test_unchanged_simulations_are_kept_with_their_recorded_findings(make_campai
     assert lines("f2.jsonl") == lines("f1.jsonl")
     assert second.summary["changes"]["findings"]["persisting"] == first.summary["findings_total"]
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM MDBATCH_SIMULATIONS WHERE run_id = ? AND fingerprint IS NOT NULL", (second.run_id,)).fetchone() == (len(result.simulations),)
+        assert conn.execute(
+            "SELECT COUNT(*) FROM MDBATCH_SIMULATIONS WHERE run_id = ? AND fingerprint IS NOT NULL", (second.run_id,)
+        ).fetchone() == (len(result.simulations),)
 
 
 def test_a_moved_fingerprint_rescans_that_simulation_with_its_hash_cache(make_campaign, tmp_path):

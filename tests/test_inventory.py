@@ -169,4 +169,4 @@ def test_the_registry_paths_agree_with_the_registry_module():
     from mdbatch.inventory import ANALYSIS_DIR, REGISTRY_PATH
     from mdbatch.registry import ANALYSIS_DIRNAME, REGISTRY_FILENAME
 
-    assert (ANALYSIS_DIR, REGISTRY_PATH) == (ANALYSIS_DIRNAME, f"{ANALYSIS_DIRNAME}/{REGISTRY_FILENAME}")
+    assert (ANALYSIS_DIRNAME, f"{ANALYSIS_DIRNAME}/{REGISTRY_FILENAME}") == (ANALYSIS_DIR, REGISTRY_PATH)

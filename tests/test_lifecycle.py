@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +166,7 @@ def runs(tmp_path: Path) -> dict[str, dict[str, Any]]:
     for row in rows:
         for key in ("started_at", "ended_at", "heartbeat_at"):
             if row[key] is not None:
-                row[key] = datetime.fromisoformat(row[key]).replace(tzinfo=timezone.utc)
+                row[key] = datetime.fromisoformat(row[key]).replace(tzinfo=UTC)
         for key in ("summary", "arguments"):
             if row[key] is not None:
                 row[key] = json.loads(row[key])
@@ -176,19 +176,31 @@ def runs(tmp_path: Path) -> dict[str, dict[str, Any]]:
 def test_start_records_a_running_run_with_host_pid_job_and_redacted_arguments(catalog, tmp_path, no_job):
     no_job.setenv("SLURM_JOB_ID", "4242")
     no_job.setenv("SLURM_RESTART_COUNT", "3")
-    before = datetime.now(timezone.utc)
-    record = RunRecord.start(catalog, "audit", "/campaign", {"db": "postgresql+psycopg://lab:hunter2@db/x", "workers": 2,
-                                                             "func": print, "paths": ["a", "b"], "resume": None})
-    after = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
+    record = RunRecord.start(
+        catalog,
+        "audit",
+        "/campaign",
+        {"db": "postgresql+psycopg://lab:hunter2@db/x", "workers": 2, "func": print, "paths": ["a", "b"], "resume": None},
+    )
+    after = datetime.now(UTC)
     assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", record.run_id)
     row = runs(tmp_path)[record.run_id]
     started, beat = row.pop("started_at"), row.pop("heartbeat_at")
     assert before <= started <= after and before <= beat <= after
     assert row == {
-        "run_id": record.run_id, "command": "audit", "root": "/campaign",
+        "run_id": record.run_id,
+        "command": "audit",
+        "root": "/campaign",
         "arguments": {"db": "postgresql+psycopg://lab:***@db/x", "workers": 2, "paths": ["a", "b"], "resume": None},
-        "host": HERE, "version": __version__, "catalog": catalog.display_url, "ended_at": None, "status": "running",
-        "summary": None, "pid": os.getpid(), "job": "slurm:4242:3",
+        "host": HERE,
+        "version": __version__,
+        "catalog": catalog.display_url,
+        "ended_at": None,
+        "status": "running",
+        "summary": None,
+        "pid": os.getpid(),
+        "job": "slurm:4242:3",
     }
     assert record._beat is None  # no URL given: no heartbeat thread
 
@@ -208,7 +220,7 @@ def test_progress_and_finish_write_exactly_their_columns(catalog, tmp_path, no_j
     record = RunRecord.start(catalog, "audit", "/campaign", {"batch_size": 4})
     first = runs(tmp_path)[record.run_id]
     time.sleep(0.002)
-    catalog.apply([record.progress_op({"simulations": 3, "when": datetime(2024, 1, 2, tzinfo=timezone.utc)})])
+    catalog.apply([record.progress_op({"simulations": 3, "when": datetime(2024, 1, 2, tzinfo=UTC)})])
     second = runs(tmp_path)[record.run_id]
     assert second["summary"] == {"simulations": 3, "when": "2024-01-02 00:00:00+00:00"}
     assert second["heartbeat_at"] > first["heartbeat_at"]
@@ -221,8 +233,9 @@ def test_progress_and_finish_write_exactly_their_columns(catalog, tmp_path, no_j
     assert third["summary"] == second["summary"] and third["heartbeat_at"] > second["heartbeat_at"]
 
     catalog.apply([Upsert(schema.SCANNED.name, pa.table({"run_id": [record.run_id] * 2, "simulation": ["s1", "s2"]}))])
-    record.finish("completed", {"simulations": 2, "outcome": "completed"},
-                  extra=[Delete(schema.SCANNED.name, pa.table({"run_id": [record.run_id]}))])
+    record.finish(
+        "completed", {"simulations": 2, "outcome": "completed"}, extra=[Delete(schema.SCANNED.name, pa.table({"run_id": [record.run_id]}))]
+    )
     done = runs(tmp_path)[record.run_id]
     assert done["status"] == "completed" and done["summary"] == {"simulations": 2, "outcome": "completed"}
     assert third["heartbeat_at"] <= done["ended_at"] <= done["heartbeat_at"]
@@ -254,13 +267,19 @@ def test_a_second_exclusive_run_of_the_same_root_is_refused(catalog, tmp_path, n
     other_command = RunRecord.start(catalog, "push analysis", "/campaign", exclusive=True)
     with pytest.raises(RefusedError) as caught:
         RunRecord.start(catalog, "audit", "/campaign", exclusive=True)
-    message = (f"another audit of /campaign is running (run {first.run_id}, pid {os.getpid()} on {HERE}); wait for it to end, "
-               f"or stop it and resume it with --resume {first.run_id}")
+    message = (
+        f"another audit of /campaign is running (run {first.run_id}, pid {os.getpid()} on {HERE}); wait for it to end, "
+        f"or stop it and resume it with --resume {first.run_id}"
+    )
     assert str(caught.value) == message
     table = runs(tmp_path)
     refused = [r for r in table.values() if r["status"] == "refused"]
-    assert len(refused) == 1 and refused[0]["summary"] == {"run_id": refused[0]["run_id"], "outcome": "refused", "root": "/campaign",
-                                                           "reason": message}
+    assert len(refused) == 1 and refused[0]["summary"] == {
+        "run_id": refused[0]["run_id"],
+        "outcome": "refused",
+        "root": "/campaign",
+        "reason": message,
+    }
     assert {table[r.run_id]["status"] for r in (first, other_root, other_command)} == {"running"}
 
 
@@ -279,10 +298,30 @@ def test_resume_takes_the_run_over(catalog, tmp_path, no_job):
 # -- which runs are abandoned ----------------------------------------------------------------------
 
 
-def running(run_id: str, host: str, pid: int | None, beat: datetime | None, job: str | None = None,
-            started: datetime | None = None, summary: str | None = None) -> dict[str, Any]:
-    return {"run_id": run_id, "command": "audit", "root": f"/{run_id}", "arguments": "{}", "host": host, "version": "0", "catalog": "",
-            "started_at": started or beat, "status": "running", "pid": pid, "heartbeat_at": beat, "job": job, "summary": summary}
+def running(
+    run_id: str,
+    host: str,
+    pid: int | None,
+    beat: datetime | None,
+    job: str | None = None,
+    started: datetime | None = None,
+    summary: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "command": "audit",
+        "root": f"/{run_id}",
+        "arguments": "{}",
+        "host": host,
+        "version": "0",
+        "catalog": "",
+        "started_at": started or beat,
+        "status": "running",
+        "pid": pid,
+        "heartbeat_at": beat,
+        "job": job,
+        "summary": summary,
+    }
 
 
 def record_runs(catalog: Any, rows: list[dict[str, Any]]) -> None:
@@ -317,44 +356,53 @@ def test_process_gone(zombie):
 def test_an_earlier_leg_of_this_slurm_job_is_abandoned_and_nothing_else_of_it(catalog, tmp_path, no_job, zombie):
     no_job.setenv("SLURM_JOB_ID", "77")
     no_job.setenv("SLURM_RESTART_COUNT", "2")
-    now = datetime.now(timezone.utc)
-    record_runs(catalog, [
-        running("leg1", ELSEWHERE, 1234, now, "slurm:77:1"),               # an earlier leg, on another node
-        running("leg0-pid-alive", HERE, os.getpid(), now, "slurm:77:0"),   # an earlier leg whose pid lives again
-        running("leg2", ELSEWHERE, 1234, now, "slurm:77:2"),               # this leg
-        running("leg3", ELSEWHERE, 1234, now, "slurm:77:3"),
-        running("other-job", ELSEWHERE, 1234, now, "slurm:78:0"),
-        running("not-a-leg", ELSEWHERE, 1234, now, "slurm:77:x"),
-        running("pbs", ELSEWHERE, 1234, now, "pbs:77:1"),
-        running("no-job", ELSEWHERE, 1234, now),
-        running("zombie", HERE, zombie, now, "slurm:77:2"),
-    ])
+    now = datetime.now(UTC)
+    record_runs(
+        catalog,
+        [
+            running("leg1", ELSEWHERE, 1234, now, "slurm:77:1"),  # an earlier leg, on another node
+            running("leg0-pid-alive", HERE, os.getpid(), now, "slurm:77:0"),  # an earlier leg whose pid lives again
+            running("leg2", ELSEWHERE, 1234, now, "slurm:77:2"),  # this leg
+            running("leg3", ELSEWHERE, 1234, now, "slurm:77:3"),
+            running("other-job", ELSEWHERE, 1234, now, "slurm:78:0"),
+            running("not-a-leg", ELSEWHERE, 1234, now, "slurm:77:x"),
+            running("pbs", ELSEWHERE, 1234, now, "pbs:77:1"),
+            running("no-job", ELSEWHERE, 1234, now),
+            running("zombie", HERE, zombie, now, "slurm:77:2"),
+        ],
+    )
     assert sorted(reap_abandoned(catalog)) == ["leg0-pid-alive", "leg1", "zombie"]
     table = runs(tmp_path)
     assert {k: r["status"] for k, r in table.items() if r["status"] != "running"} == {
-        "leg0-pid-alive": "abandoned", "leg1": "abandoned", "zombie": "abandoned"}
+        "leg0-pid-alive": "abandoned",
+        "leg1": "abandoned",
+        "zombie": "abandoned",
+    }
     assert table["leg1"]["summary"]["abandoned"]["reason"] == "it ran in an earlier leg of this batch job (slurm:77:1)"
     assert table["zombie"]["summary"]["abandoned"]["reason"] == f"its process {zombie} on {HERE} is gone"
     assert reap_abandoned(catalog) == []
 
 
 def test_outside_a_job_the_legs_of_a_job_are_left_alone(catalog, tmp_path, no_job):
-    record_runs(catalog, [running("leg1", ELSEWHERE, 1234, datetime.now(timezone.utc), "slurm:77:1")])
+    record_runs(catalog, [running("leg1", ELSEWHERE, 1234, datetime.now(UTC), "slurm:77:1")])
     assert reap_abandoned(catalog) == []
 
 
 def test_the_heartbeat_rule_and_what_an_abandoned_row_says(catalog, tmp_path, no_job):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     quiet = now - timedelta(seconds=ABANDON_AFTER_S - 60)
     silent = now - timedelta(seconds=ABANDON_AFTER_S + 120)
-    record_runs(catalog, [
-        running("quiet", ELSEWHERE, 1, quiet),
-        running("silent", ELSEWHERE, 1, silent, summary='{"simulations": 5, "outcome": "running"}'),
-        running("never-beat", ELSEWHERE, 1, None, started=silent, summary="not json"),
-    ])
-    before = datetime.now(timezone.utc)
+    record_runs(
+        catalog,
+        [
+            running("quiet", ELSEWHERE, 1, quiet),
+            running("silent", ELSEWHERE, 1, silent, summary='{"simulations": 5, "outcome": "running"}'),
+            running("never-beat", ELSEWHERE, 1, None, started=silent, summary="not json"),
+        ],
+    )
+    before = datetime.now(UTC)
     assert sorted(reap_abandoned(catalog)) == ["never-beat", "silent"]
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
     table = runs(tmp_path)
     assert table["quiet"]["status"] == "running"
     silent_row = table["silent"]
@@ -371,7 +419,7 @@ def test_the_heartbeat_rule_and_what_an_abandoned_row_says(catalog, tmp_path, no
 
 
 def test_abandoned_reason_rules(no_job):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     fresh = now - timedelta(seconds=5)
     assert abandoned_reason({"host": HERE, "pid": os.getpid(), "heartbeat_at": fresh}, HERE, now) is None
     assert abandoned_reason({"host": ELSEWHERE, "pid": os.getpid(), "heartbeat_at": fresh}, HERE, now) is None
@@ -379,12 +427,13 @@ def test_abandoned_reason_rules(no_job):
     # Exactly at the limit is still alive; a second more is not.
     assert abandoned_reason({"host": ELSEWHERE, "heartbeat_at": now - timedelta(seconds=ABANDON_AFTER_S)}, HERE, now) is None
     assert abandoned_reason({"host": ELSEWHERE, "heartbeat_at": now - timedelta(seconds=ABANDON_AFTER_S + 1)}, HERE, now) == (
-        "no heartbeat from elsewhere.example for 601s (more than 600s)")
+        "no heartbeat from elsewhere.example for 601s (more than 600s)"
+    )
     assert abandoned_reason({"host": ELSEWHERE}, HERE, now) is None  # nothing to judge by
 
 
 def test_a_catalog_of_an_older_schema_is_not_reaped(catalog, tmp_path, no_job):
-    record_runs(catalog, [running("gone", HERE, None, datetime.now(timezone.utc))])
+    record_runs(catalog, [running("gone", HERE, None, datetime.now(UTC))])
     with sqlite3.connect(tmp_path / "c.db") as conn:
         conn.execute("UPDATE MDBATCH_SCHEMA SET value = ? WHERE key = 'schema_version'", (str(schema.SCHEMA_VERSION - 1),))
     with open_catalog(f"sqlite:///{tmp_path / 'c.db'}") as again:

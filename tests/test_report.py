@@ -41,6 +41,7 @@ IMG_NAME = "<img src=x onerror=document.documentElement.setAttribute('data-pwned
 
 # -- a real campaign, audited twice, with hostile names -------------------------------------------
 
+
 def _add_hostile_names(dest: Path) -> None:
     """Rename one simulation to an HTML payload and register an analysis named <script>…</script>."""
     sims = sorted(p for p in (dest / "group_0").iterdir() if (p / ".analysis" / "metadata.json").is_file())
@@ -109,10 +110,10 @@ def test_report_shows_the_last_run(audited: dict[str, Any]) -> None:
     assert f"{s['findings_total']:,} findings in {s['simulations_with_findings']:,} simulations" in html
     assert html.count('class="chart"') == CHARTS  # status x type, kinds, 2 x storage, duplicates, history (2)
     # Changes since the previous run.
-    assert f"Compared with run <span class=\"mono\">{audited['first'].run_id}</span>" in html
+    assert f'Compared with run <span class="mono">{audited["first"].run_id}</span>' in html
     # The audit records change counts (one prod.gro deleted, one npt.gro edited); the report shows the same numbers.
     assert (s["changes"]["files"]["missing"], s["changes"]["files"]["changed"]) == (1, 1)
-    assert f"<td>missing</td><td class=\"n\">{s['changes']['files']['missing']:,}</td>" in html
+    assert f'<td>missing</td><td class="n">{s["changes"]["files"]["missing"]:,}</td>' in html
 
 
 def test_report_of_an_earlier_run_and_history(audited: dict[str, Any], tmp_path: Path) -> None:
@@ -149,6 +150,7 @@ def test_hostile_names_are_escaped(audited: dict[str, Any]) -> None:
 
 # -- units ------------------------------------------------------------------------------------------
 
+
 def test_script_json_cannot_close_its_element() -> None:
     text = script_json({"a": "</script><!-- \u2028 & <b>"})
     assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
@@ -156,7 +158,9 @@ def test_script_json_cannot_close_its_element() -> None:
 
 
 def test_table_payload_dictionary_encodes_categories() -> None:
-    table = TableData([{"key": "s", "label": "S", "kind": "text"}, {"key": "k", "label": "K", "kind": "cat"}], [["a", "x"], ["b", "y"], ["c", "x"]], 5)
+    table = TableData(
+        [{"key": "s", "label": "S", "kind": "text"}, {"key": "k", "label": "K", "kind": "cat"}], [["a", "x"], ["b", "y"], ["c", "x"]], 5
+    )
     out = table.to_payload()
     assert out["rows"] == [["a", 0], ["b", 1], ["c", 0]] and out["dicts"] == {"1": ["x", "y"]} and out["total"] == 5
     assert table.rows[0] == ["a", "x"]  # the source rows are untouched
@@ -176,11 +180,16 @@ def test_charts_escape_labels_and_scale() -> None:
 
 def test_verdicts_and_formats() -> None:
     assert verdict({"outcome": "completed", "findings_total": 0})[0] == "clean"
-    kind, text = verdict({"outcome": "completed", "findings_total": 3, "simulations_with_findings": 2, "findings": {"missing_file": 2, "extra_file": 1}})
+    kind, text = verdict(
+        {"outcome": "completed", "findings_total": 3, "simulations_with_findings": 2, "findings": {"missing_file": 2, "extra_file": 1}}
+    )
     assert kind == "findings" and text == "3 findings in 2 simulations; most often missing_file (2)."
     assert verdict({"outcome": "interrupted", "findings_total": 1})[0] == "incomplete"
     refused = verdict({"outcome": "refused", "findings_total": 0, "refused": {"reason": "/scratch/c holds no simulation directory"}})
-    assert refused == ("incomplete", "Refused: /scratch/c holds no simulation directory. Nothing of this run was recorded besides the refusal.")
+    assert refused == (
+        "incomplete",
+        "Refused: /scratch/c holds no simulation directory. Nothing of this run was recorded besides the refusal.",
+    )
     kind, text = verdict({"outcome": "abandoned", "findings_total": 4, "abandoned": {"reason": "its process 7 on n1 is gone"}})
     assert kind == "incomplete" and text.startswith("Abandoned: the run died without recording its end (its process 7 on n1 is gone)")
     assert human_bytes(1536) == "1.5 KiB" and human_bytes(12) == "12 B" and human_duration(192) == "3 min 12 s"
@@ -188,6 +197,7 @@ def test_verdicts_and_formats() -> None:
 
 
 # -- the CLI ------------------------------------------------------------------------------------------
+
 
 def test_cli_report_and_audit_report(audited: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "r.html"
@@ -212,7 +222,9 @@ def test_cli_report_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "no runs recorded" in capsys.readouterr().err and not (tmp_path / "x.html").exists()
 
 
-def test_cli_report_into_a_missing_directory_is_one_line(audited: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_report_into_a_missing_directory_is_one_line(
+    audited: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     target = tmp_path / "missing" / "dir" / "r.html"
     assert main(["report", "--db", audited["url"], "-o", str(target)]) == 2
     captured = capsys.readouterr()
@@ -222,15 +234,27 @@ def test_cli_report_into_a_missing_directory_is_one_line(audited: dict[str, Any]
 
 # -- a real browser -----------------------------------------------------------------------------------
 
+
 def chromium(page: Path, *args: str, timeout: float = 180) -> tuple[subprocess.CompletedProcess[str], float]:
     """Run headless chromium on `page` with a fresh profile; (result, wall seconds)."""
     need_service(CHROMIUM is not None, "chromium is not installed (CI installs Debian's chromium)")
     assert CHROMIUM is not None
     with tempfile.TemporaryDirectory(prefix="mdbatch-chromium-") as profile:
         cmd = [
-            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-extensions", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
-            *args, page.as_uri(),
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-extensions",
+            f"--user-data-dir={profile}",
+            "--enable-logging=stderr",
+            "--v=0",
+            *args,
+            page.as_uri(),
         ]
         t0 = time.monotonic()
         result = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
@@ -270,6 +294,7 @@ def test_renders_in_chromium_without_errors(audited: dict[str, Any], tmp_path: P
 
 # -- 100,000 simulations ------------------------------------------------------------------------------
 
+
 def synthetic_catalog(url: str, root: str, sims: int, files_per_sim: int = 4, finding_every: int = 20) -> None:
     """A catalog as two audits of a `sims`-simulation root would leave it, written directly in bulk."""
     types = ("bilayer", "mixedbox", "solvation")
@@ -281,36 +306,76 @@ def synthetic_catalog(url: str, root: str, sims: int, files_per_sim: int = 4, fi
     catalog.init_schema()
     run_ids = ["20260101T000000Z-000001", "20260102T000000Z-000002"]
     systems = {
-        "hash": hashes, "engine": ["gromacs"] * sims, "parametrization": [("charmm36m", "amber99sb", "martini3")[i % 3] for i in range(sims)],
-        "simulation_type": [types[i % 3] for i in range(sims)], "input_data": [""] * sims, "input_data_type": ["yaml"] * sims,
-        "directory": [f"{root}/{r}" for r in rel], "status": [statuses[i % 5] for i in range(sims)], "timestamp_utc": [now] * sims,
+        "hash": hashes,
+        "engine": ["gromacs"] * sims,
+        "parametrization": [("charmm36m", "amber99sb", "martini3")[i % 3] for i in range(sims)],
+        "simulation_type": [types[i % 3] for i in range(sims)],
+        "input_data": [""] * sims,
+        "input_data_type": ["yaml"] * sims,
+        "directory": [f"{root}/{r}" for r in rel],
+        "status": [statuses[i % 5] for i in range(sims)],
+        "timestamp_utc": [now] * sims,
     }
     ops = [Upsert(schema.RUN_TABLE, pa.Table.from_pydict(systems, schema=schema.arrow_schema(schema.RUN_DATABASE, list(systems))))]
     names = ["prod.xtc", "topol.top", "prod.gro", ".analysis/metadata.json", "em.mdp", "notes.txt"][:files_per_sim]
     n = sims * len(names)
     files = {
-        "root": [root] * n, "simulation": [r for r in rel for _ in names], "path": names * sims,
+        "root": [root] * n,
+        "simulation": [r for r in rel for _ in names],
+        "path": names * sims,
         "size": [(1_000_000 + i if k == 0 else 5_000 + (i % 3) if k == 1 else 300 + k) for i in range(sims) for k in range(len(names))],
-        "mtime_ns": [0] * n, "ctime_ns": [0] * n, "inode": list(range(n)), "device": [1] * n,
-        "xxh3_128": [(f"{i:032x}" if k == 0 else f"{'t' * 31}{i % 3}" if k == 1 else f"{i:028x}{k:04x}") for i in range(sims) for k in range(len(names))],
+        "mtime_ns": [0] * n,
+        "ctime_ns": [0] * n,
+        "inode": list(range(n)),
+        "device": [1] * n,
+        "xxh3_128": [
+            (f"{i:032x}" if k == 0 else f"{'t' * 31}{i % 3}" if k == 1 else f"{i:028x}{k:04x}")
+            for i in range(sims)
+            for k in range(len(names))
+        ],
         "run_id": [run_ids[1]] * n,
     }
     ops.append(Upsert(schema.FILES.name, pa.Table.from_pydict(files, schema=schema.arrow_schema(schema.FILES, list(files)))))
     bad = list(range(0, sims, finding_every))
     found = {
-        "run_id": [run_ids[1]] * len(bad), "simulation": [rel[i] for i in bad], "kind": ["missing_file"] * len(bad),
-        "item": ["rdf"] * len(bad), "detail": [".analysis/rdf.parquet is registered but absent"] * len(bad),
+        "run_id": [run_ids[1]] * len(bad),
+        "simulation": [rel[i] for i in bad],
+        "kind": ["missing_file"] * len(bad),
+        "item": ["rdf"] * len(bad),
+        "detail": [".analysis/rdf.parquet is registered but absent"] * len(bad),
     }
     ops.append(Upsert(schema.FINDINGS.name, pa.Table.from_pydict(found, schema=schema.arrow_schema(schema.FINDINGS, list(found)))))
     catalog.apply(ops)
     for day, run_id in enumerate(run_ids):
         summary = {
-            "run_id": run_id, "outcome": "completed", "root": root, "simulations": sims, "files": n, "bytes": sum(files["size"]),
-            "findings": {"missing_file": len(bad)}, "findings_total": len(bad), "simulations_with_findings": len(bad),
-            "status": {}, "duplicates": None, "elapsed_s": 600.0, "workers": 64,
+            "run_id": run_id,
+            "outcome": "completed",
+            "root": root,
+            "simulations": sims,
+            "files": n,
+            "bytes": sum(files["size"]),
+            "findings": {"missing_file": len(bad)},
+            "findings_total": len(bad),
+            "simulations_with_findings": len(bad),
+            "status": {},
+            "duplicates": None,
+            "elapsed_s": 600.0,
+            "workers": 64,
         }
-        catalog.apply([run_row(run_id, "audit", root, status="completed", started_at=now - timedelta(days=1 - day), host="synthetic",
-                               ended_at=now - timedelta(days=1 - day), summary=json.dumps(summary))])
+        catalog.apply(
+            [
+                run_row(
+                    run_id,
+                    "audit",
+                    root,
+                    status="completed",
+                    started_at=now - timedelta(days=1 - day),
+                    host="synthetic",
+                    ended_at=now - timedelta(days=1 - day),
+                    summary=json.dumps(summary),
+                )
+            ]
+        )
     catalog.close()
 
 

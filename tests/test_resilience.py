@@ -42,8 +42,23 @@ def test_sigterm_saves_completed_batches_and_resume_finishes(make_campaign, tmp_
     result = make_campaign(500, seed=31, faults=True)
     db = tmp_path / "c.db"
     summary = tmp_path / "s.json"
-    cmd = [sys.executable, "-m", "mdbatch", "audit", str(result.dest), "--db", f"sqlite:///{db}", "--batch-size", "1",
-           "--workers", "1", "--quiet", "--json", str(summary), "--no-dashboard"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mdbatch",
+        "audit",
+        str(result.dest),
+        "--db",
+        f"sqlite:///{db}",
+        "--batch-size",
+        "1",
+        "--workers",
+        "1",
+        "--quiet",
+        "--json",
+        str(summary),
+        "--no-dashboard",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while count(db, "SELECT COUNT(*) FROM MDBATCH_SCANNED") < 20 and time.monotonic() < deadline and proc.poll() is None:
@@ -83,8 +98,12 @@ def test_resume_refuses_completed_runs(make_campaign, tmp_path):
     result = make_campaign(5, seed=32)
     db = f"sqlite:///{tmp_path / 'c.db'}"
     audit(result.dest, db=db, cluster=ClusterOptions(workers=1, dashboard=False), progress=False)
-    proc = subprocess.run([sys.executable, "-m", "mdbatch", "audit", str(result.dest), "--db", db, "--resume", "last", "--quiet"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mdbatch", "audit", str(result.dest), "--db", db, "--resume", "last", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "nothing to resume" in proc.stderr
 
 
@@ -96,13 +115,17 @@ def test_killed_worker_changes_nothing(make_campaign, tmp_path):
     ref = audit(result.dest, db=f"sqlite:///{reference_db}", cluster=ClusterOptions(workers=2, dashboard=False), progress=False)
 
     db = tmp_path / "killed.db"
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None, silence_logs=logging.CRITICAL) as cluster:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None, silence_logs=logging.CRITICAL
+    ) as cluster:
         with Client(cluster) as client:
             pids = list(client.run(os.getpid).values())
         box: dict[str, object] = {}
 
         def run() -> None:
-            box["result"] = audit(result.dest, db=f"sqlite:///{db}", cluster=ClusterOptions(scheduler=cluster.scheduler_address), batch_size=2, progress=False)
+            box["result"] = audit(
+                result.dest, db=f"sqlite:///{db}", cluster=ClusterOptions(scheduler=cluster.scheduler_address), batch_size=2, progress=False
+            )
 
         worker = threading.Thread(target=run)
         worker.start()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import base64
+import hashlib
 import json
 import multiprocessing
 import os
@@ -106,8 +106,12 @@ def test_status_rule():
 
 def _one_clean_sim(make_campaign):
     result = make_campaign(8, seed=7)
-    rel = next(r for r in result.simulations if (result.dest / r / ".analysis" / "metadata.json").exists()
-               and json.loads((result.dest / r / ".analysis" / "metadata.json").read_text())["analyses"])
+    rel = next(
+        r
+        for r in result.simulations
+        if (result.dest / r / ".analysis" / "metadata.json").exists()
+        and json.loads((result.dest / r / ".analysis" / "metadata.json").read_text())["analyses"]
+    )
     return result, result.dest / rel
 
 
@@ -242,7 +246,13 @@ def test_missing_simulation_directory_is_a_finding(tmp_path):
 def test_registry_corrupt_variants(make_campaign):
     result, sim = _one_clean_sim(make_campaign)
     reg = sim / ".analysis" / "metadata.json"
-    for payload in (b"", b"\xff\xfe{}", b"[1, 2]", b'{"analyses": []}', b'{"analyses": {"a": {"filename": "a.parquet", "row_count": true, "columns": []}}}'):
+    for payload in (
+        b"",
+        b"\xff\xfe{}",
+        b"[1, 2]",
+        b'{"analyses": []}',
+        b'{"analyses": {"a": {"filename": "a.parquet", "row_count": true, "columns": []}}}',
+    ):
         reg.write_bytes(payload)
         kinds = [(f.kind, f.item) for f in scan_simulation(sim, result.dest).findings]
         assert kinds == [(fk.REGISTRY_CORRUPT, ".analysis/metadata.json")], payload
@@ -256,8 +266,14 @@ def test_pandas_index_columns_are_not_data_columns(make_campaign):
     reg = json.loads(reg_path.read_text())
     df = pd.DataFrame({"time_ps": [1.0, 2.0, 3.0], "value": [4.0, 5.0, 6.0]}, index=[10, 20, 30])
     df.to_parquet(sim / ".analysis" / "indexed.parquet")
-    reg["analyses"]["indexed"] = {"filename": "indexed.parquet", "row_count": 3, "columns": ["time_ps", "value"],
-                                  "created_at": "2025-01-01T00:00:00+00:00", "updated_at": "2025-01-01T00:00:00+00:00", "extras": {}}
+    reg["analyses"]["indexed"] = {
+        "filename": "indexed.parquet",
+        "row_count": 3,
+        "columns": ["time_ps", "value"],
+        "created_at": "2025-01-01T00:00:00+00:00",
+        "updated_at": "2025-01-01T00:00:00+00:00",
+        "extras": {},
+    }
     reg_path.write_text(json.dumps(reg, indent=2))
     assert scan_simulation(sim, result.dest).findings == ()
 
@@ -275,11 +291,22 @@ def test_large_parquet_footer_read_from_file(make_campaign):
     reg_path = sim / ".analysis" / "metadata.json"
     reg = json.loads(reg_path.read_text())
     n = 300_000
-    table = pa.table({"frame": pa.array(range(n), pa.int64()), "noise": pa.array(os.urandom(n * 8)).cast(pa.binary()) if False else pa.array([float(i) for i in range(n)])})
+    table = pa.table(
+        {
+            "frame": pa.array(range(n), pa.int64()),
+            "noise": pa.array(os.urandom(n * 8)).cast(pa.binary()) if False else pa.array([float(i) for i in range(n)]),
+        }
+    )
     pq.write_table(table, sim / ".analysis" / "big.parquet", compression="none")
     assert (sim / ".analysis" / "big.parquet").stat().st_size > SMALL_FILE_LIMIT
-    reg["analyses"]["big"] = {"filename": "big.parquet", "row_count": n + 1, "columns": ["frame", "noise"],
-                              "created_at": "2025-01-01T00:00:00+00:00", "updated_at": "2025-01-01T00:00:00+00:00", "extras": {}}
+    reg["analyses"]["big"] = {
+        "filename": "big.parquet",
+        "row_count": n + 1,
+        "columns": ["frame", "noise"],
+        "created_at": "2025-01-01T00:00:00+00:00",
+        "updated_at": "2025-01-01T00:00:00+00:00",
+        "extras": {},
+    }
     reg_path.write_text(json.dumps(reg, indent=2))
     kinds = [(f.kind, f.item) for f in scan_simulation(sim, result.dest).findings]
     assert kinds == [(fk.ROW_COUNT_MISMATCH, "big")]
@@ -297,10 +324,7 @@ def test_scan_of_copied_simulation_is_identical_but_for_location(make_campaign, 
 def cache_of(scan):
     from mdbatch.hashcache import CacheEntry
 
-    return {
-        f.path: CacheEntry(f.device, f.inode, f.size, f.mtime_ns, f.ctime_ns, f.xxh3_128, f.sha256, f.facts)
-        for f in scan.files
-    }
+    return {f.path: CacheEntry(f.device, f.inode, f.size, f.mtime_ns, f.ctime_ns, f.xxh3_128, f.sha256, f.facts) for f in scan.files}
 
 
 def test_unchanged_files_come_from_the_cache(make_campaign):
@@ -471,8 +495,11 @@ def _replace_registry(sim: Path, what: str, tmp_path: Path) -> str:
         _make_socket(reg)
         return "registry is a socket, not a regular file"
     if what in ("symlink inside", "symlink outside", "dangling symlink"):
-        target = {"symlink inside": sim / ".analysis" / "real.json", "symlink outside": tmp_path / "real.json",
-                  "dangling symlink": tmp_path / "absent.json"}[what]
+        target = {
+            "symlink inside": sim / ".analysis" / "real.json",
+            "symlink outside": tmp_path / "real.json",
+            "dangling symlink": tmp_path / "absent.json",
+        }[what]
         if what != "dangling symlink":
             target.write_bytes(data)
         reg.symlink_to(target)

@@ -121,6 +121,7 @@ class Job:
 
     def wait_requeued(self, restarts: int = 1) -> None:
         """Until the job is pending again after its `restarts`-th requeue."""
+
         def requeued() -> bool:
             state = self.state()
             assert state.get("JobState") not in FINAL_STATES, f"job {self.id} ended instead of requeueing:\n{self.text()}"
@@ -146,17 +147,30 @@ class Job:
         return state
 
 
-def submit(script: str, root: Path, workdir: Path, *audit_args: str, sbatch_args: tuple[str, ...] = (),
-           env: dict[str, str] | None = None) -> Job:
+def submit(
+    script: str, root: Path, workdir: Path, *audit_args: str, sbatch_args: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> Job:
     """`sbatch [sbatch_args] deploy/slurm/SCRIPT ROOT [audit_args]` run from `workdir`, as the README shows.
 
     The environment is the user's with the venv's bin first (what the scripts' "Site setup" does
     with `source venv/bin/activate`); TMPDIR keeps scheduler files and worker scratch in `workdir`.
     """
     (workdir / "deploy").symlink_to(REPO / "deploy")
-    environ = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(workdir), **(env or {})}
-    out = subprocess.run(["sbatch", "--parsable", *sbatch_args, script, str(root), *audit_args],
-                         capture_output=True, text=True, env=environ, cwd=workdir, timeout=60, check=True)
+    environ = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "TMPDIR": str(workdir),
+        **(env or {}),
+    }
+    out = subprocess.run(
+        ["sbatch", "--parsable", *sbatch_args, script, str(root), *audit_args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        cwd=workdir,
+        timeout=60,
+        check=True,
+    )
     job = out.stdout.strip().split(";")[0]
     name = "mdbatch-audit" if script == DRIVER else "mdbatch-alloc"
     return Job(job, workdir, workdir / f"{name}-{job}.log")
@@ -182,14 +196,18 @@ def runs(db: Path) -> list[tuple[str, str]]:
         return conn.execute("SELECT run_id, status FROM MDBATCH_RUNS ORDER BY started_at").fetchall()
 
 
-def check_completed_like_undisturbed(job: Job, final: dict[str, str], ref: Reference, *, restarts: int = 1,
-                                     by_script: int = 1, exit_code: str = "0:0") -> None:
+def check_completed_like_undisturbed(
+    job: Job, final: dict[str, str], ref: Reference, *, restarts: int = 1, by_script: int = 1, exit_code: str = "0:0"
+) -> None:
     """The job ended after `restarts` requeues (`by_script` of them by the script itself) with exactly
     one run, completed, whose catalog is an undisturbed local audit's and whose findings file holds
     every finding of the campaign once."""
     text = job.text()
     assert (final.get("JobState"), final.get("ExitCode"), final.get("Restarts")) == (
-        "COMPLETED" if exit_code == "0:0" else "FAILED", exit_code, str(restarts)), text
+        "COMPLETED" if exit_code == "0:0" else "FAILED",
+        exit_code,
+        str(restarts),
+    ), text
     assert text.count(f"requeueing job {job.id}") == by_script, text
     summary = json.loads((job.workdir / f"mdbatch-summary-{job.id}.json").read_text())
     assert (summary["outcome"], summary["simulations"], summary["files"]) == ("completed", SIMS, ref.result.files), text
@@ -205,10 +223,22 @@ def test_driver_walltime_signal_mid_audit_requeues_and_completes(campaign, tmp_p
     USR1 mid-audit saves the written batches, cancels the worker job, requeues; the next leg
     continues the same run to the end; a job with findings ends COMPLETED (MDBATCH_FINDINGS_EXIT=0)."""
     tag = f"mdbatch-test-{uuid.uuid4().hex[:8]}"
-    job = submit(DRIVER, campaign.result.dest, tmp_path, *WORKER_OPTIONS, f"--job-extra=--comment={tag}", "--batch-size", "1",
-                 "--no-dashboard", sbatch_args=("--cpus-per-task=1",), env={"MDBATCH_JOBS": "1"})
+    job = submit(
+        DRIVER,
+        campaign.result.dest,
+        tmp_path,
+        *WORKER_OPTIONS,
+        f"--job-extra=--comment={tag}",
+        "--batch-size",
+        "1",
+        "--no-dashboard",
+        sbatch_args=("--cpus-per-task=1",),
+        env={"MDBATCH_JOBS": "1"},
+    )
     cleanup.append(job.id)
-    wait_until("20 simulations written", lambda: job.running() and count(job.db, "SELECT COUNT(*) FROM MDBATCH_SCANNED") >= 20, 150, job.text)
+    wait_until(
+        "20 simulations written", lambda: job.running() and count(job.db, "SELECT COUNT(*) FROM MDBATCH_SCANNED") >= 20, 150, job.text
+    )
     job.signal()
     job.wait_requeued()
     scanned = count(job.db, "SELECT COUNT(*) FROM MDBATCH_SCANNED")
@@ -223,7 +253,9 @@ def test_allocation_walltime_signal_mid_audit_requeues_and_completes(campaign, t
     """Pattern 2 as documented (MDBATCH_INTERFACE, Dask under srun): the same walltime cycle."""
     job = submit(ALLOCATION, campaign.result.dest, tmp_path, "--batch-size", "1", "--no-dashboard", env={"MDBATCH_INTERFACE": "lo"})
     cleanup.append(job.id)
-    wait_until("20 simulations written", lambda: job.running() and count(job.db, "SELECT COUNT(*) FROM MDBATCH_SCANNED") >= 20, 150, job.text)
+    wait_until(
+        "20 simulations written", lambda: job.running() and count(job.db, "SELECT COUNT(*) FROM MDBATCH_SCANNED") >= 20, 150, job.text
+    )
     job.signal()
     job.wait_requeued()
     scanned = count(job.db, "SELECT COUNT(*) FROM MDBATCH_SCANNED")
@@ -237,13 +269,31 @@ def test_driver_signal_while_its_worker_job_is_pending(campaign, tmp_path, clean
     the worker job is cancelled, never orphaned; the run is recorded interrupted with nothing
     scanned, and the requeued job continues it to the end. MDBATCH_FINDINGS_EXIT=1 makes a job
     whose audit found something end FAILED with exit code 1."""
-    blocker = subprocess.run(["sbatch", "--parsable", "--cpus-per-task=1", "--mem=100M", "--output=/dev/null", "--wrap", "sleep 600"],
-                             capture_output=True, text=True, timeout=60, check=True, cwd=tmp_path).stdout.strip().split(";")[0]
+    blocker = (
+        subprocess.run(
+            ["sbatch", "--parsable", "--cpus-per-task=1", "--mem=100M", "--output=/dev/null", "--wrap", "sleep 600"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            cwd=tmp_path,
+        )
+        .stdout.strip()
+        .split(";")[0]
+    )
     cleanup.append(blocker)
     wait_until("the blocker job to run", lambda: job_state(blocker).get("JobState") == "RUNNING", 60)
     tag = f"mdbatch-test-{uuid.uuid4().hex[:8]}"
-    job = submit(DRIVER, campaign.result.dest, tmp_path, *WORKER_OPTIONS, f"--job-extra=--comment={tag}", "--no-dashboard",
-                 sbatch_args=("--cpus-per-task=1",), env={"MDBATCH_JOBS": "1", "MDBATCH_FINDINGS_EXIT": "1"})
+    job = submit(
+        DRIVER,
+        campaign.result.dest,
+        tmp_path,
+        *WORKER_OPTIONS,
+        f"--job-extra=--comment={tag}",
+        "--no-dashboard",
+        sbatch_args=("--cpus-per-task=1",),
+        env={"MDBATCH_JOBS": "1", "MDBATCH_FINDINGS_EXIT": "1"},
+    )
     cleanup.append(job.id)
     wait_until("a pending worker job", lambda: job.running() and [s for _, s in tagged_jobs(tag)] == ["PENDING"], 120, job.text)
     [(worker, _)] = tagged_jobs(tag)
@@ -291,7 +341,9 @@ def test_allocation_mdbatch_killed_then_job_requeued_by_hand_resumes_its_run(cam
     the run it left `running` instead of starting over."""
     job = submit(ALLOCATION, campaign.result.dest, tmp_path, "--batch-size", "1", "--no-dashboard", env={"MDBATCH_INTERFACE": "lo"})
     cleanup.append(job.id)
-    wait_until("20 simulations written", lambda: job.running() and count(job.db, "SELECT COUNT(*) FROM MDBATCH_SCANNED") >= 20, 150, job.text)
+    wait_until(
+        "20 simulations written", lambda: job.running() and count(job.db, "SELECT COUNT(*) FROM MDBATCH_SCANNED") >= 20, 150, job.text
+    )
     with sqlite3.connect(job.db, timeout=30) as conn:
         [(run_id, pid)] = conn.execute("SELECT run_id, pid FROM MDBATCH_RUNS WHERE status = 'running'").fetchall()
     os.kill(pid, signal.SIGKILL)

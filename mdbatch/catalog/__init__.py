@@ -14,8 +14,16 @@ from .base import CatalogBackend
 from .ops import Delete, Op, Upsert
 
 __all__ = [
-    "DEFAULT_URL", "CatalogBackend", "Delete", "Op", "Upsert", "backend_name", "open_catalog", "redact",
-    "resolve_url", "url_password",
+    "DEFAULT_URL",
+    "CatalogBackend",
+    "Delete",
+    "Op",
+    "Upsert",
+    "backend_name",
+    "open_catalog",
+    "redact",
+    "resolve_url",
+    "url_password",
 ]
 
 

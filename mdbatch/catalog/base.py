@@ -101,4 +101,3 @@ class CatalogBackend(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

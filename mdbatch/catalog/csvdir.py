@@ -71,7 +71,9 @@ class CSVCatalog(CatalogBackend):
                 self._recover()
                 yield
         except Timeout as exc:
-            raise CatalogError(f"catalog {self.display_url}: lock {self.dir / LOCK_NAME} not released within {LOCK_TIMEOUT_S:.0f}s") from exc
+            raise CatalogError(
+                f"catalog {self.display_url}: lock {self.dir / LOCK_NAME} not released within {LOCK_TIMEOUT_S:.0f}s"
+            ) from exc
         except OSError as exc:
             raise CatalogError(f"catalog {self.display_url}: {exc.strerror or exc}: {exc.filename or self.dir}") from exc
 
@@ -148,7 +150,8 @@ class CSVCatalog(CatalogBackend):
             version = self._version()
             if version is not None and version > schema.SCHEMA_VERSION:
                 raise CatalogError(
-                    f"catalog {self.display_url} has schema version {version}, newer than this mdbatch ({schema.SCHEMA_VERSION}); upgrade mdbatch"
+                    f"catalog {self.display_url} has schema version {version}, "
+                    f"newer than this mdbatch ({schema.SCHEMA_VERSION}); upgrade mdbatch"
                 )
             fresh = {t.name: schema.arrow_schema(t).empty_table() for t in schema.FIXED_TABLES if not self._path(t.name).exists()}
             if version != schema.SCHEMA_VERSION:  # older CSV files gain new columns (as NULL) when read
@@ -263,7 +266,9 @@ class CSVCatalog(CatalogBackend):
                 # The open file is a snapshot: writers replace the file by rename, never in place.
                 handle = self._path(table).open("rb")
             except FileNotFoundError:
-                raise CatalogError(f"catalog {self.display_url} has no table {table} (nothing pushed there yet; `mdbatch init-db` creates the schema)") from None
+                raise CatalogError(
+                    f"catalog {self.display_url} has no table {table} (nothing pushed there yet; `mdbatch init-db` creates the schema)"
+                ) from None
         names = list(columns) if columns is not None else [c.name for c in definition.columns]
         with handle:
             for chunk in _read_chunks(handle, table, chunk_rows):
@@ -375,8 +380,11 @@ def _mask(table: pa.Table, where: Mapping[str, Any]) -> pa.ChunkedArray | None:
 
 def _to_csv(table: pa.Table) -> bytes:
     cols = [
-        pa.array([None if b is None else b.hex() for b in c.to_pylist()], pa.string()) if pa.types.is_binary(c.type)
-        else timestamp_text(c, "Z") if pa.types.is_timestamp(c.type) else c
+        pa.array([None if b is None else b.hex() for b in c.to_pylist()], pa.string())
+        if pa.types.is_binary(c.type)
+        else timestamp_text(c, "Z")
+        if pa.types.is_timestamp(c.type)
+        else c
         for c in table.columns
     ]
     sink = pa.BufferOutputStream()
@@ -395,7 +403,10 @@ def _read_chunks(handle: Any, name: str, chunk_rows: int | None) -> Iterator[pa.
         read_options=pacsv.ReadOptions(block_size=block),
         parse_options=pacsv.ParseOptions(newlines_in_values=True),  # data_csv and YAML span lines
         convert_options=pacsv.ConvertOptions(
-            column_types=stored, strings_can_be_null=True, quoted_strings_can_be_null=False, null_values=[""],
+            column_types=stored,
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            null_values=[""],
             include_columns=None,
         ),
     )

@@ -44,7 +44,9 @@ class InventoryStats:
     bytes: int = 0
 
 
-def inventory_stats(catalog: CatalogBackend, root: str | None = None, *, top: int | None = None, chunk_rows: int = 200_000) -> InventoryStats:
+def inventory_stats(
+    catalog: CatalogBackend, root: str | None = None, *, top: int | None = None, chunk_rows: int = 200_000
+) -> InventoryStats:
     """Storage by extension and by simulation, and duplicate groups, for `root` (every root when None).
 
     Files are duplicates when size (> 0) and xxh3-128 agree; paths sharing an inode count once
@@ -69,16 +71,27 @@ def inventory_stats(catalog: CatalogBackend, root: str | None = None, *, top: in
             ext = pc.utf8_lower(pc.struct_field(pc.extract_regex(chunk["path"], _EXTENSION), [0]))
             ext = pc.fill_null(ext, NO_EXTENSION)
             ext_parts.append(pa.table({"ext": ext, "size": chunk["size"]}).group_by("ext").aggregate([("size", "count"), ("size", "sum")]))
-            sim_parts.append(chunk.select(["root", "simulation", "size"]).group_by(["root", "simulation"]).aggregate([("size", "count"), ("size", "sum")]))
+            sim_parts.append(
+                chunk.select(["root", "simulation", "size"])
+                .group_by(["root", "simulation"])
+                .aggregate([("size", "count"), ("size", "sum")])
+            )
             hashed = chunk.filter(pc.and_(pc.is_valid(chunk["xxh3_128"]), pc.greater(chunk["size"], 0)))
             dig_parts.append(hashed.group_by(["size", "xxh3_128", "device", "inode"]).aggregate([("size", "count")]))
     by_ext = _combine(ext_parts, ["ext"], ("size_count", "size_sum"))
     by_sim = _combine(sim_parts, ["root", "simulation"], ("size_count", "size_sum"))
-    ext_frame = pd.DataFrame({"extension": by_ext["ext"], "files": by_ext["size_count"], "bytes": by_ext["size_sum"]}) if by_ext else _empty(["extension", "files", "bytes"])
+    ext_frame = (
+        pd.DataFrame({"extension": by_ext["ext"], "files": by_ext["size_count"], "bytes": by_ext["size_sum"]})
+        if by_ext
+        else _empty(["extension", "files", "bytes"])
+    )
     ext_frame = ext_frame.sort_values(["bytes", "extension"], ascending=[False, True], ignore_index=True)
     sim_frame = (
-        pd.DataFrame({"root": by_sim["root"], "simulation": by_sim["simulation"], "files": by_sim["size_count"], "bytes": by_sim["size_sum"]})
-        if by_sim else _empty(["root", "simulation", "files", "bytes"])
+        pd.DataFrame(
+            {"root": by_sim["root"], "simulation": by_sim["simulation"], "files": by_sim["size_count"], "bytes": by_sim["size_sum"]}
+        )
+        if by_sim
+        else _empty(["root", "simulation", "files", "bytes"])
     )
     groups, totals = _duplicate_groups(dig_parts)
     if top is not None:
@@ -107,15 +120,30 @@ def _combine(parts: list[pa.Table], keys: list[str], sums: tuple[str, ...]) -> d
 
 def _duplicate_groups(parts: list[pa.Table]) -> tuple[pa.Table, dict[str, int]]:
     """Groups of identical files (size, xxh3_128, files, inodes, reclaimable_bytes), most reclaimable first."""
-    empty = pa.table({"size": pa.array([], pa.int64()), "xxh3_128": pa.array([], pa.string()), "files": pa.array([], pa.int64()),
-                      "inodes": pa.array([], pa.int64()), "reclaimable_bytes": pa.array([], pa.int64())})
+    empty = pa.table(
+        {
+            "size": pa.array([], pa.int64()),
+            "xxh3_128": pa.array([], pa.string()),
+            "files": pa.array([], pa.int64()),
+            "inodes": pa.array([], pa.int64()),
+            "reclaimable_bytes": pa.array([], pa.int64()),
+        }
+    )
     if not parts:
         return empty, {"groups": 0, "files": 0, "reclaimable_bytes": 0}
     per_inode = pa.concat_tables(parts).group_by(["size", "xxh3_128", "device", "inode"]).aggregate([("size_count", "sum")])
     grouped = per_inode.group_by(["size", "xxh3_128"]).aggregate([("size_count_sum", "sum"), ("inode", "count")])
     dup = grouped.filter(pc.greater(grouped["size_count_sum_sum"], 1))
     reclaim = pc.multiply(pc.subtract(dup["inode_count"], 1), dup["size"])
-    table = pa.table({"size": dup["size"], "xxh3_128": dup["xxh3_128"], "files": dup["size_count_sum_sum"], "inodes": dup["inode_count"], "reclaimable_bytes": reclaim})
+    table = pa.table(
+        {
+            "size": dup["size"],
+            "xxh3_128": dup["xxh3_128"],
+            "files": dup["size_count_sum_sum"],
+            "inodes": dup["inode_count"],
+            "reclaimable_bytes": reclaim,
+        }
+    )
     table = table.sort_by([("reclaimable_bytes", "descending"), ("size", "descending"), ("xxh3_128", "ascending")])
     totals = {
         "groups": table.num_rows,
@@ -147,7 +175,9 @@ def _with_paths(catalog: CatalogBackend, groups: pa.Table, root: str | None) -> 
 def _empty(columns: list[str]) -> pd.DataFrame:
     import pandas as pd
 
-    return pd.DataFrame({c: pd.Series(dtype="int64" if c in ("files", "bytes", "size", "inodes", "reclaimable_bytes") else "object") for c in columns})
+    return pd.DataFrame(
+        {c: pd.Series(dtype="int64" if c in ("files", "bytes", "size", "inodes", "reclaimable_bytes") else "object") for c in columns}
+    )
 
 
 def storage(catalog: CatalogBackend, root: str | None, by: str = "extension") -> pd.DataFrame:

@@ -28,7 +28,7 @@ from psycopg.pq import TransactionStatus
 from sqlalchemy import Engine, Table, create_engine
 from sqlalchemy.exc import DBAPIError
 
-from ..errors import CatalogError
+from ..errors import CatalogError, MdbatchError
 from . import schema
 from .ops import Delete, Op, Update, Upsert, typed, unique_keys
 from .pgcopy import copy_chunks, pg_types
@@ -92,6 +92,8 @@ class PostgresCatalog(SQLCatalog):
                 conn.invalidate(exc)
             # As SQLAlchemy's own errors: the retry policy and the one-line message apply.
             raise DBAPIError.instance(None, None, exc, psycopg.Error, connection_invalidated=conn.invalidated) from exc
+        except MdbatchError:
+            raise
         except ValueError as exc:  # a value the COPY encoding refuses (an integer out of its column's range)
             raise CatalogError(f"catalog {self.display_url}: {exc}") from exc
 
@@ -174,11 +176,11 @@ class PostgresCatalog(SQLCatalog):
         q = self._q
         rows = rows.sort_by([(k, "ascending") for k in keys])  # probes in index order: cache-friendly
         # Keys are stored with NUL as U+FFFD (see pgcopy): look them up the same way.
-        values = [
-            [v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in rows[k].to_pylist()] for k in keys
-        ]
+        values = [[v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in rows[k].to_pylist()] for k in keys]
         if all(pa.types.is_string(rows.schema.field(k).type) for k in keys) and not any(
-            not v or _SEP in v for column in values for v in column  # string_to_array drops empty strings
+            not v or _SEP in v
+            for column in values
+            for v in column  # string_to_array drops empty strings
         ):
             # One text parameter per key column, split by the server: no per-element work in Python.
             unnest = ", ".join("string_to_array(%s, E'\\x1f')" for _ in keys)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -158,7 +158,11 @@ def diff_runs(catalog: CatalogBackend, a: str | None = None, b: str | None = Non
 
 
 def systems(
-    catalog: CatalogBackend, status: str | None = None, simulation_type: str | None = None, *, root: str | None = None,
+    catalog: CatalogBackend,
+    status: str | None = None,
+    simulation_type: str | None = None,
+    *,
+    root: str | None = None,
     columns: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Simulations (RUN_DATABASE rows), optionally of one status, one simulation type, under one root."""
@@ -196,7 +200,7 @@ def prune_removed(catalog: CatalogBackend, root: str | None = None, older_than_d
     (simulations, inventory rows) deleted."""
     if schema.SIMULATIONS.name not in catalog.tables():
         return 0, 0
-    cutoff = pa.scalar(datetime.now(timezone.utc) - timedelta(days=older_than_days), pa.timestamp("us", tz="UTC"))
+    cutoff = pa.scalar(datetime.now(UTC) - timedelta(days=older_than_days), pa.timestamp("us", tz="UTC"))
     where = {"root": root} if root is not None else {}
     gone: list[pa.Table] = []
     for chunk in catalog.iter_rows(schema.SIMULATIONS.name, where, ["root", "simulation", "removed_run", "removed_at"]):

@@ -26,7 +26,6 @@ from sqlalchemy import (
 )
 
 from ..errors import InvalidNameError, UsageError
-
 from ..naming import is_valid_name
 
 #: Version 2: `ANALYSIS_<name>.data_csv_bytes`, `MDBATCH_FILES.facts`; user-derived strings are unbounded TEXT.
@@ -258,9 +257,9 @@ def item_kind(table_name: str) -> str | None:
     """'analysis' for `ANALYSIS_<name>`, 'artifact' for `ARTIFACT_<name>`, else None."""
     if table_name == OVERVIEW_TABLE:
         return None
-    if table_name.startswith(ANALYSIS_PREFIX) and is_valid_name(table_name[len(ANALYSIS_PREFIX):]):
+    if table_name.startswith(ANALYSIS_PREFIX) and is_valid_name(table_name[len(ANALYSIS_PREFIX) :]):
         return "analysis"
-    if table_name.startswith(ARTIFACT_PREFIX) and is_valid_name(table_name[len(ARTIFACT_PREFIX):]):
+    if table_name.startswith(ARTIFACT_PREFIX) and is_valid_name(table_name[len(ARTIFACT_PREFIX) :]):
         return "artifact"
     return None
 
@@ -280,12 +279,12 @@ def table_for(name: str) -> Table:
         return _FIXED[name]
     kind = item_kind(name)
     if kind == "analysis":
-        return analysis_table(name[len(ANALYSIS_PREFIX):])
+        return analysis_table(name[len(ANALYSIS_PREFIX) :])
     if kind == "artifact":
-        return artifact_table(name[len(ARTIFACT_PREFIX):])
+        return artifact_table(name[len(ARTIFACT_PREFIX) :])
     for prefix in (ANALYSIS_PREFIX, ARTIFACT_PREFIX):
         if name.startswith(prefix):
-            raise InvalidNameError(name[len(prefix):])
+            raise InvalidNameError(name[len(prefix) :])
     raise UsageError(f"{name!r} is not a catalog table (RUN_DATABASE, ANALYSIS_OVERVIEW, ANALYSIS_<name>, ARTIFACT_<name>, MDBATCH_*)")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -100,12 +100,15 @@ class SQLCatalog(CatalogBackend):
                     conn.execute(schema.SCHEMA_INFO.insert().values(key="schema_version", value=str(schema.SCHEMA_VERSION)))
                 elif int(version) > schema.SCHEMA_VERSION:
                     raise CatalogError(
-                        f"catalog {self.display_url} has schema version {version}, newer than this mdbatch ({schema.SCHEMA_VERSION}); upgrade mdbatch"
+                        f"catalog {self.display_url} has schema version {version}, "
+                        f"newer than this mdbatch ({schema.SCHEMA_VERSION}); upgrade mdbatch"
                     )
                 elif int(version) < schema.SCHEMA_VERSION:
                     self._migrate(conn, int(version))
                     conn.execute(
-                        schema.SCHEMA_INFO.update().where(schema.SCHEMA_INFO.c.key == "schema_version").values(value=str(schema.SCHEMA_VERSION))
+                        schema.SCHEMA_INFO.update()
+                        .where(schema.SCHEMA_INFO.c.key == "schema_version")
+                        .values(value=str(schema.SCHEMA_VERSION))
                     )
 
         self._retry(run)
@@ -138,11 +141,14 @@ class SQLCatalog(CatalogBackend):
                         continue
                     wanted = schema.table_for(name)
                     for column in insp.get_columns(name):
-                        if column["name"] in wanted.c and isinstance(wanted.c[column["name"]].type, Text) and not isinstance(column["type"], Text):
+                        if (
+                            column["name"] in wanted.c
+                            and isinstance(wanted.c[column["name"]].type, Text)
+                            and not isinstance(column["type"], Text)
+                        ):
                             conn.exec_driver_sql(f"ALTER TABLE {self._q(name)} ALTER COLUMN {self._q(column['name'])} TYPE TEXT")
         if version < 3:  # run history tables are created with the fixed tables; the cache gains a version
-            if "cache_version" not in {c["name"] for c in inspect(conn).get_columns(schema.FILES.name)}:
-                conn.exec_driver_sql(f"ALTER TABLE {self._q(schema.FILES.name)} ADD COLUMN cache_version INTEGER")
+            self._add_columns(conn, schema.FILES, ["cache_version"])
         if version < 4:  # simulations gain the fingerprint of their recorded inventory (NULL: scan them)
             self._add_columns(conn, schema.SIMULATIONS, ["fingerprint"])
         if version < 5:  # runs gain pid and heartbeat; removed simulations are marked, not deleted
@@ -249,7 +255,9 @@ class SQLCatalog(CatalogBackend):
     ) -> Iterator[pa.Table]:
         definition = schema.table_for(table)
         if not self._exists(table):
-            raise CatalogError(f"catalog {self.display_url} has no table {table} (nothing pushed there yet; `mdbatch init-db` creates the schema)")
+            raise CatalogError(
+                f"catalog {self.display_url} has no table {table} (nothing pushed there yet; `mdbatch init-db` creates the schema)"
+            )
         names = list(columns) if columns is not None else [c.name for c in definition.columns]
         arrow = schema.arrow_schema(definition, names)
         keys = [definition.c[k] for k in schema.key_columns(definition)] or list(definition.primary_key.columns)
@@ -395,6 +403,5 @@ def _utc(value: Any) -> Any:
 
         return parse_ts(value)
     if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
+        return value.replace(tzinfo=UTC)
     return value
-

@@ -137,7 +137,9 @@ class SQLiteCatalog(SQLCatalog):
                 if rows.num_rows == 0:
                     counts.append(0)
                     continue
-                sql = self._upsert_sql(table, type(op)(op.table, rows, op.on_conflict, op.keep, op.keep_if_same), f"VALUES ({self._p(rows.num_columns)})")
+                sql = self._upsert_sql(
+                    table, type(op)(op.table, rows, op.on_conflict, op.keep, op.keep_if_same), f"VALUES ({self._p(rows.num_columns)})"
+                )
                 cur.executemany(sql, _tuples(rows))
                 written = max(cur.rowcount, 0)
                 self._check_written(op, written, rows.num_rows)

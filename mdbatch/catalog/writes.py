@@ -9,8 +9,7 @@ backends' business.
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,7 +19,6 @@ from ..hashcache import HASH_CACHE_VERSION
 from ..naming import is_valid_name
 from . import schema
 from .ops import Delete, Op, Upsert, parse_ts, rows_table, typed
-
 
 #: Transit column of analysis rows between a push's two passes: the parquet's size (never stored).
 PARQUET_BYTES = "_parquet_bytes"
@@ -32,72 +30,102 @@ def logical_rows(batch: BatchResult, *, with_sizes: bool = False) -> dict[str, p
     `directory` is the simulation's absolute path in every table; `data_path` the parquet's. Items
     whose name cannot be a table name appear in the overview only (status ``invalid``). Analysis
     rows carry no `data_csv` (the push serializes it later); `with_sizes` adds the parquet's size.
+    Built column by column in Arrow: no per-row Python objects.
     """
-    now = datetime.now(timezone.utc)
-    systems = batch.systems.to_pydict()
-    analyses = batch.analyses.to_pydict()
-    artifacts = batch.artifacts.to_pydict()
-    where = dict(zip(systems["simulation"], systems["directory"], strict=True))
     out: dict[str, pa.Table] = {}
-    run_rows = [
-        {"hash": h, "engine": e, "parametrization": p, "simulation_type": t, "input_data": i, "input_data_type": it,
-         "directory": d, "status": s, "timestamp_utc": parse_ts(ts)}
-        for h, e, p, t, i, it, d, s, ts in zip(
-            systems["hash"], systems["engine"], systems["parametrization"], systems["simulation_type"], systems["input_data"],
-            systems["input_data_type"], systems["directory"], systems["status"], systems["scanned_at"], strict=True,
-        )
-    ]
-    if run_rows:
-        out[schema.RUN_TABLE] = rows_table(schema.RUN_DATABASE, run_rows)
-    overview = [
-        {"hash": h, "item_type": "analysis", "item_name": n, "simulation_type": t, "directory": where.get(d, d), "status": s,
-         "row_count": r, "file_count": 1, "updated_at": parse_ts(u)}
-        for h, n, t, d, s, r, u in zip(
-            analyses["hash"], analyses["name"], analyses["simulation_type"], analyses["simulation"], analyses["status"],
-            analyses["file_rows"], analyses["updated_at"], strict=True,
-        )
-    ] + [
-        {"hash": h, "item_type": "artifact", "item_name": n, "simulation_type": t, "directory": where.get(d, d), "status": s,
-         "row_count": None, "file_count": c, "updated_at": parse_ts(u)}
-        for h, n, t, d, s, c, u in zip(
-            artifacts["hash"], artifacts["name"], artifacts["simulation_type"], artifacts["simulation"], artifacts["status"],
-            artifacts["file_count"], artifacts["updated_at"], strict=True,
-        )
-    ]
-    if overview:
-        out[schema.OVERVIEW_TABLE] = rows_table(schema.ANALYSIS_OVERVIEW, overview)
-    per_analysis: dict[str, list[dict[str, Any]]] = {}
-    sizes: dict[str, list[int | None]] = {}
-    for h, d, t, n, r, c, fn, st, size in zip(
-        analyses["hash"], analyses["simulation"], analyses["simulation_type"], analyses["name"], analyses["file_rows"],
-        analyses["columns"], analyses["filename"], analyses["status"], analyses["file_size"], strict=True,
-    ):
-        if is_valid_name(n) and (not with_sizes or st in ("ok", "mismatch")):
-            path = where.get(d, d)
-            per_analysis.setdefault(n, []).append(
-                {"hash": h, "directory": path, "simulation_type": t, "row_count": r, "columns": c,
-                 "data_path": f"{path}/.analysis/{fn}", "timestamp_utc": now}
-            )
-            sizes.setdefault(n, []).append(size)
-    for name, rows in sorted(per_analysis.items()):
+    systems, analyses, artifacts = batch.systems, batch.analyses, batch.artifacts
+    if systems.num_rows:
+        columns = ["hash", "engine", "parametrization", "simulation_type", "input_data", "input_data_type", "directory", "status"]
+        run = systems.select(columns).append_column("timestamp_utc", pc.cast(systems["scanned_at"], _TIMESTAMP))
+        out[schema.RUN_TABLE] = typed(schema.RUN_DATABASE, run)
+    overview = _overview(systems, analyses, artifacts)
+    if overview.num_rows:
+        out[schema.OVERVIEW_TABLE] = overview
+    now = pa.scalar(datetime.now(UTC), _TIMESTAMP)
+    for name, rows in _per_item(analyses, with_sizes):
+        directory = _directories(systems, rows["simulation"])
+        data_path = pc.binary_join_element_wise(directory, "/.analysis/", rows["filename"], "")
         table = schema.analysis_table(name)
-        typed_rows = rows_table(table, rows)
-        if with_sizes:
-            typed_rows = typed_rows.append_column(PARQUET_BYTES, pa.array(sizes[name], pa.int64()))
-        out[table.name] = typed_rows
-    per_artifact: dict[str, list[dict[str, Any]]] = {}
-    for h, d, t, n, c, f, sums in zip(
-        artifacts["hash"], artifacts["simulation"], artifacts["simulation_type"], artifacts["name"], artifacts["file_count"],
-        artifacts["files"], artifacts["checksums"], strict=True,
-    ):
-        if is_valid_name(n):
-            per_artifact.setdefault(n, []).append(
-                {"hash": h, "directory": where.get(d, d), "simulation_type": t, "file_count": c, "files": f, "checksums": sums, "timestamp_utc": now}
-            )
-    for name, rows in sorted(per_artifact.items()):
+        items = pa.table(
+            {
+                "hash": rows["hash"],
+                "directory": directory,
+                "simulation_type": rows["simulation_type"],
+                "row_count": rows["file_rows"],
+                "columns": rows["columns"],
+                "data_path": data_path,
+                "timestamp_utc": pa.repeat(now, rows.num_rows),
+            }
+        )
+        items = typed(table, items)
+        out[table.name] = items.append_column(PARQUET_BYTES, rows["file_size"]) if with_sizes else items
+    for name, rows in _per_item(artifacts, False):
         table = schema.artifact_table(name)
-        out[table.name] = rows_table(table, rows)
+        items = pa.table(
+            {
+                "hash": rows["hash"],
+                "directory": _directories(systems, rows["simulation"]),
+                "simulation_type": rows["simulation_type"],
+                "file_count": rows["file_count"],
+                "files": rows["files"],
+                "checksums": rows["checksums"],
+                "timestamp_utc": pa.repeat(now, rows.num_rows),
+            }
+        )
+        out[table.name] = typed(table, items)
     return out
+
+
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+def _directories(systems: pa.Table, simulations: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """The absolute directory of each of `simulations` (relative paths), from the batch's systems
+    (a simulation the batch does not hold keeps its relative path)."""
+    where = pc.index_in(simulations, value_set=systems["simulation"].combine_chunks())
+    found = pc.take(systems["directory"].combine_chunks(), pc.fill_null(where, 0)) if systems.num_rows else simulations
+    return pc.if_else(pc.is_valid(where), found, simulations)
+
+
+def _overview(systems: pa.Table, analyses: pa.Table, artifacts: pa.Table) -> pa.Table:
+    """ANALYSIS_OVERVIEW rows: one per registered analysis and artifact, with its status."""
+    parts = []
+    for kind, items in (("analysis", analyses), ("artifact", artifacts)):
+        if not items.num_rows:
+            continue
+        n = items.num_rows
+        counts = items["file_count"] if kind == "artifact" else pa.repeat(pa.scalar(1, pa.int64()), n)
+        rows = items["file_rows"] if kind == "analysis" else pa.nulls(n, pa.int64())
+        updated = pa.array([parse_ts(u) for u in items["updated_at"].to_pylist()], _TIMESTAMP)
+        parts.append(
+            pa.table(
+                {
+                    "hash": items["hash"],
+                    "item_type": pa.repeat(pa.scalar(kind), n),
+                    "item_name": items["name"],
+                    "simulation_type": items["simulation_type"],
+                    "directory": _directories(systems, items["simulation"]),
+                    "status": items["status"],
+                    "row_count": rows,
+                    "file_count": counts,
+                    "updated_at": updated,
+                }
+            )
+        )
+    if not parts:
+        return schema.arrow_schema(schema.ANALYSIS_OVERVIEW).empty_table()
+    return typed(schema.ANALYSIS_OVERVIEW, pa.concat_tables([typed(schema.ANALYSIS_OVERVIEW, p) for p in parts]))
+
+
+def _per_item(items: pa.Table, with_sizes: bool) -> list[tuple[str, pa.Table]]:
+    """The rows of each item name that can be a table name, sorted by name (with sizes: only analyses
+    whose parquet could be read, the ones a push serializes)."""
+    if not items.num_rows:
+        return []
+    if with_sizes:
+        items = items.filter(pc.is_in(items["status"], value_set=pa.array(["ok", "mismatch"])))
+    names = sorted(n for n in set(items["name"].to_pylist()) if is_valid_name(n))
+    return [(name, items.filter(pc.equal(items["name"], name))) for name in names]
 
 
 def batch_ops(run_id: str, root: str, batch: BatchResult, keep_inventory: frozenset[str] | set[str] = frozenset()) -> list[Op]:
@@ -137,7 +165,9 @@ def _without_simulations(batch: BatchResult, simulations: frozenset[str] | set[s
     return dataclasses.replace(batch, systems=drop(batch.systems), analyses=drop(batch.analyses), artifacts=drop(batch.artifacts))
 
 
-def _inventory_ops(run_id: str, root: str, batch: BatchResult, simulations: list[str], keep: frozenset[str] | set[str] = frozenset()) -> list[Op]:
+def _inventory_ops(
+    run_id: str, root: str, batch: BatchResult, simulations: list[str], keep: frozenset[str] | set[str] = frozenset()
+) -> list[Op]:
     """Replace the inventory of every simulation in the batch (except those in `keep`, whose
     recorded inventory is already identical); record the scan and its findings."""
     ops: list[Op] = []
@@ -165,14 +195,37 @@ def _inventory_ops(run_id: str, root: str, batch: BatchResult, simulations: list
 
 
 def run_row(
-    run_id: str, command: str, root: str | None, *, status: str = "running", started_at: datetime | None = None,
-    arguments: str = "{}", host: str = "", pid: int | None = None, job: str | None = None, version: str = "", catalog: str = "",
-    heartbeat_at: datetime | None = None, ended_at: datetime | None = None, summary: str | None = None,
+    run_id: str,
+    command: str,
+    root: str | None,
+    *,
+    status: str = "running",
+    started_at: datetime | None = None,
+    arguments: str = "{}",
+    host: str = "",
+    pid: int | None = None,
+    job: str | None = None,
+    version: str = "",
+    catalog: str = "",
+    heartbeat_at: datetime | None = None,
+    ended_at: datetime | None = None,
+    summary: str | None = None,
 ) -> Upsert:
     """The operation recording one run's row in MDBATCH_RUNS (`arguments` and `summary` as JSON text)."""
     row = {
-        "run_id": run_id, "command": command, "root": root, "arguments": arguments, "host": host, "version": version,
-        "catalog": catalog, "started_at": started_at or datetime.now(timezone.utc), "ended_at": ended_at, "status": status,
-        "summary": summary, "pid": pid, "heartbeat_at": heartbeat_at, "job": job,
+        "run_id": run_id,
+        "command": command,
+        "root": root,
+        "arguments": arguments,
+        "host": host,
+        "version": version,
+        "catalog": catalog,
+        "started_at": started_at or datetime.now(UTC),
+        "ended_at": ended_at,
+        "status": status,
+        "summary": summary,
+        "pid": pid,
+        "heartbeat_at": heartbeat_at,
+        "job": job,
     }
     return Upsert(schema.RUNS.name, rows_table(schema.RUNS, [row]))

@@ -15,9 +15,9 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from ..version import __version__
 from ..errors import MdbatchError
 from ..lifecycle import STOP
+from ..version import __version__
 from . import audit as _audit
 from . import dedupe as _dedupe
 from . import report as _report

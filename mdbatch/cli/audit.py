@@ -27,11 +27,31 @@ def register(sub: Any) -> None:
     a.add_argument("--quiet", action="store_true", help="no progress and no human summary")
     a.add_argument("--report", metavar="REPORT.html", help="write the HTML report of this audit at the end (see `mdbatch report`)")
     a.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted audit of the same root ('last' for the latest)")
-    a.add_argument("--verify", choices=("cache", "full"), default="cache", help="'full' re-reads every file and reports bytes that changed while the stat did not (default: trust the hash cache)")
-    a.add_argument("--walk-threads", type=positive, default=1, help="directory listings in flight during discovery (raise on parallel filesystems; default 1)")
-    a.add_argument("--io-concurrency", type=positive, default=1, help="files each worker reads at once (threads; 2-4 help on cold or high-latency storage; default 1)")
-    a.add_argument("--max-removed", type=fraction, default=MAX_REMOVED, metavar="FRACTION",
-                   help=f"refuse to record more than this share of the simulations the catalog records as removed (default {MAX_REMOVED})")
+    a.add_argument(
+        "--verify",
+        choices=("cache", "full"),
+        default="cache",
+        help="'full' re-reads every file and reports bytes that changed while the stat did not (default: trust the hash cache)",
+    )
+    a.add_argument(
+        "--walk-threads",
+        type=positive,
+        default=1,
+        help="directory listings in flight during discovery (raise on parallel filesystems; default 1)",
+    )
+    a.add_argument(
+        "--io-concurrency",
+        type=positive,
+        default=1,
+        help="files each worker reads at once (threads; 2-4 help on cold or high-latency storage; default 1)",
+    )
+    a.add_argument(
+        "--max-removed",
+        type=fraction,
+        default=MAX_REMOVED,
+        metavar="FRACTION",
+        help=f"refuse to record more than this share of the simulations the catalog records as removed (default {MAX_REMOVED})",
+    )
     a.add_argument("--allow-removals", action="store_true", help="record removals whatever their share (also an empty root)")
     add_cluster_args(a)
     a.set_defaults(func=_cmd_audit)
@@ -75,7 +95,10 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(describe(info))
     if result.summary["outcome"] == "interrupted":
-        print(f"error: interrupted; completed batches are saved. Continue with: mdbatch audit {args.root} --resume {result.run_id}", file=sys.stderr)
+        print(
+            f"error: interrupted; completed batches are saved. Continue with: mdbatch audit {args.root} --resume {result.run_id}",
+            file=sys.stderr,
+        )
     return result.exit_code
 
 
@@ -128,7 +151,8 @@ def render_summary(summary: dict[str, Any], findings: list[dict[str, Any]] | Non
     if cache and cache.get("hits"):
         line = f"  hash cache: {cache['hits']} unchanged files not read again, {cache['files_read']} read"
         if cache.get("simulations_kept") or cache.get("simulations_rescanned"):
-            line += f"; {cache.get('simulations_kept', 0)} simulations unchanged (fingerprint), {cache.get('simulations_rescanned', 0)} rescanned"
+            kept, rescanned = cache.get("simulations_kept", 0), cache.get("simulations_rescanned", 0)
+            line += f"; {kept} simulations unchanged (fingerprint), {rescanned} rescanned"
         lines.append(line)
     lines.append(f"  catalog: {summary['catalog']}")
     return "\n".join(lines)
@@ -138,8 +162,14 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from ..generate import generate_campaign
 
     res = generate_campaign(
-        args.dest, args.sims, seed=args.seed, faults=args.faults, profile=args.profile, traj_mb=args.traj_mb,
-        nested=args.nested, hostile=args.hostile,
+        args.dest,
+        args.sims,
+        seed=args.seed,
+        faults=args.faults,
+        profile=args.profile,
+        traj_mb=args.traj_mb,
+        nested=args.nested,
+        hostile=args.hostile,
     )
     print(f"generated {len(res.simulations)} simulations, {res.files} files, {human_bytes(res.bytes)} in {res.dest}")
     if args.faults:
@@ -171,6 +201,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print("every file was hashed (xxh3-128), and the results were bulk-written to the catalog.")
     print("The findings above are the faults the demo injected on purpose.")
     if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///"):]
+        path = url[len("sqlite:///") :]
         print(f"Look inside:  sqlite3 {path} 'SELECT kind, COUNT(*) FROM MDBATCH_FINDINGS GROUP BY kind'")
     return 0

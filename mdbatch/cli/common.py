@@ -38,13 +38,25 @@ def fraction(value: str) -> float:
 def add_cluster_args(p: argparse.ArgumentParser) -> None:
     """The cluster options every fan-out command shares (audit, push, dedupe)."""
     g = p.add_argument_group("cluster")
-    g.add_argument("--cluster", choices=("local", "slurm"), default="local", help="local processes (default) or Slurm jobs via dask-jobqueue")
-    g.add_argument("--workers", type=positive, help="worker processes for the local cluster (default: one per core, fewer for small campaigns)")
+    g.add_argument(
+        "--cluster", choices=("local", "slurm"), default="local", help="local processes (default) or Slurm jobs via dask-jobqueue"
+    )
+    g.add_argument(
+        "--workers", type=positive, help="worker processes for the local cluster (default: one per core, fewer for small campaigns)"
+    )
     target = g.add_mutually_exclusive_group()
     target.add_argument("--scheduler", metavar="ADDRESS", help="use a running Dask scheduler (tcp://host:port)")
-    target.add_argument("--scheduler-file", metavar="PATH", help="use the scheduler described by a Dask scheduler file (e.g. one started with srun)")
+    target.add_argument(
+        "--scheduler-file", metavar="PATH", help="use the scheduler described by a Dask scheduler file (e.g. one started with srun)"
+    )
     dash = g.add_mutually_exclusive_group()
-    dash.add_argument("--dashboard", dest="dashboard", action="store_true", default=None, help="always start the Dask dashboard (default: only for campaigns over 10,000 simulations)")
+    dash.add_argument(
+        "--dashboard",
+        dest="dashboard",
+        action="store_true",
+        default=None,
+        help="always start the Dask dashboard (default: only for campaigns over 10,000 simulations)",
+    )
     dash.add_argument("--no-dashboard", dest="dashboard", action="store_false", help="never start the Dask dashboard")
     g.add_argument("--performance-report", metavar="PATH", help="save Dask's HTML performance report of the run")
     s = p.add_argument_group("slurm (with --cluster slurm; defaults from the jobqueue YAML)")
@@ -58,7 +70,13 @@ def add_cluster_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--walltime", help="walltime per job, e.g. 01:00:00")
     s.add_argument("--partition", help="Slurm partition (queue)")
     s.add_argument("--account", help="Slurm account")
-    s.add_argument("--job-extra", action="append", default=[], metavar="DIRECTIVE", help="extra #SBATCH directive, e.g. --job-extra='--qos=normal' (repeatable)")
+    s.add_argument(
+        "--job-extra",
+        action="append",
+        default=[],
+        metavar="DIRECTIVE",
+        help="extra #SBATCH directive, e.g. --job-extra='--qos=normal' (repeatable)",
+    )
     s.add_argument("--interface", help="network interface workers and scheduler use (e.g. ib0, lo)")
     s.add_argument("--jobqueue-config", metavar="YAML", help="jobqueue-style YAML with Slurm defaults (default: $MDBATCH_JOBQUEUE_CONFIG)")
 
@@ -72,11 +90,24 @@ def cluster_options(args: argparse.Namespace) -> Any:
     if args.max_jobs is not None and args.min_jobs is None:
         args.min_jobs = 1
     return ClusterOptions(
-        kind=args.cluster, workers=args.workers, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
-        dashboard=args.dashboard, jobs=args.jobs, min_jobs=args.min_jobs, max_jobs=args.max_jobs, cores=args.cores,
-        processes=args.processes, memory=args.memory, walltime=args.walltime, partition=args.partition,
-        account=args.account, job_extra=tuple(args.job_extra), interface=args.interface,
-        jobqueue_config=args.jobqueue_config, performance_report=args.performance_report,
+        kind=args.cluster,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        scheduler_file=args.scheduler_file,
+        dashboard=args.dashboard,
+        jobs=args.jobs,
+        min_jobs=args.min_jobs,
+        max_jobs=args.max_jobs,
+        cores=args.cores,
+        processes=args.processes,
+        memory=args.memory,
+        walltime=args.walltime,
+        partition=args.partition,
+        account=args.account,
+        job_extra=tuple(args.job_extra),
+        interface=args.interface,
+        jobqueue_config=args.jobqueue_config,
+        performance_report=args.performance_report,
     )
 
 

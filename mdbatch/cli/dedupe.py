@@ -30,27 +30,51 @@ def register(sub: Any) -> None:
     d.add_argument("--db", help="catalog URL: reuse the audit's digests and record this run (e.g. sqlite:///mdbatch.db)")
     d.add_argument("--groups", metavar="GROUPS.jsonl", help="write every group as one JSON line {digest, size, paths} ('-' for stdout)")
     d.add_argument("--json", metavar="SUMMARY.json", help="write the run summary as JSON ('-' for stdout)")
-    d.add_argument("--min-size", type=byte_size, default=1, metavar="BYTES", help="ignore files smaller than this (empty files are always ignored)")
-    d.add_argument("--status", metavar="STATUS,...", help="simulation statuses whose files may be modified (default: completed; 'all' for every status)")
+    d.add_argument(
+        "--min-size", type=byte_size, default=1, metavar="BYTES", help="ignore files smaller than this (empty files are always ignored)"
+    )
+    d.add_argument(
+        "--status",
+        metavar="STATUS,...",
+        help="simulation statuses whose files may be modified (default: completed; 'all' for every status)",
+    )
     action = d.add_mutually_exclusive_group()
     action.add_argument("--apply", action="store_true", help="replace duplicates by links to one kept copy")
-    action.add_argument("--store", metavar="DIR", help="move one copy of each group into the content-addressed store DIR and link every copy to it")
-    d.add_argument("--link", choices=("hardlink", "reflink", "symlink"), default="hardlink", help="link kind (default hardlink; reflink falls back to hardlink where unsupported)")
+    action.add_argument(
+        "--store", metavar="DIR", help="move one copy of each group into the content-addressed store DIR and link every copy to it"
+    )
+    d.add_argument(
+        "--link",
+        choices=("hardlink", "reflink", "symlink"),
+        default="hardlink",
+        help="link kind (default hardlink; reflink falls back to hardlink where unsupported)",
+    )
     d.add_argument("--dry-run", action="store_true", help="print what --apply/--store would do; change nothing")
-    d.add_argument("--writable", action="store_true", help="leave linked files writable (default: read-only, since a write through one hardlink changes every copy)")
+    d.add_argument(
+        "--writable",
+        action="store_true",
+        help="leave linked files writable (default: read-only, since a write through one hardlink changes every copy)",
+    )
     d.add_argument("--recover", metavar="JOURNAL", help="finish or roll back the interrupted apply recorded in JOURNAL, then exit")
     d.add_argument("--local", action="store_true", help="run every stage in this process (no Dask cluster)")
     d.add_argument("--io-threads", type=positive, default=1, help="reads in flight per task (raise for cold or network storage)")
-    d.add_argument("--link-threads", type=positive, default=None, help="threads replacing paths by links (default: 1 where a link is fast, 4 where it is slow, measured on the first chunk)")
+    d.add_argument(
+        "--link-threads",
+        type=positive,
+        default=None,
+        help="threads replacing paths by links (default: 1 where a link is fast, 4 where it is slow, measured on the first chunk)",
+    )
     d.add_argument("--quiet", action="store_true", help="no progress and no human summary")
     add_cluster_args(d)
     d.set_defaults(func=_cmd_dedupe)
 
     s = sub.add_parser("store", help="content-addressed store: stats, verify, gc")
     ssub = s.add_subparsers(dest="store_command", required=True, parser_class=Parser)
-    for name, helptext in (("stats", "objects, references, bytes saved and the dedup ratio"),
-                           ("verify", "re-hash every object and report corrupt ones (exit 1)"),
-                           ("gc", "find objects no campaign path references any more; delete them with --delete")):
+    for name, helptext in (
+        ("stats", "objects, references, bytes saved and the dedup ratio"),
+        ("verify", "re-hash every object and report corrupt ones (exit 1)"),
+        ("gc", "find objects no campaign path references any more; delete them with --delete"),
+    ):
         p = ssub.add_parser(name, help=helptext)
         p.add_argument("store", help="store directory")
         p.add_argument("--json", metavar="PATH", help="write the result as JSON ('-' for stdout)")
@@ -74,8 +98,10 @@ def _cmd_dedupe(args: argparse.Namespace) -> int:
         payload = report.to_dict()
         write_json(args.json, payload)
         if not args.quiet:
-            print(f"recovered {report.journal}: {report.actions} actions, {report.completed} links kept, "
-                  f"{report.rolled_back} rolled back, {report.temps_removed} temporaries removed, {report.modes_restored} modes restored")
+            print(
+                f"recovered {report.journal}: {report.actions} actions, {report.completed} links kept, "
+                f"{report.rolled_back} rolled back, {report.temps_removed} temporaries removed, {report.modes_restored} modes restored"
+            )
             for a in report.anomalies:
                 print(f"  left alone: {a['path']}: {a['problem']}")
         return 1 if report.anomalies else 0
@@ -129,10 +155,14 @@ def render(summary: dict[str, Any], planned: list[dict[str, str]], limit: int = 
     applied = summary.get("apply")
     if applied:
         verb = "would link" if applied["dry_run"] else "linked"
-        lines.append(f"  {verb} {applied['links']} paths ({applied['link']}), {human_bytes(applied['bytes_reclaimed'])} reclaimed"
-                     + (f" in {applied['elapsed_s']:.1f}s" if not applied["dry_run"] else ""))
+        lines.append(
+            f"  {verb} {applied['links']} paths ({applied['link']}), {human_bytes(applied['bytes_reclaimed'])} reclaimed"
+            + (f" in {applied['elapsed_s']:.1f}s" if not applied["dry_run"] else "")
+        )
         if applied["ineligible_paths"]:
-            lines.append(f"  {applied['ineligible_paths']} paths left alone: their simulation status is not in {summary['modify_statuses']}")
+            lines.append(
+                f"  {applied['ineligible_paths']} paths left alone: their simulation status is not in {summary['modify_statuses']}"
+            )
         for skip in applied["skipped"][:10]:
             lines.append(f"  skipped {skip['digest']} ({skip['reason']}): {', '.join(skip['paths'][:3])}")
         for message in applied["messages"]:
@@ -141,7 +171,10 @@ def render(summary: dict[str, Any], planned: list[dict[str, str]], limit: int = 
             lines.append(f"  journal: {applied['journal']}")
     recovery = summary.get("recovery")
     if recovery:
-        lines.append(f"  recovered {len(recovery['journals'])} interrupted apply journal(s): {recovery['completed']} links kept, {recovery['rolled_back']} rolled back")
+        lines.append(
+            f"  recovered {len(recovery['journals'])} interrupted apply journal(s): "
+            f"{recovery['completed']} links kept, {recovery['rolled_back']} rolled back"
+        )
     return "\n".join(lines)
 
 
@@ -154,15 +187,20 @@ def _cmd_store(args: argparse.Namespace) -> int:
         write_json(args.json, result)
         if args.json != "-":
             ratio = result["dedup_ratio"]
-            print(f"{result['objects']} objects, {human_bytes(result['stored_bytes'])} stored; {result['references']} live references "
-                  f"({human_bytes(result['logical_bytes'])} logical); saved {human_bytes(result['bytes_saved'])}"
-                  f"{f', dedup ratio {ratio:.2f}' if ratio else ''}; {result['orphans']} orphans ({human_bytes(result['orphan_bytes'])})")
+            print(
+                f"{result['objects']} objects, {human_bytes(result['stored_bytes'])} stored; {result['references']} live references "
+                f"({human_bytes(result['logical_bytes'])} logical); saved {human_bytes(result['bytes_saved'])}"
+                f"{f', dedup ratio {ratio:.2f}' if ratio else ''}; {result['orphans']} orphans ({human_bytes(result['orphan_bytes'])})"
+            )
         return 0
     if args.store_command == "verify":
         result = store.verify()
         write_json(args.json, result)
         if args.json != "-":
-            print(f"verified {result['objects']} objects ({human_bytes(result['bytes'])}) in {result['elapsed_s']:.1f}s: {result['corrupt']} corrupt")
+            print(
+                f"verified {result['objects']} objects ({human_bytes(result['bytes'])}) in {result['elapsed_s']:.1f}s: "
+                f"{result['corrupt']} corrupt"
+            )
             for bad in result["corrupt_objects"][:20]:
                 print(f"  {bad['object']}: {bad['problem']}")
         return 1 if result["corrupt"] else 0

@@ -30,5 +30,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def describe(info: Any) -> str:
     """One line saying what a report holds and where it went."""
-    return (f"wrote {info.path} ({human_bytes(info.bytes)}): run {info.run_id} of {info.root}, "
-            f"{info.simulations:,} simulations, {info.findings:,} findings")
+    return (
+        f"wrote {info.path} ({human_bytes(info.bytes)}): run {info.run_id} of {info.root}, "
+        f"{info.simulations:,} simulations, {info.findings:,} findings"
+    )

@@ -14,7 +14,11 @@ def register(sub: Any) -> None:
     """Add the `runs` subcommand family."""
     p = sub.add_parser("runs", help="run history: list runs, show one, diff two, prune removed simulations")
     runs = p.add_subparsers(dest="runs_command", required=True, parser_class=type(p))
-    for name, helptext in (("list", "every recorded run, oldest first"), ("show", "one run's summary and stage snapshots"), ("diff", "what changed between two audits of a root")):
+    for name, helptext in (
+        ("list", "every recorded run, oldest first"),
+        ("show", "one run's summary and stage snapshots"),
+        ("diff", "what changed between two audits of a root"),
+    ):
         q = runs.add_parser(name, help=helptext)
         q.add_argument("--db", help="catalog URL (default: $MDBATCH_DB, else sqlite:///mdbatch.db)")
         q.add_argument("--output", metavar="FILE", help="write .csv or .json (JSON lines) instead of a table")
@@ -30,14 +34,19 @@ def register(sub: Any) -> None:
     q = runs.add_parser("prune", help="delete the rows kept for simulations removed long ago (their hash cache)")
     q.add_argument("--db", help="catalog URL (default: $MDBATCH_DB, else sqlite:///mdbatch.db)")
     q.add_argument("--root", help="only simulations of this campaign root")
-    q.add_argument("--older-than", type=float, default=30.0, metavar="DAYS",
-                   help="prune simulations removed at least this many days ago (default 30; 0: every removed one)")
+    q.add_argument(
+        "--older-than",
+        type=float,
+        default=30.0,
+        metavar="DAYS",
+        help="prune simulations removed at least this many days ago (default 30; 0: every removed one)",
+    )
     q.set_defaults(func=_cmd_prune)
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
-    from ..lifecycle import open_catalog_for_command
     from ..catalog.queries import diff_runs, list_runs, resolve_run
+    from ..lifecycle import open_catalog_for_command
 
     root = os.path.abspath(args.root) if getattr(args, "root", None) else None
     with open_catalog_for_command(args.db, must_exist=True) as catalog:
@@ -57,9 +66,9 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
+    from ..catalog.queries import prune_removed
     from ..errors import UsageError
     from ..lifecycle import open_catalog_for_command
-    from ..catalog.queries import prune_removed
 
     if args.older_than < 0:
         raise UsageError("--older-than takes a number of days >= 0")

@@ -122,9 +122,16 @@ def _cmd_push(args: argparse.Namespace) -> int:
     if args.artifact_name is not None and args.what != "artifacts":
         raise UsageError("--artifact-name goes with push artifacts")
     result = push(
-        args.source or args.csv, args.what, db=args.db, mode="diff" if args.diff else "force" if args.force else "error",
-        name=args.analysis_name or args.artifact_name, csv_root=args.csv_root, cluster=cluster_options(args),
-        batch_size=args.batch_size, max_csv=args.max_csv_bytes, progress=not args.quiet,
+        args.source or args.csv,
+        args.what,
+        db=args.db,
+        mode="diff" if args.diff else "force" if args.force else "error",
+        name=args.analysis_name or args.artifact_name,
+        csv_root=args.csv_root,
+        cluster=cluster_options(args),
+        batch_size=args.batch_size,
+        max_csv=args.max_csv_bytes,
+        progress=not args.quiet,
         arguments={k: v for k, v in vars(args).items() if k != "func"},
     )
     summary = result.to_dict()
@@ -142,7 +149,9 @@ def render_push(s: dict[str, Any]) -> str:
     if any(s["skipped_existing"].values()):
         lines.append("  skipped (already in the catalog): " + ", ".join(f"{n} in {t}" for t, n in s["skipped_existing"].items() if n))
     if s["data_csv_over_cap"]:
-        lines.append(f"  {s['data_csv_over_cap']} frames over the data_csv cap: stored without data_csv (data_path and data_csv_bytes only)")
+        lines.append(
+            f"  {s['data_csv_over_cap']} frames over the data_csv cap: stored without data_csv (data_path and data_csv_bytes only)"
+        )
     if s["data_csv_unreadable"]:
         lines.append(f"  {s['data_csv_unreadable']} parquet files could not be read for data_csv")
     if s["invalid_names"]:
@@ -183,11 +192,16 @@ def _cmd_pull(args: argparse.Namespace) -> int:
     try:
         if args.output and args.what == "analysis" and not args.overview and pull.output_format(args.output) == "parquet":
             built = pull.rebuild_frames(catalog, args.analysis_name, args.output, args.hash)
-            print(f"rebuilt {args.analysis_name}: {built.frames} frames, {built.rows} rows -> {args.output}"
-                  + (f" ({built.from_parquet} read from data_path)" if built.from_parquet else ""))
+            print(
+                f"rebuilt {args.analysis_name}: {built.frames} frames, {built.rows} rows -> {args.output}"
+                + (f" ({built.from_parquet} read from data_path)" if built.from_parquet else "")
+            )
             if built.missing:
-                print(f"  {len(built.missing)} simulations have no data_csv and no readable data_path: {', '.join(built.missing[:5])}"
-                      + (" …" if len(built.missing) > 5 else ""), file=sys.stderr)
+                print(
+                    f"  {len(built.missing)} simulations have no data_csv and no readable data_path: {', '.join(built.missing[:5])}"
+                    + (" …" if len(built.missing) > 5 else ""),
+                    file=sys.stderr,
+                )
         elif args.output:
             count = pull.write_output(catalog, query, args.output)
             print(f"wrote {count} rows of {query.table} to {args.output}")
@@ -214,9 +228,14 @@ def _cmd_clear(args: argparse.Namespace) -> int:
     catalog = open_catalog(args.db, must_exist=True)
     try:
         targets = clear.plan(
-            catalog, args.what, analysis_name=getattr(args, "analysis_name", None), artifact_name=getattr(args, "artifact_name", None),
-            overview=getattr(args, "overview", False), analyses=getattr(args, "analyses", False),
-            artifacts=getattr(args, "artifacts", False), everything=getattr(args, "everything", False),
+            catalog,
+            args.what,
+            analysis_name=getattr(args, "analysis_name", None),
+            artifact_name=getattr(args, "artifact_name", None),
+            overview=getattr(args, "overview", False),
+            analyses=getattr(args, "analyses", False),
+            artifacts=getattr(args, "artifacts", False),
+            everything=getattr(args, "everything", False),
         )
         counts = clear.count(catalog, targets)
         if not sum(counts):
@@ -264,8 +283,7 @@ def _cmd_init_db(args: argparse.Namespace) -> int:
 
 
 def _cmd_config_init(args: argparse.Namespace) -> int:
-    from ..config import redact
-    from ..config import init_config
+    from ..config import init_config, redact
 
     path = init_config(args.db, max_csv=args.max_csv_bytes, force=args.force)
     print(f"wrote {path}" + (f" (catalog {redact(args.db)})" if args.db else ""))

@@ -72,7 +72,9 @@ class Executor:
         self.result.threads = options.threads if self._threaded else 1
         #: The journaled chunk whose links are running: (link sets, futures, reflink sources).
         self._inflight: tuple[list[LinkSet], list[Future[Any]], dict[int, int]] | None = None
-        self._pool = ThreadPoolExecutor(options.threads, thread_name_prefix="mdbatch-apply") if options.threads > 1 and not options.dry_run else None
+        self._pool = (
+            ThreadPoolExecutor(options.threads, thread_name_prefix="mdbatch-apply") if options.threads > 1 and not options.dry_run else None
+        )
         self.link_max = options.link_max or link_max(root)
         self.planner = LinkPlanner(self.fs, options, self.kind, self.store, self.link_max, self.result)
 
@@ -90,7 +92,12 @@ class Executor:
                 self.result.link = "hardlink"
             self.planner = LinkPlanner(self.fs, self.options, self.kind, self.store, self.link_max, self.result)
             if not self.options.dry_run:
-                header = {"op": "apply", "link": self.kind, "store": self.store.path if self.store else None, "writable": self.options.writable}
+                header = {
+                    "op": "apply",
+                    "link": self.kind,
+                    "store": self.store.path if self.store else None,
+                    "writable": self.options.writable,
+                }
                 self.journal = Journal(self.root, self.result.run_id, header)
                 self.result.journal = self.journal.path
             chunk: list[LinkSet] = []
@@ -170,9 +177,18 @@ class Executor:
                 self._seq += 1
                 head, _name = split_rel(m.ref.rel)
                 tmp = f"{head}/{TMP_PREFIX}{self.token}-{self._seq}" if head else f"{TMP_PREFIX}{self.token}-{self._seq}"
-                rec = {"t": "link", "id": i, "set": ls.set_id, "path": m.ref.rel, "tmp": tmp, "kind": ls.kind,
-                       "target": self.planner.symlink_text(ls, m) if ls.kind == "symlink" else target,
-                       "target_ino": ls.target_ino, "old_ino": m.st.st_ino, "old_dev": m.st.st_dev}
+                rec = {
+                    "t": "link",
+                    "id": i,
+                    "set": ls.set_id,
+                    "path": m.ref.rel,
+                    "tmp": tmp,
+                    "kind": ls.kind,
+                    "target": self.planner.symlink_text(ls, m) if ls.kind == "symlink" else target,
+                    "target_ino": ls.target_ino,
+                    "old_ino": m.st.st_ino,
+                    "old_dev": m.st.st_dev,
+                }
                 journal.write_link(rec)
                 ls.intents.append((i, rec))
             if ls.obj is not None:  # paths kept out of the store are linked among themselves: no reference
@@ -300,7 +316,7 @@ class Executor:
                 if part:
                     tasks.append((slot, part))
             else:
-                tasks.extend((None, part[k:k + share]) for k in range(0, len(part), share))
+                tasks.extend((None, part[k : k + share]) for k in range(0, len(part), share))
         return tasks
 
     def _slot_fs(self, slot: int) -> RootFS:
@@ -314,7 +330,9 @@ class Executor:
                 self._thread_fs.append(fs)
         return fs
 
-    def _link_jobs(self, jobs: list[LinkJob], sources: dict[int, int], slot: int | None = None) -> list[tuple[int, list[tuple[int, Member, str | None]]]]:
+    def _link_jobs(
+        self, jobs: list[LinkJob], sources: dict[int, int], slot: int | None = None
+    ) -> list[tuple[int, list[tuple[int, Member, str | None]]]]:
         """Link the paths of some jobs (one job: the paths of one old inode, in order); runs on a worker
         thread with the directory descriptors of its slot (or its own). Returns (set id, [(intent id,
         member, reason)])."""
@@ -325,14 +343,20 @@ class Executor:
             if ls.set_id not in keepers:
                 # The kept copy's directory, resolved once (None: links come from a store object).
                 try:
-                    keepers[ls.set_id] = fs.at(ls.keeper.ref.rel) if ls.kind == "hardlink" and ls.obj is None and ls.keeper is not None else None
+                    keepers[ls.set_id] = (
+                        fs.at(ls.keeper.ref.rel) if ls.kind == "hardlink" and ls.obj is None and ls.keeper is not None else None
+                    )
                 except OSError as exc:
                     keepers[ls.set_id] = f"link failed: {exc.strerror or exc}"
             keeper_at = keepers[ls.set_id]
             results: list[tuple[int, Member, str | None]] = []
             touched = False
             for i, rec, m in items:
-                reason = keeper_at if isinstance(keeper_at, str) else self._link_one(fs, ls, m, rec, sources.get(ls.set_id, -1), touched, keeper_at)
+                reason = (
+                    keeper_at
+                    if isinstance(keeper_at, str)
+                    else self._link_one(fs, ls, m, rec, sources.get(ls.set_id, -1), touched, keeper_at)
+                )
                 touched = touched or reason is None
                 results.append((i, m, reason))
                 if reason is None:
@@ -378,8 +402,9 @@ class Executor:
                 self._thread_fs.append(fs)
         return fs
 
-    def _link_one(self, fs: RootFS, ls: LinkSet, m: Member, rec: dict[str, Any], src_fd: int, touched: bool,
-                  keeper_at: tuple[int, str] | None) -> str | None:
+    def _link_one(
+        self, fs: RootFS, ls: LinkSet, m: Member, rec: dict[str, Any], src_fd: int, touched: bool, keeper_at: tuple[int, str] | None
+    ) -> str | None:
         """Replace one path by a link; None on success, else why it was left alone."""
         try:
             head, name = split_rel(m.ref.rel)
@@ -388,8 +413,13 @@ class Executor:
         except OSError:
             return "changed since the scan (vanished)"
         touched = touched or (m.st.st_dev, m.st.st_ino) in self._touched
-        if not (stat.S_ISREG(st.st_mode) and st.st_ino == m.st.st_ino and st.st_size == m.st.st_size
-                and st.st_mtime_ns == m.st.st_mtime_ns and (touched or st.st_ctime_ns == m.st.st_ctime_ns)):
+        if not (
+            stat.S_ISREG(st.st_mode)
+            and st.st_ino == m.st.st_ino
+            and st.st_size == m.st.st_size
+            and st.st_mtime_ns == m.st.st_mtime_ns
+            and (touched or st.st_ctime_ns == m.st.st_ctime_ns)
+        ):
             return "changed since the scan"
         tmp = split_rel(rec["tmp"])[1]
         try:
@@ -528,8 +558,7 @@ class Executor:
             except OSError:
                 pass
 
+
 def apply_groups(root: str, groups: Iterable[DuplicateGroup], options: ApplyOptions, run_id: str, hook: Hook | None = None) -> ApplyResult:
     """Link the duplicates of `groups` under `root` (see the module docstring); the caller holds the root lock."""
     return Executor(root, options, run_id, hook).run(groups)
-
-

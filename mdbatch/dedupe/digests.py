@@ -76,8 +76,7 @@ class InventoryDigests:
 
 def _matches(st: os.stat_result, item: Item) -> bool:
     return (
-        st.st_size == item[1] and st.st_mtime_ns == item[2] and st.st_ctime_ns == item[3]
-        and st.st_ino == item[4] and st.st_dev == item[5]
+        st.st_size == item[1] and st.st_mtime_ns == item[2] and st.st_ctime_ns == item[3] and st.st_ino == item[4] and st.st_dev == item[5]
     )
 
 

@@ -23,7 +23,7 @@ import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from filelock import FileLock, Timeout
@@ -89,8 +89,16 @@ class Journal:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
         self._buf: list[str] = []
         self._next_id = 0
-        begin = {"t": "begin", "v": JOURNAL_VERSION, "run_id": run_id, "root": root, "host": socket.gethostname(),
-                 "pid": os.getpid(), "started_at": datetime.now(timezone.utc).isoformat(), **header}
+        begin = {
+            "t": "begin",
+            "v": JOURNAL_VERSION,
+            "run_id": run_id,
+            "root": root,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": datetime.now(UTC).isoformat(),
+            **header,
+        }
         self.write(begin)
         self.sync()
         fsync_dir(d)
@@ -123,12 +131,12 @@ class Journal:
             self._buf.clear()
             view = memoryview(data)
             while view:
-                view = view[os.write(self._fd, view):]
+                view = view[os.write(self._fd, view) :]
         os.fsync(self._fd)
 
     def close(self, status: str) -> str:
         """Write the end record, fsync, and rename the journal to its closed name; returns that path."""
-        self.write({"t": "end", "status": status, "ended_at": datetime.now(timezone.utc).isoformat()})
+        self.write({"t": "end", "status": status, "ended_at": datetime.now(UTC).isoformat()})
         self.sync()
         os.close(self._fd)
         self._fd = -1
@@ -198,7 +206,7 @@ def append_and_close(path: str, records: list[dict[str, Any]], status: str) -> s
         # A torn last line from the crash would glue onto our first record: start on a fresh line.
         size = os.fstat(fd).st_size
         lines = [_dumps(r) for r in records]
-        lines.append(_dumps({"t": "end", "status": status, "ended_at": datetime.now(timezone.utc).isoformat()}))
+        lines.append(_dumps({"t": "end", "status": status, "ended_at": datetime.now(UTC).isoformat()}))
         data = ("\n" if size and not _ends_with_newline(path) else "") + "\n".join(lines) + "\n"
         os.write(fd, data.encode("ascii"))
         os.fsync(fd)

@@ -183,8 +183,17 @@ class LinkPlanner:
                 room = self.link_max - kept.st.st_nlink
                 continue
             batch, pending = pending[:room], pending[room:]
-            ls = LinkSet(self._new_set(), group, self.kind, kept, batch, members=[kept, *batch],
-                          target_ino=kept.st.st_ino, target_dev=kept.st.st_dev, target_mtime_ns=kept.st.st_mtime_ns)
+            ls = LinkSet(
+                self._new_set(),
+                group,
+                self.kind,
+                kept,
+                batch,
+                members=[kept, *batch],
+                target_ino=kept.st.st_ino,
+                target_dev=kept.st.st_dev,
+                target_mtime_ns=kept.st.st_mtime_ns,
+            )
             self._plan_chmod(ls, kept.ref.rel, kept.st, absolute=False)
             sets.append(ls)
             room = 0
@@ -209,7 +218,11 @@ class LinkPlanner:
             device = self.store.device
             away = [m.ref.rel for ms in parts for m in ms if m.st.st_dev != device]
             if away:
-                self.skip(group, f"the store is on another device than these files: use --link symlink to store them ({self.kind} cannot cross devices)", away)
+                self.skip(
+                    group,
+                    f"the store is on another device than these files: use --link symlink to store them ({self.kind} cannot cross devices)",
+                    away,
+                )
             parts = [ms for ms in parts if ms[0].st.st_dev == device]
         if not parts:
             return []
@@ -249,7 +262,9 @@ class LinkPlanner:
         device = self.store.device
         per_inode = Counter(m.st.st_ino for m in members)
         # Keep a copy on the store's device (it can become the object), then the inode with most names here.
-        best = max(range(len(members)), key=lambda k: (members[k].st.st_dev == device, per_inode[members[k].st.st_ino], members[k].st.st_nlink, -k))
+        best = max(
+            range(len(members)), key=lambda k: (members[k].st.st_dev == device, per_inode[members[k].st.st_ino], members[k].st.st_nlink, -k)
+        )
         keeper = members[best]
         ls = LinkSet(self._new_set(), group, self.kind, keeper, [], members=members, obj=obj)
         if ost is not None:
@@ -266,13 +281,19 @@ class LinkPlanner:
             ls.actions = list(members)
         limit = self.link_max - 1 - (ost.st_nlink if ost is not None else keeper.st.st_nlink)
         if self.kind == "hardlink" and len(ls.actions) > limit:
-            over = ls.actions[max(0, limit):]
+            over = ls.actions[max(0, limit) :]
             ls.actions = ls.actions[: max(0, limit)]
             self.skip(group, f"object reached the link limit ({self.link_max}); these paths stay as they are", [m.ref.rel for m in over])
         if ls.put == "link" or ost is not None:
             target_mode = stat.S_IMODE((ost or keeper.st).st_mode)
             if target_mode & WRITE_BITS:
-                ls.chmod = (obj if ost is not None else keeper.ref.rel, ls.target_ino, target_mode, target_mode & ~WRITE_BITS, ost is not None)
+                ls.chmod = (
+                    obj if ost is not None else keeper.ref.rel,
+                    ls.target_ino,
+                    target_mode,
+                    target_mode & ~WRITE_BITS,
+                    ost is not None,
+                )
         if not ls.actions and ls.put is None:
             return []
         return [ls]
@@ -284,7 +305,8 @@ class LinkPlanner:
             self.result.kept_out_of_store = self.kept_out_paths
             self.result.messages.append(
                 f"{paths} of {groups} kept out of the store: their owner or mode differs from the "
-                "store object's (a linked path would show the object's); linked among themselves where they can be")
+                "store object's (a linked path would show the object's); linked among themselves where they can be"
+            )
 
     def _plan_chmod(self, ls: LinkSet, rel: str, st: os.stat_result, absolute: bool) -> None:
         if self.options.writable or self.kind == "reflink":
@@ -312,8 +334,12 @@ class LinkPlanner:
                 return False
             ref_bytes = read_all(ref_fd, group.size) if group.size <= _SMALL else None
             if not self._same(member, ref_fd, ref_bytes, group.size):
-                self.skip(group, "content differs from the store object under this digest (corrupt object or hash collision; "
-                          "see `mdbatch store verify`); nothing linked", paths)
+                self.skip(
+                    group,
+                    "content differs from the store object under this digest (corrupt object or hash collision; "
+                    "see `mdbatch store verify`); nothing linked",
+                    paths,
+                )
                 return False
         finally:
             os.close(ref_fd)
@@ -333,14 +359,12 @@ class LinkPlanner:
         finally:
             os.close(fd)
 
-
     def symlink_text(self, ls: LinkSet, m: Member) -> str:
         if ls.obj is not None:
             return ls.obj
         assert ls.keeper is not None
         head, _ = split_rel(m.ref.rel)
         return os.path.relpath(ls.keeper.ref.rel, head or ".")
-
 
     def describe(self, ls: LinkSet) -> None:
         """Dry run: record what would be done for a link set."""

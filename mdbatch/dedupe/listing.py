@@ -19,6 +19,7 @@ from ..inventory import simulation_status, stat_files, top_level
 #: Temporary names the apply step creates beside a file; never listed as campaign files.
 TMP_PREFIX = ".mdbatch-tmp-"
 
+
 @dataclass(frozen=True, slots=True)
 class ListingBatch:
     """The files of a batch of simulations as columns, plus per-simulation status."""

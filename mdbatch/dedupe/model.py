@@ -43,14 +43,28 @@ class FileRef:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "rel": self.rel, "simulation": self.simulation, "status": self.status, "size": self.size,
-            "mtime_ns": self.mtime_ns, "ctime_ns": self.ctime_ns, "inode": self.inode, "device": self.device,
+            "rel": self.rel,
+            "simulation": self.simulation,
+            "status": self.status,
+            "size": self.size,
+            "mtime_ns": self.mtime_ns,
+            "ctime_ns": self.ctime_ns,
+            "inode": self.inode,
+            "device": self.device,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FileRef:
-        return cls(d["rel"], d["simulation"], d["status"], int(d["size"]), int(d["mtime_ns"]), int(d["ctime_ns"]),
-                   int(d["inode"]), int(d["device"]))
+        return cls(
+            d["rel"],
+            d["simulation"],
+            d["status"],
+            int(d["size"]),
+            int(d["mtime_ns"]),
+            int(d["ctime_ns"]),
+            int(d["inode"]),
+            int(d["device"]),
+        )
 
 
 def sort_key(rel: str) -> bytes:
@@ -213,13 +227,25 @@ class ApplyResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "run_id": self.run_id, "dry_run": self.dry_run, "link": self.link, "store": self.store,
-            "journal": self.journal, "links": self.links, "bytes_reclaimed": self.bytes_reclaimed,
-            "groups": self.groups, "groups_linked": self.groups_linked, "link_sets": self.link_sets,
-            "ineligible_paths": self.ineligible_paths, "objects_created": self.objects_created,
+            "run_id": self.run_id,
+            "dry_run": self.dry_run,
+            "link": self.link,
+            "store": self.store,
+            "journal": self.journal,
+            "links": self.links,
+            "bytes_reclaimed": self.bytes_reclaimed,
+            "groups": self.groups,
+            "groups_linked": self.groups_linked,
+            "link_sets": self.link_sets,
+            "ineligible_paths": self.ineligible_paths,
+            "objects_created": self.objects_created,
             "kept_out_of_store": self.kept_out_of_store,
-            "skipped_groups": len(self.skipped), "skipped": self.skipped,
-            "changed_since_scan": [display(p) for p in self.changed], "messages": self.messages,
-            "elapsed_s": round(self.elapsed_s, 3), "links_per_s": self.links_per_s, "threads": self.threads,
+            "skipped_groups": len(self.skipped),
+            "skipped": self.skipped,
+            "changed_since_scan": [display(p) for p in self.changed],
+            "messages": self.messages,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "links_per_s": self.links_per_s,
+            "threads": self.threads,
             "link_us_one_thread": None if self.link_s_one_thread is None else round(self.link_s_one_thread * 1e6, 1),
         }

@@ -37,7 +37,9 @@ class Runner(Protocol):
 
     n_workers: int
 
-    def stream(self, fn: Callable[..., Any], groups: Iterable[Any], *args: Any, prefix: str = ..., in_flight: int | None = ...) -> Iterator[Any]: ...
+    def stream(
+        self, fn: Callable[..., Any], groups: Iterable[Any], *args: Any, prefix: str = ..., in_flight: int | None = ...
+    ) -> Iterator[Any]: ...
 
 
 class LocalRunner:
@@ -45,7 +47,9 @@ class LocalRunner:
 
     n_workers = 1
 
-    def stream(self, fn: Callable[..., Any], groups: Iterable[Any], *args: Any, prefix: str = "task", in_flight: int | None = None) -> Iterator[Any]:
+    def stream(
+        self, fn: Callable[..., Any], groups: Iterable[Any], *args: Any, prefix: str = "task", in_flight: int | None = None
+    ) -> Iterator[Any]:
         for index, group in enumerate(groups):
             yield fn(group, *args, index=index)
 
@@ -142,7 +146,9 @@ def _list(root: str, sim_dirs: Sequence[str], runner_for: RunnerFor, options: Fi
     """Stage 0+1: list every file, keep non-empty files over min_size whose size occurs twice or more."""
     runner = runner_for("list", len(sim_dirs) * LIST_COST_PER_SIM_S)
     size = max(8, min(LIST_BATCH, math.ceil(len(sim_dirs) / max(1, runner.n_workers * 4))))
-    listed: list[ListingBatch] = sorted(runner.stream(list_batch, batches(iter(sim_dirs), size), root, prefix="dedupe-list"), key=lambda b: b.index)
+    listed: list[ListingBatch] = sorted(
+        runner.stream(list_batch, batches(iter(sim_dirs), size), root, prefix="dedupe-list"), key=lambda b: b.index
+    )
     minimum = max(1, options.min_size)
     counts: Counter[int] = Counter()
     physical: dict[tuple[int, int], int] = {}
@@ -163,7 +169,9 @@ def _list(root: str, sim_dirs: Sequence[str], runner_for: RunnerFor, options: Fi
         for i, s in enumerate(batch.size):
             if s in shared:
                 k = batch.sim[i]
-                refs.append(FileRef(batch.rel[i], sims[k], statuses[k], s, batch.mtime_ns[i], batch.ctime_ns[i], batch.inode[i], batch.device[i]))
+                refs.append(
+                    FileRef(batch.rel[i], sims[k], statuses[k], s, batch.mtime_ns[i], batch.ctime_ns[i], batch.inode[i], batch.device[i])
+                )
     stats.size_candidates = len(refs)
     return refs
 

@@ -65,7 +65,9 @@ def _resolve_link(rec: dict[str, Any], fs: RootFS, report: RecoveryReport) -> bo
                 fs.unlink(tmp)
                 report.temps_removed += 1
             else:
-                report.anomalies.append({"path": display(tmp), "problem": "temporary name holds something mdbatch did not create; left alone"})
+                report.anomalies.append(
+                    {"path": display(tmp), "problem": "temporary name holds something mdbatch did not create; left alone"}
+                )
         st = fs.try_lstat(path)
     except OSError as exc:
         report.anomalies.append({"path": display(path), "problem": f"cannot inspect: {exc.strerror or exc}"})

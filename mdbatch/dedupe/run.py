@@ -174,23 +174,35 @@ def dedupe(
             if groups_path:
                 write_groups(groups_path, found.groups)
             if planning:
-                options = ApplyOptions(link=link, store=os.fspath(store) if store is not None else None, writable=writable,
-                                       statuses=statuses, dry_run=not acting, chunk_actions=chunk_actions,
-                                       **_thread_options(link_threads))
+                options = ApplyOptions(
+                    link=link,
+                    store=os.fspath(store) if store is not None else None,
+                    writable=writable,
+                    statuses=statuses,
+                    dry_run=not acting,
+                    chunk_actions=chunk_actions,
+                    **_thread_options(link_threads),
+                )
                 _apply(run, found.groups, options, hook)
             run.outcome = "completed"
         except Interrupted as exc:
             run.outcome = "interrupted"
             raise Interrupted(f"{exc}; any apply in flight was rolled back") from exc
         finally:
-            summary = _summary(run, statuses=statuses, min_size=min_size, dry_run=dry_run, apply=apply, store=store,
-                               elapsed=time.monotonic() - started)
+            summary = _summary(
+                run, statuses=statuses, min_size=min_size, dry_run=dry_run, apply=apply, store=store, elapsed=time.monotonic() - started
+            )
             _close(run, summary, installed)
     return DedupeResult(run.run_id, summary, run.found.groups if run.found else [], run.applied, run.recovery)
 
 
 def _checked_root(
-    root: str | os.PathLike[str], *, link: str, store: str | os.PathLike[str] | None, writable: bool, min_size: int,
+    root: str | os.PathLike[str],
+    *,
+    link: str,
+    store: str | os.PathLike[str] | None,
+    writable: bool,
+    min_size: int,
 ) -> str:
     """The absolute campaign root; InputError or UsageError for arguments no run can honour."""
     top = os.path.abspath(os.fspath(root))
@@ -237,17 +249,25 @@ def _lock_and_recover(run: _Run, stack: contextlib.ExitStack, *, acting: bool, d
         stack.callback(lock.release)
     if dry_run:
         if pending_journals(run.top):
-            run.say(f"an interrupted apply left {len(pending_journals(run.top))} journal(s) in {JOURNAL_DIRNAME}/; "
-                    "a run without --dry-run recovers them")
+            run.say(
+                f"an interrupted apply left {len(pending_journals(run.top))} journal(s) in {JOURNAL_DIRNAME}/; "
+                "a run without --dry-run recovers them"
+            )
         return
     run.recovery = recover_pending(run.top, have_lock=lock is not None)
     for r in run.recovery:
-        run.say(f"recovered interrupted apply {display(r.journal)}: {r.completed} links kept, {r.rolled_back} rolled back, "
-                f"{r.temps_removed} temporaries removed")
+        run.say(
+            f"recovered interrupted apply {display(r.journal)}: {r.completed} links kept, {r.rolled_back} rolled back, "
+            f"{r.temps_removed} temporaries removed"
+        )
 
 
 def _find(
-    run: _Run, stack: contextlib.ExitStack, digests: DigestSource | None, cluster: ClusterOptions | None, mode: str,
+    run: _Run,
+    stack: contextlib.ExitStack,
+    digests: DigestSource | None,
+    cluster: ClusterOptions | None,
+    mode: str,
     options: FindOptions,
 ) -> FindResult:
     """Find the duplicate groups under the root, reusing the catalog's digests when none are given."""
@@ -270,8 +290,10 @@ def _apply(run: _Run, groups: list[DuplicateGroup], options: ApplyOptions, hook:
     """Link the groups (or say what would be linked, for a dry run)."""
     applied = run.applied = apply_groups(run.top, groups, options, run.run_id, hook)
     verb = "would link" if applied.dry_run else "linked"
-    run.say(f"{verb} {applied.links} paths in {applied.groups_linked or applied.link_sets} groups, {applied.bytes_reclaimed} bytes; "
-            f"{len(applied.skipped)} skipped")
+    run.say(
+        f"{verb} {applied.links} paths in {applied.groups_linked or applied.link_sets} groups, {applied.bytes_reclaimed} bytes; "
+        f"{len(applied.skipped)} skipped"
+    )
 
 
 def _close(run: _Run, summary: dict[str, Any], installed: bool) -> None:
@@ -299,8 +321,14 @@ def write_groups(path: str | os.PathLike[str], groups: list[DuplicateGroup]) -> 
 
 
 def _summary(
-    run: _Run, *, statuses: frozenset[str] | None, min_size: int, dry_run: bool, apply: bool,
-    store: str | os.PathLike[str] | None, elapsed: float,
+    run: _Run,
+    *,
+    statuses: frozenset[str] | None,
+    min_size: int,
+    dry_run: bool,
+    apply: bool,
+    store: str | os.PathLike[str] | None,
+    elapsed: float,
 ) -> dict[str, Any]:
     """The run's summary: what `--json` writes and the run record keeps."""
     found, applied, runners = run.found, run.applied, run.runners

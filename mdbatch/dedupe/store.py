@@ -24,7 +24,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from filelock import FileLock, Timeout
@@ -55,7 +55,7 @@ class Ref:
 
     def to_json(self) -> str:
         """One refs.jsonl line (lone surrogates of undecodable names kept as \\udcXX escapes)."""
-        at = self.at or datetime.now(timezone.utc).isoformat()
+        at = self.at or datetime.now(UTC).isoformat()
         return json.dumps({"digest": self.digest, "path": self.path, "kind": self.kind, "at": at}, ensure_ascii=True, separators=(",", ":"))
 
 
@@ -75,10 +75,16 @@ class GcResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "dry_run": self.dry_run, "objects": self.objects, "orphans": len(self.orphans),
-            "orphan_bytes": sum(o["size"] for o in self.orphans), "deleted": self.deleted,
-            "freed_bytes": self.freed_bytes, "kept_after_recheck": self.kept_after_recheck,
-            "refs_before": self.refs_before, "refs_after": self.refs_after, "journal": self.journal,
+            "dry_run": self.dry_run,
+            "objects": self.objects,
+            "orphans": len(self.orphans),
+            "orphan_bytes": sum(o["size"] for o in self.orphans),
+            "deleted": self.deleted,
+            "freed_bytes": self.freed_bytes,
+            "kept_after_recheck": self.kept_after_recheck,
+            "refs_before": self.refs_before,
+            "refs_after": self.refs_after,
+            "journal": self.journal,
             "orphan_objects": self.orphans,
         }
 
@@ -173,7 +179,7 @@ class Store:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -278,8 +284,14 @@ class Store:
             nbytes += d.size
             if d.changed or d.xxh3_128 != digest:
                 bad.append({"object": path, "digest": digest, "problem": f"content hashes to {d.xxh3_128}"})
-        return {"store": self.path, "objects": checked, "bytes": nbytes, "corrupt": len(bad), "corrupt_objects": bad,
-                "elapsed_s": round(time.perf_counter() - started, 3)}
+        return {
+            "store": self.path,
+            "objects": checked,
+            "bytes": nbytes,
+            "corrupt": len(bad),
+            "corrupt_objects": bad,
+            "elapsed_s": round(time.perf_counter() - started, 3),
+        }
 
     def gc(self, dry_run: bool = True) -> GcResult:
         """Find objects no recorded campaign path references any more; delete them unless `dry_run`.
@@ -316,7 +328,7 @@ class Store:
     def _delete(self, orphans: list[tuple[str, str, os.stat_result]], refs: dict[str, list[Ref]], result: GcResult) -> None:
         if not orphans:
             return
-        run_id = f"gc-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+        run_id = f"gc-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
         journal = Journal(self.path, run_id, {"op": "gc", "store": self.path})
         ids = []
         for digest, path, st in orphans:

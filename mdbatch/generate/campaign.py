@@ -51,8 +51,15 @@ class GenerateResult:
 
 
 def generate_campaign(
-    dest: str | os.PathLike[str], sims: int, *, seed: int = 0, faults: bool = False, profile: str = "metadata",
-    traj_mb: float | None = None, nested: bool = False, hostile: bool = False,
+    dest: str | os.PathLike[str],
+    sims: int,
+    *,
+    seed: int = 0,
+    faults: bool = False,
+    profile: str = "metadata",
+    traj_mb: float | None = None,
+    nested: bool = False,
+    hostile: bool = False,
 ) -> GenerateResult:
     """Write a synthetic campaign of `sims` simulations under `dest` (missing or empty) and its manifest.
 
@@ -86,10 +93,18 @@ def generate_campaign(
     expected.sort(key=lambda finding: (finding["simulation"], finding["kind"], finding["item"]))
 
     total_files, total_bytes = sum(count for count, _ in tallies), sum(size for _, size in tallies)
-    parameters = {"sims": sims, "seed": seed, "faults": faults, "profile": profile, "traj_mb": traj_mb,
-                  "nested": nested, "hostile": hostile}
-    manifest_path = _write_manifest(root, parameters, (total_files, total_bytes), records, rel_dirs,
-                                    expected, hostile_entries, near_duplicates)
+    parameters = {
+        "sims": sims,
+        "seed": seed,
+        "faults": faults,
+        "profile": profile,
+        "traj_mb": traj_mb,
+        "nested": nested,
+        "hostile": hostile,
+    }
+    manifest_path = _write_manifest(
+        root, parameters, (total_files, total_bytes), records, rel_dirs, expected, hostile_entries, near_duplicates
+    )
     return GenerateResult(root, rel_dirs, total_files, total_bytes, expected, manifest_path)
 
 
@@ -166,7 +181,6 @@ def _relative_dir(index: int, sim_hash: str, sims: int, nested: bool) -> str:
     return f"group_{index % groups}/{sim_hash}"
 
 
-
 def _layout(specs: list[SimulationSpec], sims: int, nested: bool) -> list[str]:
     """Each spec's directory relative to the root; the extra hostile simulation (index `sims`) gets
     SPACED_SIM_DIR. RuntimeError if two specs hash alike."""
@@ -185,7 +199,11 @@ def _layout(specs: list[SimulationSpec], sims: int, nested: bool) -> list[str]:
 
 
 def _inject_faults(
-    root: Path, rel_dirs: list[str], specs: list[SimulationSpec], sims: int, seed: int,
+    root: Path,
+    rel_dirs: list[str],
+    specs: list[SimulationSpec],
+    sims: int,
+    seed: int,
 ) -> tuple[list[dict[str, Any]], set[int]]:
     """Apply FAULT_PLAN to as many completed simulations; returns the expected findings (unsorted)
     and the indices of the damaged simulations."""
@@ -200,7 +218,11 @@ def _inject_faults(
 
 
 def _add_hostile(
-    root: Path, rel_dirs: list[str], damaged: set[int], seed: int, rng: random.Random,
+    root: Path,
+    rel_dirs: list[str],
+    damaged: set[int],
+    seed: int,
+    rng: random.Random,
 ) -> tuple[list[dict[str, str]], list[dict[str, Any]], set[int]]:
     """Add every hostile entry kind and the near-duplicate checkpoints to simulations not `damaged`;
     returns the manifest entries of both and the indices of the simulations that got them."""
@@ -234,8 +256,13 @@ def _tally(sim_dir: Path) -> tuple[int, int]:
 
 
 def _write_manifest(
-    root: Path, parameters: dict[str, Any], totals: tuple[int, int], records: list[SimulationRecord],
-    rel_dirs: list[str], expected: list[dict[str, Any]], hostile_entries: list[dict[str, str]],
+    root: Path,
+    parameters: dict[str, Any],
+    totals: tuple[int, int],
+    records: list[SimulationRecord],
+    rel_dirs: list[str],
+    expected: list[dict[str, Any]],
+    hostile_entries: list[dict[str, str]],
     near_duplicates: list[dict[str, Any]],
 ) -> Path:
     """Write MANIFEST_NAME at `root` (atomically) and return its path."""
@@ -246,8 +273,13 @@ def _write_manifest(
         "files": totals[0],
         "bytes": totals[1],
         "simulations": [
-            {"hash": record.hash, "status": record.status, "simulation_type": record.simulation_type,
-             "parametrization": record.parametrization, "dir": rel_dir}
+            {
+                "hash": record.hash,
+                "status": record.status,
+                "simulation_type": record.simulation_type,
+                "parametrization": record.parametrization,
+                "dir": rel_dir,
+            }
             for record, rel_dir in zip(records, rel_dirs, strict=True)
         ],
         "expected_findings": expected,

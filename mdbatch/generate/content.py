@@ -54,8 +54,12 @@ _ARTIFACTS: dict[str, tuple[str, tuple[str, ...]]] = {
 _RESIDUES = {"bilayer": ("POPC", "CHOL", "SOL"), "mixedbox": ("DMSO", "MOL", "SOL"), "solvation": ("LIG", "SOL", "NA")}
 _SERIES = ("frame", "time_ps", "value")
 _COLUMNS: dict[str, tuple[str, ...]] = {
-    "area_per_lipid": _SERIES, "thickness": _SERIES, "sasa": _SERIES, "density_profile": ("z_nm", "density"),
-    "rdf": ("r_nm", "g_r"), "cluster_size": ("frame", "time_ps", "n_clusters", "largest"),
+    "area_per_lipid": _SERIES,
+    "thickness": _SERIES,
+    "sasa": _SERIES,
+    "density_profile": ("z_nm", "density"),
+    "rdf": ("r_nm", "g_r"),
+    "cluster_size": ("frame", "time_ps", "n_clusters", "largest"),
     "hbonds": ("frame", "time_ps", "count"),
 }
 _INT_COLUMNS = frozenset({"frame", "n_clusters", "largest", "count"})
@@ -151,10 +155,16 @@ def _topology(simulation_type: str, parametrization: str) -> bytes:
 def _mdp(simulation_type: str, parametrization: str, stage: str) -> bytes:
     cg = parametrization == "martini3"
     lines = [
-        f"; {stage} parameters for {simulation_type} / {parametrization}", *_STAGE_MDP[stage],
-        f"dt = {'0.020' if cg else '0.002'}", "nstxout-compressed = 5000", "nstenergy = 5000",
-        "cutoff-scheme = Verlet", f"rcoulomb = {'1.1' if cg else '1.2'}", f"rvdw = {'1.1' if cg else '1.2'}",
-        f"coulombtype = {'reaction-field' if cg else 'PME'}", f"constraints = {'none' if cg else 'h-bonds'}",
+        f"; {stage} parameters for {simulation_type} / {parametrization}",
+        *_STAGE_MDP[stage],
+        f"dt = {'0.020' if cg else '0.002'}",
+        "nstxout-compressed = 5000",
+        "nstenergy = 5000",
+        "cutoff-scheme = Verlet",
+        f"rcoulomb = {'1.1' if cg else '1.2'}",
+        f"rvdw = {'1.1' if cg else '1.2'}",
+        f"coulombtype = {'reaction-field' if cg else 'PME'}",
+        f"constraints = {'none' if cg else 'h-bonds'}",
         "tc-grps = Membrane Solvent\nref-t = 310 310" if simulation_type == "bilayer" else "tc-grps = System\nref-t = 300",
     ]
     return ("\n".join(lines) + "\n").encode()
@@ -166,7 +176,8 @@ def _pdb_body(simulation_type: str, parametrization: str) -> bytes:
     residues = _RESIDUES[simulation_type]
     lines = [
         f"ATOM  {n:5d} {'C' + str(n % 7):<4s} {residues[n % 3]:<4s}A{n // 10 + 1:4d}    "
-        + "".join(f"{rng.uniform(0.0, 99.0):8.3f}" for _ in range(3)) + "  1.00  0.00           C\n"
+        + "".join(f"{rng.uniform(0.0, 99.0):8.3f}" for _ in range(3))
+        + "  1.00  0.00           C\n"
         for n in range(1, 301)
     ]
     return "".join(lines).encode() + b"END\n"
@@ -178,7 +189,8 @@ def _gro_body(simulation_type: str, parametrization: str, stage: str) -> bytes:
     residues = _RESIDUES[simulation_type]
     lines = [
         f"{n // 10 + 1:5d}{residues[n % 3]:<5s}{'C' + str(n % 7):>5s}{n:5d}"
-        + "".join(f"{rng.uniform(0.0, 9.9):8.3f}" for _ in range(3)) + "\n"
+        + "".join(f"{rng.uniform(0.0, 9.9):8.3f}" for _ in range(3))
+        + "\n"
         for n in range(1, 181)
     ]
     return ("  180\n" + "".join(lines)).encode()
@@ -251,8 +263,12 @@ def _registry(spec: SimulationSpec, rng: random.Random) -> tuple[dict[str, Any] 
         files[f"{name}.parquet"] = payload
         updated = created + timedelta(seconds=rng.randrange(3 * 86400))
         registry["analyses"][name] = {
-            "filename": f"{name}.parquet", "row_count": rows, "columns": list(columns),
-            "created_at": created.isoformat(), "updated_at": updated.isoformat(), "extras": {},
+            "filename": f"{name}.parquet",
+            "row_count": rows,
+            "columns": list(columns),
+            "created_at": created.isoformat(),
+            "updated_at": updated.isoformat(),
+            "extras": {},
         }
     if completed:
         artifact, filenames = _ARTIFACTS[spec.simulation_type]
@@ -264,7 +280,11 @@ def _registry(spec: SimulationSpec, rng: random.Random) -> tuple[dict[str, Any] 
             checksums[rel] = sha256_hex(files[rel])
         stamp = (_EPOCH + timedelta(seconds=rng.randrange(90 * 86400))).isoformat()
         registry["artifacts"][artifact] = {
-            "files": list(checksums), "checksums": checksums, "created_at": stamp, "updated_at": stamp, "extras": {},
+            "files": list(checksums),
+            "checksums": checksums,
+            "created_at": stamp,
+            "updated_at": stamp,
+            "extras": {},
         }
     return registry, files
 
@@ -276,8 +296,13 @@ def simulation_files(spec: SimulationSpec) -> tuple[str, dict[str, bytes], dict[
     rng = random.Random(spec.seed ^ 0x53494D)
     kind = (spec.simulation_type, spec.parametrization)
     created = _EPOCH - timedelta(days=30) + timedelta(seconds=rng.randrange(30 * 86400))
-    metadata = {"hash": sim_hash, "simulation_type": spec.simulation_type, "engine": "gromacs",
-                "parametrization": spec.parametrization, "created_at": created.isoformat()}
+    metadata = {
+        "hash": sim_hash,
+        "simulation_type": spec.simulation_type,
+        "engine": "gromacs",
+        "parametrization": spec.parametrization,
+        "created_at": created.isoformat(),
+    }
     box = [round(rng.uniform(6.0, 12.0), 3) for _ in range(3)]
     header = (
         f"REMARK   1 {spec.simulation_type} {spec.parametrization} replica {spec.replica}\n"
@@ -336,16 +361,29 @@ def write_spec(sim_dir: Path, spec: SimulationSpec) -> SimulationRecord:
     for rel, data in files.items():
         write_new(os.path.join(base, rel), data)
     return SimulationRecord(
-        sim_dir, sim_hash, spec.simulation_type, spec.parametrization, spec.status,
-        tuple(registry["analyses"]) if registry else (), tuple(registry["artifacts"]) if registry else (),
-        len(files), sum(len(data) for data in files.values()),
+        sim_dir,
+        sim_hash,
+        spec.simulation_type,
+        spec.parametrization,
+        spec.status,
+        tuple(registry["analyses"]) if registry else (),
+        tuple(registry["artifacts"]) if registry else (),
+        len(files),
+        sum(len(data) for data in files.values()),
     )
 
 
 def write_simulation(
-    parent: str | os.PathLike[str], *, simulation_type: str = "bilayer", parametrization: str = "charmm36m",
-    status: str = "completed", seed: int = 0, replica: int = 0, trajectory: int | None = None,
-    traj_bytes: int | None = None, dirname: str | None = None,
+    parent: str | os.PathLike[str],
+    *,
+    simulation_type: str = "bilayer",
+    parametrization: str = "charmm36m",
+    status: str = "completed",
+    seed: int = 0,
+    replica: int = 0,
+    trajectory: int | None = None,
+    traj_bytes: int | None = None,
+    dirname: str | None = None,
 ) -> SimulationRecord:
     """Write one clean simulation at `<parent>/<HASH>/` (or `<parent>/<dirname>/`) and describe it.
 

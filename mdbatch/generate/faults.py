@@ -24,22 +24,28 @@ from .content import PARQUET_VARIANTS, parquet_payload, registry_bytes, sha256_h
 FAULT_PLAN: tuple[tuple[str, int], ...] = tuple(
     (kind, variant)
     for kind, variants in (
-        (findings.MISSING_FILE, 1), (findings.EXTRA_FILE, 1), (findings.ROW_COUNT_MISMATCH, 1),
-        (findings.COLUMNS_MISMATCH, 1), (findings.ARTIFACT_MISSING_FILE, 1),
-        (findings.ARTIFACT_CHECKSUM_MISMATCH, 1), (findings.REGISTRY_CORRUPT, 2),
-        (findings.PARQUET_UNREADABLE, 2), (findings.UNSAFE_PATH, 2), (findings.INVALID_NAME, 2),
+        (findings.MISSING_FILE, 1),
+        (findings.EXTRA_FILE, 1),
+        (findings.ROW_COUNT_MISMATCH, 1),
+        (findings.COLUMNS_MISMATCH, 1),
+        (findings.ARTIFACT_MISSING_FILE, 1),
+        (findings.ARTIFACT_CHECKSUM_MISMATCH, 1),
+        (findings.REGISTRY_CORRUPT, 2),
+        (findings.PARQUET_UNREADABLE, 2),
+        (findings.UNSAFE_PATH, 2),
+        (findings.INVALID_NAME, 2),
         (findings.UNREADABLE, 1),
     )
     for variant in range(variants)
 )
-INVALID_NAMES: tuple[str, ...] = ("x; DROP TABLE RUN_DATABASE;--", "it's \"quoted\"")
+INVALID_NAMES: tuple[str, ...] = ("x; DROP TABLE RUN_DATABASE;--", 'it\'s "quoted"')
 UNSAFE_PATHS: tuple[str, ...] = ("../../../etc/passwd", "/etc/hostname")
 STRAY_PARQUET = ".analysis/stray.parquet"
 UNREADABLE_FILE = "nvt.mdp"
 # Hostile entry kind -> (name, file content or symlink target).
 _HOSTILE: dict[str, tuple[bytes, bytes]] = {
     "non_utf8_name": (b"caf\xe9.dat", b"non-UTF-8 file name\n"),
-    "spaces_and_quotes": (b"notes \"final\" it's v2.txt", b"spaces and quotes\n"),
+    "spaces_and_quotes": (b'notes "final" it\'s v2.txt', b"spaces and quotes\n"),
     "symlink_loop": (b"loop", b"."),
     "symlink_escape": (b"escape", b"/etc"),
     "dangling_symlink": (b"dangling", b"no-such-file.dat"),

@@ -23,7 +23,18 @@ from .format import (
 from .store import Registry
 
 __all__ = [
-    "ANALYSIS_DIRNAME", "DEFAULT_LOCK_TIMEOUT", "LOCK_SUFFIX", "REGISTRY_FILENAME", "SCHEMA_VERSION", "Registry",
-    "RegistryEntryExistsError", "RegistryEntryNotFoundError", "UnsafePathError", "data_columns", "empty_registry",
-    "encode_registry", "parse_registry", "read_registry_file",
+    "ANALYSIS_DIRNAME",
+    "DEFAULT_LOCK_TIMEOUT",
+    "LOCK_SUFFIX",
+    "REGISTRY_FILENAME",
+    "SCHEMA_VERSION",
+    "Registry",
+    "RegistryEntryExistsError",
+    "RegistryEntryNotFoundError",
+    "UnsafePathError",
+    "data_columns",
+    "empty_registry",
+    "encode_registry",
+    "parse_registry",
+    "read_registry_file",
 ]

@@ -164,7 +164,6 @@ def empty_registry() -> dict[str, Any]:
     return {"schema_version": SCHEMA_VERSION, "analyses": {}, "artifacts": {}}
 
 
-
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 

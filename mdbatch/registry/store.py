@@ -6,7 +6,6 @@ Unlike MDFactory, a corrupt registry is never silently reset: reading it raises
 RegistryCorruptError, so a lab cannot lose a registry.
 """
 
-
 from __future__ import annotations
 
 import contextlib
@@ -37,8 +36,20 @@ from ..paths import contained
 if TYPE_CHECKING:
     pass
 from .format import (
-    ANALYSIS_DIRNAME, DEFAULT_LOCK_TIMEOUT, LOCK_SUFFIX, REGISTRY_FILENAME, SCHEMA_VERSION, PathList, RegistryEntryExistsError,
-    RegistryEntryNotFoundError, TableLike, UnsafePathError, data_columns, empty_registry, encode_registry, parse_registry,
+    ANALYSIS_DIRNAME,
+    DEFAULT_LOCK_TIMEOUT,
+    LOCK_SUFFIX,
+    REGISTRY_FILENAME,
+    SCHEMA_VERSION,
+    PathList,
+    RegistryEntryExistsError,
+    RegistryEntryNotFoundError,
+    TableLike,
+    UnsafePathError,
+    data_columns,
+    empty_registry,
+    encode_registry,
+    parse_registry,
     read_registry_file,
 )
 
@@ -60,9 +71,7 @@ class Registry:
     `.analysis` is taken as the analysis directory itself.
     """
 
-    def __init__(
-        self, sim_dir: str | os.PathLike[str], *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT
-    ) -> None:
+    def __init__(self, sim_dir: str | os.PathLike[str], *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
         given = Path(sim_dir)
         if given.name == ANALYSIS_DIRNAME:
             self._analysis_dir, self._sim_dir = given, given.parent
@@ -135,9 +144,7 @@ class Registry:
 
     get_entry = get_analysis
 
-    def _put_analysis(
-        self, name: str, data: TableLike, extras: dict[str, Any], *, create: bool, write: bool
-    ) -> dict[str, Any]:
+    def _put_analysis(self, name: str, data: TableLike, extras: dict[str, Any], *, create: bool, write: bool) -> dict[str, Any]:
         _check_new_entry(name, extras)
         table = _as_table(data, convert=write)
         if table is not None:
@@ -155,9 +162,7 @@ class Registry:
         fields = {"filename": target.name, "row_count": rows, "columns": columns}
         return self._put("analyses", "analysis", name, fields, extras, create, write_file)
 
-    def add_artifact(
-        self, name: str, files: PathList, checksums: Mapping[str, str] | None = None, **extras: Any
-    ) -> dict[str, Any]:
+    def add_artifact(self, name: str, files: PathList, checksums: Mapping[str, str] | None = None, **extras: Any) -> dict[str, Any]:
         """Register existing files under `.analysis` as artifact `name`; raise if it exists.
 
         `files` are paths relative to `.analysis`; without `checksums` each file's sha256 is
@@ -165,9 +170,7 @@ class Registry:
         """
         return self._put_artifact(name, files, checksums, extras, create=True)
 
-    def update_artifact(
-        self, name: str, files: PathList, checksums: Mapping[str, str] | None = None, **extras: Any
-    ) -> dict[str, Any]:
+    def update_artifact(self, name: str, files: PathList, checksums: Mapping[str, str] | None = None, **extras: Any) -> dict[str, Any]:
         """Register or re-register artifact `name`, keeping `created_at`."""
         return self._put_artifact(name, files, checksums, extras, create=False)
 
@@ -189,8 +192,13 @@ class Registry:
     remove_artifact_entry = remove_artifact
 
     def _put_artifact(
-        self, name: str, files: PathList, checksums: Mapping[str, str] | None,
-        extras: dict[str, Any], *, create: bool,
+        self,
+        name: str,
+        files: PathList,
+        checksums: Mapping[str, str] | None,
+        extras: dict[str, Any],
+        *,
+        create: bool,
     ) -> dict[str, Any]:
         _check_new_entry(name, extras)
         # Stored normalized, exactly as the scanner will look them up.
@@ -222,8 +230,14 @@ class Registry:
         return dict(entry)
 
     def _put(
-        self, section: str, kind: str, name: str, fields: dict[str, Any], extras: dict[str, Any],
-        create: bool, write_file: Callable[[_FileEffects], None] | None,
+        self,
+        section: str,
+        kind: str,
+        name: str,
+        fields: dict[str, Any],
+        extras: dict[str, Any],
+        create: bool,
+        write_file: Callable[[_FileEffects], None] | None,
     ) -> dict[str, Any]:
         """Create or update one entry, keeping `created_at` and any keys mdbatch does not know."""
         written: dict[str, Any] = {}
@@ -275,9 +289,7 @@ class Registry:
         try:
             lock.acquire()
         except Timeout:
-            raise RegistryLockError(
-                f"{self.lock_path}: not acquired within {self.lock_timeout:g} s (another writer?)"
-            ) from None
+            raise RegistryLockError(f"{self.lock_path}: not acquired within {self.lock_timeout:g} s (another writer?)") from None
         try:
             registry = self.load()
             effects = change(registry)
@@ -330,9 +342,7 @@ class Registry:
             elif finding.kind == kinds.ROW_COUNT_MISMATCH and item in analyses:
                 entry = analyses[item]
                 actual = _measure(_parquet_rows, self._analysis_dir, entry["filename"])
-                result["row_count_mismatches"].append(
-                    {"name": item, "expected": entry["row_count"], "actual": actual}
-                )
+                result["row_count_mismatches"].append({"name": item, "expected": entry["row_count"], "actual": actual})
             elif finding.kind == kinds.ARTIFACT_MISSING_FILE:
                 name, rel = by_item.get(item) or _split_item(item)
                 result["artifact_missing_files"].append({"name": name, "file": rel})
@@ -340,11 +350,8 @@ class Registry:
                 name, rel = by_item.get(item) or _split_item(item)
                 expected = artifacts.get(name, {}).get("checksums", {}).get(rel)
                 actual = _measure(sha256_file, self._analysis_dir, rel)
-                result["artifact_checksum_mismatches"].append(
-                    {"name": name, "file": rel, "expected": expected, "actual": actual}
-                )
+                result["artifact_checksum_mismatches"].append({"name": name, "file": rel, "expected": expected, "actual": actual})
         return result
-
 
 
 def _split_item(item: str) -> tuple[str, str]:

@@ -12,11 +12,9 @@ import os
 import time
 from dataclasses import dataclass
 
-
 from ..catalog.base import CatalogBackend
 from .gather import ReportData, gather
 from .page import render_html
-
 
 __all__ = ["ReportData", "ReportInfo", "gather", "render_html", "write_report"]
 
@@ -57,6 +55,12 @@ def write_report(catalog: CatalogBackend | str | None, path: str | os.PathLike[s
             backend.close()
     atomic_write_bytes(path, page)
     return ReportInfo(
-        path=os.fspath(path), bytes=len(page), run_id=str(data.run["run_id"]), root=data.root,
-        simulations=data.simulations.total, findings=data.findings.total, gather_s=round(t1 - t0, 3), render_s=round(t2 - t1, 3),
+        path=os.fspath(path),
+        bytes=len(page),
+        run_id=str(data.run["run_id"]),
+        root=data.root,
+        simulations=data.simulations.total,
+        findings=data.findings.total,
+        gather_s=round(t1 - t0, 3),
+        render_s=round(t2 - t1, 3),
     )

@@ -16,7 +16,8 @@ body{margin:0;font:14px/1.45 "DejaVu Sans",system-ui,-apple-system,"Segoe UI",Ro
 header{background:#14213d;color:#fff;padding:18px 28px 14px}
 header h1{margin:0 0 4px;font-size:20px;font-weight:600}
 header .meta{color:#c9d3e0;font-size:13px;word-break:break-all}
-nav{display:flex;flex-wrap:wrap;gap:4px 16px;padding:8px 28px;background:#fff;border-bottom:1px solid var(--line);position:sticky;top:0;z-index:2}
+nav{display:flex;flex-wrap:wrap;gap:4px 16px;padding:8px 28px;background:#fff;border-bottom:1px solid var(--line);
+position:sticky;top:0;z-index:2}
 nav a{color:var(--accent);text-decoration:none;font-size:13px}
 main{padding:18px 28px 40px;max-width:1500px}
 section{margin:0 0 26px}

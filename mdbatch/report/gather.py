@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ..version import __version__
 from ..catalog import queries
 from ..catalog.base import CatalogBackend
 from ..catalog.filestats import InventoryStats, inventory_stats
 from ..errors import UsageError
 from ..findings import KINDS
+from ..version import __version__
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -105,22 +105,45 @@ def gather(catalog: CatalogBackend, run: str = "last", *, top: int = 20) -> Repo
         kinds.setdefault(k, int(n))
     tables = {
         "simulations": simulation_table(sims),
-        "findings": _table(findings, [("simulation", "Simulation", "text"), ("kind", "Kind", "cat"), ("item", "Item", "text"), ("detail", "Detail", "text")]),
-        "changes": _table(change_frame, [
-            ("scope", "Scope", "cat"), ("change", "Change", "cat"), ("simulation", "Simulation", "text"), ("item", "Item", "text"),
-            ("size", "Size", "bytes"), ("detail", "Detail", "text"),
-        ]),
+        "findings": _table(
+            findings,
+            [("simulation", "Simulation", "text"), ("kind", "Kind", "cat"), ("item", "Item", "text"), ("detail", "Detail", "text")],
+        ),
+        "changes": _table(
+            change_frame,
+            [
+                ("scope", "Scope", "cat"),
+                ("change", "Change", "cat"),
+                ("simulation", "Simulation", "text"),
+                ("item", "Item", "text"),
+                ("size", "Size", "bytes"),
+                ("detail", "Detail", "text"),
+            ],
+        ),
     }
     for name, table in tables.items():
         if table.total > len(table.rows):
             notes.append(f"The {name} table shows the first {len(table.rows):,} of {table.total:,} rows; the catalog has them all.")
     return ReportData(
-        run=record, summary=summary, catalog_url=catalog.display_url, generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        version=__version__, status_by_type=status_by_type(sims), findings_by_kind=kinds,
-        storage_by_extension=[(str(e), int(f), int(b)) for e, f, b in stats.by_extension[["extension", "files", "bytes"]].itertuples(index=False)],
-        storage_by_type=storage_by_type(sims), duplicates=_duplicates(stats, root), duplicate_totals=dict(stats.duplicate_totals),
-        history=[_history_point(h) for h in history], changes=changes, simulations=tables["simulations"],
-        findings=tables["findings"], change_records=tables["changes"], notes=notes,
+        run=record,
+        summary=summary,
+        catalog_url=catalog.display_url,
+        generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        version=__version__,
+        status_by_type=status_by_type(sims),
+        findings_by_kind=kinds,
+        storage_by_extension=[
+            (str(e), int(f), int(b)) for e, f, b in stats.by_extension[["extension", "files", "bytes"]].itertuples(index=False)
+        ],
+        storage_by_type=storage_by_type(sims),
+        duplicates=_duplicates(stats, root),
+        duplicate_totals=dict(stats.duplicate_totals),
+        history=[_history_point(h) for h in history],
+        changes=changes,
+        simulations=tables["simulations"],
+        findings=tables["findings"],
+        change_records=tables["changes"],
+        notes=notes,
     )
 
 
@@ -150,11 +173,20 @@ def simulation_frame(systems: pd.DataFrame, stats: InventoryStats, findings: pd.
 
 def simulation_table(sims: pd.DataFrame) -> TableData:
     """The simulations table (findings first in the page's default order is up to the reader)."""
-    return _table(sims, [
-        ("simulation", "Simulation", "text"), ("hash", "Hash", "text"), ("simulation_type", "Type", "cat"),
-        ("parametrization", "Parametrization", "cat"), ("status", "Status", "cat"), ("files", "Files", "num"),
-        ("bytes", "Bytes", "bytes"), ("findings", "Findings", "num"), ("kinds", "Finding kinds", "text"),
-    ])
+    return _table(
+        sims,
+        [
+            ("simulation", "Simulation", "text"),
+            ("hash", "Hash", "text"),
+            ("simulation_type", "Type", "cat"),
+            ("parametrization", "Parametrization", "cat"),
+            ("status", "Status", "cat"),
+            ("files", "Files", "num"),
+            ("bytes", "Bytes", "bytes"),
+            ("findings", "Findings", "num"),
+            ("kinds", "Finding kinds", "text"),
+        ],
+    )
 
 
 def status_by_type(sims: pd.DataFrame) -> dict[str, dict[str, int]]:
@@ -181,7 +213,7 @@ def storage_by_type(sims: pd.DataFrame) -> list[tuple[str, int, int]]:
 
 def _relative(directory: object, base: str) -> str:
     text = str(directory)
-    return "." if text == base else text[len(base) + 1:] if text.startswith(base + "/") else text
+    return "." if text == base else text[len(base) + 1 :] if text.startswith(base + "/") else text
 
 
 def _table(frame: pd.DataFrame, columns: list[tuple[str, str, str]]) -> TableData:
@@ -199,8 +231,10 @@ def _table(frame: pd.DataFrame, columns: list[tuple[str, str, str]]) -> TableDat
         else:
             cols.append(column.astype("object").where(~missing, "").astype(str).tolist())
     rows = [list(r) for r in zip(*cols, strict=True)] if cols and len(part) else []
-    specs = [{"key": k, "label": label, "kind": kind, **({"mono": True} if k in MONO else {}), **({"short": SHORT[k]} if k in SHORT else {})}
-             for k, label, kind in columns]
+    specs = [
+        {"key": k, "label": label, "kind": kind, **({"mono": True} if k in MONO else {}), **({"short": SHORT[k]} if k in SHORT else {})}
+        for k, label, kind in columns
+    ]
     return TableData(specs, rows, total)
 
 
@@ -209,7 +243,9 @@ def _duplicates(stats: InventoryStats, root: str) -> list[dict[str, Any]]:
     out = []
     for row in stats.duplicates.to_dict("records"):
         paths = [p.removeprefix(base) for p in row["paths"]]
-        out.append({k: int(row[k]) for k in ("size", "files", "inodes", "reclaimable_bytes")} | {"xxh3_128": row["xxh3_128"], "paths": paths})
+        out.append(
+            {k: int(row[k]) for k in ("size", "files", "inodes", "reclaimable_bytes")} | {"xxh3_128": row["xxh3_128"], "paths": paths}
+        )
     return out
 
 
@@ -217,8 +253,13 @@ def _history_point(run: dict[str, Any]) -> dict[str, Any]:
     started = run.get("started_at")
     when = started.strftime("%Y-%m-%d %H:%M") if isinstance(started, datetime) else str(started or "")
     return {
-        "run_id": str(run.get("run_id")), "started": when, "status": str(run.get("status")),
-        **{k: (None if run.get(k) is None or run.get(k) != run.get(k) else run.get(k)) for k in ("simulations", "files", "bytes", "findings_total", "elapsed_s")},
+        "run_id": str(run.get("run_id")),
+        "started": when,
+        "status": str(run.get("status")),
+        **{
+            k: (None if run.get(k) is None or run.get(k) != run.get(k) else run.get(k))
+            for k in ("simulations", "files", "bytes", "findings_total", "elapsed_s")
+        },
     }
 
 
@@ -249,4 +290,3 @@ def _changes(catalog: CatalogBackend, record: dict[str, Any], summary: dict[str,
     for scope, names in (("files", FILE_CHANGES), ("simulations", SIMULATION_CHANGES), ("findings", FINDING_CHANGES)):
         counts[scope] = {n: counts[scope].get(n) for n in names}
     return {"previous_run": previous, **counts}, frame
-

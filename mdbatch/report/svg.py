@@ -22,7 +22,9 @@ OTHER_COLOR = "#9aa5b1"
 Format = Callable[[float], str]
 
 
-def bar_chart(items: Sequence[tuple[str, float]], fmt: Format, *, label: str, color: str = PALETTE[0], tooltip: Sequence[str] | None = None) -> str:
+def bar_chart(
+    items: Sequence[tuple[str, float]], fmt: Format, *, label: str, color: str = PALETTE[0], tooltip: Sequence[str] | None = None
+) -> str:
     """Horizontal bars, one per (name, value), in the given order; `label` names the chart for screen readers."""
     if not items:
         return _empty(label)
@@ -35,7 +37,7 @@ def bar_chart(items: Sequence[tuple[str, float]], fmt: Format, *, label: str, co
         w = max(0.0, bar_w * value / top)
         tip = tooltip[i] if tooltip else f"{name}: {fmt(value)}"
         parts.append(
-            f'<g><title>{esc(tip)}</title>'
+            f"<g><title>{esc(tip)}</title>"
             f'<text x="{LABEL_W - 8}" y="{y + 16}" text-anchor="end" class="lbl">{esc(shorten(name, 30))}</text>'
             f'<rect x="{LABEL_W}" y="{y + 3}" width="{w:.1f}" height="{ROW - 7}" rx="2" fill="{color}"/>'
             f'<text x="{LABEL_W + w + 6:.1f}" y="{y + 16}" class="val">{esc(fmt(value))}</text></g>'
@@ -57,27 +59,35 @@ def stacked_bar_chart(rows: dict[str, dict[str, int]], *, label: str, colors: di
     parts = [_open(height, label)]
     x = LABEL_W
     for s in series:
-        parts.append(f'<rect x="{x}" y="6" width="12" height="12" rx="2" fill="{colors.get(s, OTHER_COLOR)}"/>'
-                     f'<text x="{x + 16}" y="16" class="lbl">{esc(shorten(s, 16))}</text>')
+        parts.append(
+            f'<rect x="{x}" y="6" width="12" height="12" rx="2" fill="{colors.get(s, OTHER_COLOR)}"/>'
+            f'<text x="{x + 16}" y="16" class="lbl">{esc(shorten(s, 16))}</text>'
+        )
         x += 26 + 7 * min(len(s), 16)
     for i, (name, counts) in enumerate(rows.items()):
         y = legend_h + 4 + i * ROW
         total = sum(counts.values())
-        parts.append(f'<text x="{LABEL_W - 8}" y="{y + 16}" text-anchor="end" class="lbl"><title>{esc(name)}</title>{esc(shorten(name, 30))}</text>')
+        parts.append(
+            f'<text x="{LABEL_W - 8}" y="{y + 16}" text-anchor="end" class="lbl"><title>{esc(name)}</title>{esc(shorten(name, 30))}</text>'
+        )
         offset = float(LABEL_W)
         for s, n in counts.items():
             if not n:
                 continue
             w = bar_w * n / top
-            parts.append(f'<rect x="{offset:.1f}" y="{y + 3}" width="{w:.1f}" height="{ROW - 7}" fill="{colors.get(s, OTHER_COLOR)}">'
-                         f'<title>{esc(name)} · {esc(s)}: {n:,}</title></rect>')
+            parts.append(
+                f'<rect x="{offset:.1f}" y="{y + 3}" width="{w:.1f}" height="{ROW - 7}" fill="{colors.get(s, OTHER_COLOR)}">'
+                f"<title>{esc(name)} · {esc(s)}: {n:,}</title></rect>"
+            )
             offset += w
         parts.append(f'<text x="{offset + 6:.1f}" y="{y + 16}" class="val">{total:,}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
-def line_chart(points: Sequence[tuple[str, float | None]], fmt: Format, *, label: str, color: str = PALETTE[0], tips: Sequence[str] | None = None) -> str:
+def line_chart(
+    points: Sequence[tuple[str, float | None]], fmt: Format, *, label: str, color: str = PALETTE[0], tips: Sequence[str] | None = None
+) -> str:
     """A line over evenly spaced runs (x labels are the runs' dates); None values leave a gap."""
     values = [v for _, v in points if v is not None]
     if not values:
@@ -97,8 +107,10 @@ def line_chart(points: Sequence[tuple[str, float | None]], fmt: Format, *, label
     for frac in (0.0, 0.5, 1.0):
         tick = lo + (hi - lo) * frac
         y = py(tick)
-        parts.append(f'<line x1="{left}" x2="{WIDTH - right}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
-                     f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="val">{esc(fmt(tick))}</text>')
+        parts.append(
+            f'<line x1="{left}" x2="{WIDTH - right}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="val">{esc(fmt(tick))}</text>'
+        )
     for i in sorted({0, n - 1, *range(0, n, max(1, math.ceil(n / 5)))}):
         anchor = "start" if i == 0 and n > 1 else "end" if i == n - 1 and n > 1 else "middle"
         parts.append(f'<text x="{px(i):.1f}" y="{height - 12}" text-anchor="{anchor}" class="lbl">{esc(points[i][0][:10])}</text>')
@@ -110,11 +122,15 @@ def line_chart(points: Sequence[tuple[str, float | None]], fmt: Format, *, label
             segments[-1].append((px(i), py(v)))
     for seg in segments:
         if len(seg) > 1:
-            parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in seg)}"/>')
+            parts.append(
+                f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in seg)}"/>'
+            )
     for i, (name, v) in enumerate(points):
         if v is not None:
             tip = tips[i] if tips else f"{name}: {fmt(v)}"
-            parts.append(f'<circle cx="{px(i):.1f}" cy="{py(v):.1f}" r="{4 if n < 60 else 2}" fill="{color}"><title>{esc(tip)}</title></circle>')
+            parts.append(
+                f'<circle cx="{px(i):.1f}" cy="{py(v):.1f}" r="{4 if n < 60 else 2}" fill="{color}"><title>{esc(tip)}</title></circle>'
+            )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -131,8 +147,7 @@ def _nice(value: float) -> float:
 
 
 def _open(height: int, label: str) -> str:
-    return (f'<svg viewBox="0 0 {WIDTH} {height}" width="100%" role="img" '
-            f'aria-label="{esc(label)}" class="chart">')
+    return f'<svg viewBox="0 0 {WIDTH} {height}" width="100%" role="img" aria-label="{esc(label)}" class="chart">'
 
 
 def _empty(label: str) -> str:

@@ -49,14 +49,29 @@ def plan(
         return [ClearTarget(schema.RUN_TABLE)]
     if what == "all":
         return [ClearTarget(schema.RUN_TABLE), ClearTarget(schema.OVERVIEW_TABLE)] + [ClearTarget(t) for t in items]
-    chosen = [f for f, on in (("--analysis-name", analysis_name), ("--artifact-name", artifact_name), ("--overview", overview),
-                              ("--analyses", analyses), ("--artifacts", artifacts), ("--all", everything)) if on]
+    chosen = [
+        f
+        for f, on in (
+            ("--analysis-name", analysis_name),
+            ("--artifact-name", artifact_name),
+            ("--overview", overview),
+            ("--analyses", analyses),
+            ("--artifacts", artifacts),
+            ("--all", everything),
+        )
+        if on
+    ]
     if len(chosen) != 1:
-        raise UsageError("clear analysis needs exactly one of --analysis-name N, --artifact-name N, --overview, --analyses, --artifacts, --all")
+        raise UsageError(
+            "clear analysis needs exactly one of --analysis-name N, --artifact-name N, --overview, --analyses, --artifacts, --all"
+        )
     if analysis_name is not None or artifact_name is not None:
         kind, name = ("analysis", analysis_name) if analysis_name is not None else ("artifact", artifact_name)
         assert name is not None
-        return [ClearTarget(schema.item_table_name(kind, name)), ClearTarget(schema.OVERVIEW_TABLE, (("item_type", kind), ("item_name", name)))]
+        return [
+            ClearTarget(schema.item_table_name(kind, name)),
+            ClearTarget(schema.OVERVIEW_TABLE, (("item_type", kind), ("item_name", name))),
+        ]
     if overview:
         return [ClearTarget(schema.OVERVIEW_TABLE)]
     if everything:

@@ -21,10 +21,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from ..batch import scan_batch
 from ..catalog import schema
 from ..catalog.writes import PARQUET_BYTES, logical_rows
 from ..naming import is_valid_name
-from ..batch import scan_batch
 from ..scan import ScanOptions
 
 KINDS = ("systems", "analysis", "artifacts")
@@ -87,7 +87,11 @@ def collect(paths: Sequence[str], root: str | None, kind: str, name: str | None 
         item = batch.analyses if kind == "analysis" else batch.artifacts
         invalid = sum(1 for n in item["name"].to_pylist() if not is_valid_name(n) and (name is None or n == name))
     return PushUnit(
-        index=index, simulations=batch.simulations, tables=tables, findings=batch.findings.num_rows, invalid_names=invalid,
+        index=index,
+        simulations=batch.simulations,
+        tables=tables,
+        findings=batch.findings.num_rows,
+        invalid_names=invalid,
         elapsed_s=time.perf_counter() - started,
     )
 
@@ -126,10 +130,15 @@ def split_for_serialization(unit: PushUnit, cap: int, budget: int = 64 << 20, ma
     for n in range(part + 1):
         tables = {name: t.filter(pc.equal(placed[name], n)) for name, t in unit.tables.items()}
         first = n == 0
-        units.append(replace(
-            unit, tables={k: v for k, v in tables.items() if v.num_rows}, simulations=unit.simulations if first else 0,
-            findings=unit.findings if first else 0, invalid_names=unit.invalid_names if first else 0,
-        ))
+        units.append(
+            replace(
+                unit,
+                tables={k: v for k, v in tables.items() if v.num_rows},
+                simulations=unit.simulations if first else 0,
+                findings=unit.findings if first else 0,
+                invalid_names=unit.invalid_names if first else 0,
+            )
+        )
     return units
 
 

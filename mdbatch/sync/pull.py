@@ -180,7 +180,9 @@ def rebuild_frames(catalog: CatalogBackend, name: str, path: str, hash: str | No
     with _atomic(path) as handle, pq.ParquetWriter(handle, target) as writer:
         for h, frame in _frames(catalog, query, done):
             cols = [pa.array([h] * frame.num_rows, pa.string())] + [
-                frame[f.name].cast(f.type) if f.name in frame.column_names else pa.nulls(frame.num_rows, f.type) for f in target if f.name != "hash"
+                frame[f.name].cast(f.type) if f.name in frame.column_names else pa.nulls(frame.num_rows, f.type)
+                for f in target
+                if f.name != "hash"
             ]
             writer.write_table(pa.Table.from_arrays(cols, schema=target))
             done.frames += 1
@@ -191,7 +193,9 @@ def rebuild_frames(catalog: CatalogBackend, name: str, path: str, hash: str | No
 
 def _frames(catalog: CatalogBackend, query: Query, result: Rebuilt) -> Iterator[tuple[str, pa.Table]]:
     for chunk in rows(catalog, query, ["hash", "data_csv", "data_path"], chunk_rows=500):
-        for h, text, data_path in zip(chunk["hash"].to_pylist(), chunk["data_csv"].to_pylist(), chunk["data_path"].to_pylist(), strict=True):
+        for h, text, data_path in zip(
+            chunk["hash"].to_pylist(), chunk["data_csv"].to_pylist(), chunk["data_path"].to_pylist(), strict=True
+        ):
             if text is not None:
                 yield h, pacsv.read_csv(io.BytesIO(text.encode("utf-8")), parse_options=_PARSE)
             elif data_path and os.path.isfile(data_path):

@@ -91,12 +91,25 @@ class PushResult:
     def to_dict(self) -> dict[str, Any]:
         """The JSON summary (`--json`)."""
         return {
-            "run_id": self.run_id, "command": f"push {self.kind}", "mode": self.mode, "outcome": self.outcome, "root": self.root,
-            "catalog": self.catalog, "simulations": self.simulations, "written": dict(sorted(self.written.items())),
-            "skipped_existing": dict(sorted(self.skipped.items())), "data_csv_over_cap": self.over_cap,
-            "data_csv_unreadable": self.unreadable, "invalid_names": self.invalid_names, "scan_findings": self.findings,
-            "transactions": self.transactions, "serialize_tasks": self.serialize_tasks, "workers": self.workers, "batch_size": self.batch_size,
-            "timings": {k: round(v, 3) for k, v in self.timings.items()}, "elapsed_s": round(self.elapsed_s, 3),
+            "run_id": self.run_id,
+            "command": f"push {self.kind}",
+            "mode": self.mode,
+            "outcome": self.outcome,
+            "root": self.root,
+            "catalog": self.catalog,
+            "simulations": self.simulations,
+            "written": dict(sorted(self.written.items())),
+            "skipped_existing": dict(sorted(self.skipped.items())),
+            "data_csv_over_cap": self.over_cap,
+            "data_csv_unreadable": self.unreadable,
+            "invalid_names": self.invalid_names,
+            "scan_findings": self.findings,
+            "transactions": self.transactions,
+            "serialize_tasks": self.serialize_tasks,
+            "workers": self.workers,
+            "batch_size": self.batch_size,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "elapsed_s": round(self.elapsed_s, 3),
         }
 
 
@@ -192,9 +205,14 @@ def merged(units: list[PushUnit]) -> PushUnit:
         for name, table in unit.tables.items():
             parts.setdefault(name, []).append(table)
     return PushUnit(
-        units[0].index, sum(u.simulations for u in units), {n: pa.concat_tables(p, promote_options="default") for n, p in parts.items()},
-        sum(u.findings for u in units), sum(u.invalid_names for u in units), sum(u.elapsed_s for u in units),
-        sum(u.over_cap for u in units), sum(u.unreadable for u in units),
+        units[0].index,
+        sum(u.simulations for u in units),
+        {n: pa.concat_tables(p, promote_options="default") for n, p in parts.items()},
+        sum(u.findings for u in units),
+        sum(u.invalid_names for u in units),
+        sum(u.elapsed_s for u in units),
+        sum(u.over_cap for u in units),
+        sum(u.unreadable for u in units),
     )
 
 
@@ -250,7 +268,9 @@ OVERVIEW_KEY = ["hash", "item_type", "item_name"]
 def _item_keys(hashes: pa.ChunkedArray, kind: str, item: str) -> pa.Array:
     """Overview key strings (as `key_strings` makes them) for `hashes` of one item."""
     n = len(hashes)
-    return key_strings(pa.table({"hash": hashes, "item_type": pa.repeat(pa.scalar(kind), n), "item_name": pa.repeat(pa.scalar(item), n)}), OVERVIEW_KEY)
+    return key_strings(
+        pa.table({"hash": hashes, "item_type": pa.repeat(pa.scalar(kind), n), "item_name": pa.repeat(pa.scalar(item), n)}), OVERVIEW_KEY
+    )
 
 
 def _concat(arrays: list[pa.Array]) -> pa.Array:
@@ -385,8 +405,17 @@ def _check_request(kind: str, mode: str, name: str | None) -> None:
 
 
 def _fan_out(
-    catalog: CatalogBackend, stream: Iterator[str], stats: DiscoveryStats, cluster: ClusterOptions, batch_size: int | None,
-    result: PushResult, name: str | None, cap: int, task_frames: int, progress: bool, log_stream: IO[str] | None,
+    catalog: CatalogBackend,
+    stream: Iterator[str],
+    stats: DiscoveryStats,
+    cluster: ClusterOptions,
+    batch_size: int | None,
+    result: PushResult,
+    name: str | None,
+    cap: int,
+    task_frames: int,
+    progress: bool,
+    log_stream: IO[str] | None,
 ) -> Spool | None:
     """Both passes on the cluster (collect, then serialize the frames that will be written) and the
     central writer; returns the spool the default mode used (the caller closes it)."""

@@ -21,7 +21,7 @@ import sqlite3
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import closing
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -87,7 +87,7 @@ def decode(url: str, raw: Any, like: Any) -> Any:
         parsed = datetime.fromisoformat(raw)
         if kind == "sqlite" and parsed.tzinfo is not None:
             return raw  # SQLite holds naive UTC text
-        return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
     if kind != "csv" or not isinstance(raw, str):
         return raw
     if isinstance(like, bool):
@@ -122,7 +122,8 @@ def assert_stored(url: str, table: str, expected: Iterable[Mapping[str, Any]], k
         for column, value in row.items():
             assert column in stored, f"{table}: no column {column}"
             assert decode(url, stored[column], value) == value, (
-                f"{table} {ident!r}: {column} stored as {stored[column]!r}, written {value!r}")
+                f"{table} {ident!r}: {column} stored as {stored[column]!r}, written {value!r}"
+            )
 
 
 def full_row(columns: Iterable[str], /, **values: Any) -> dict[str, Any]:
@@ -164,7 +165,7 @@ def _csv_records(text: str) -> list[list[str | None]]:
     pos = 0
     while pos < len(text):
         match = _FIELD.match(text, pos)
-        assert match is not None and match.end() > pos, f"malformed CSV at offset {pos}: {text[pos:pos + 40]!r}"
+        assert match is not None and match.end() > pos, f"malformed CSV at offset {pos}: {text[pos : pos + 40]!r}"
         quoted, plain, end = match.groups()
         record.append(quoted.replace('""', '"') if quoted is not None else (plain or None))
         pos = match.end()

@@ -6,7 +6,7 @@ import os
 import sqlite3
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pytest
@@ -17,7 +17,7 @@ from mdbatch.errors import CatalogError
 
 from .test_contract import analysis_rows, run_rows
 
-T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 5, 1, tzinfo=UTC)
 
 
 # -- SQLite ---------------------------------------------------------------------------------------
@@ -95,24 +95,59 @@ def test_postgres_writes_through_copy_not_row_by_row(pg_url, monkeypatch):
 
 
 def test_postgres_binary_copy_round_trips_awkward_values(pg_url):
-    overview = rows_table(schema.ANALYSIS_OVERVIEW, [
-        {"hash": "A", "item_type": "analysis", "item_name": "nul\x00inside", "status": "ok", "row_count": 2**40, "file_count": -3,
-         "updated_at": datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)},
-        {"hash": "B", "item_type": "analysis", "item_name": "", "status": None, "row_count": None, "file_count": None, "updated_at": None},
-        {"hash": "C", "item_type": "analysis", "item_name": "ünï ✓ \\ \" ' \t\n", "status": "ok", "row_count": 0, "file_count": 0,
-         "updated_at": datetime(2300, 1, 1, tzinfo=timezone.utc)},
-    ])
-    files = pa.table({
-        "root": ["/r", "/r"], "simulation": ["s", "s"], "path": ["a", "b"], "path_raw": pa.array([b"\x00\xff\\x", None], pa.binary()),
-        "size": [1, 2], "mtime_ns": [2**62, 0], "ctime_ns": [1, 1], "inode": [1, 2], "device": [1, 1], "run_id": ["r", "r"],
-    })
+    overview = rows_table(
+        schema.ANALYSIS_OVERVIEW,
+        [
+            {
+                "hash": "A",
+                "item_type": "analysis",
+                "item_name": "nul\x00inside",
+                "status": "ok",
+                "row_count": 2**40,
+                "file_count": -3,
+                "updated_at": datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+            },
+            {
+                "hash": "B",
+                "item_type": "analysis",
+                "item_name": "",
+                "status": None,
+                "row_count": None,
+                "file_count": None,
+                "updated_at": None,
+            },
+            {
+                "hash": "C",
+                "item_type": "analysis",
+                "item_name": "ünï ✓ \\ \" ' \t\n",
+                "status": "ok",
+                "row_count": 0,
+                "file_count": 0,
+                "updated_at": datetime(2300, 1, 1, tzinfo=UTC),
+            },
+        ],
+    )
+    files = pa.table(
+        {
+            "root": ["/r", "/r"],
+            "simulation": ["s", "s"],
+            "path": ["a", "b"],
+            "path_raw": pa.array([b"\x00\xff\\x", None], pa.binary()),
+            "size": [1, 2],
+            "mtime_ns": [2**62, 0],
+            "ctime_ns": [1, 1],
+            "inode": [1, 2],
+            "device": [1, 1],
+            "run_id": ["r", "r"],
+        }
+    )
     with open_catalog(pg_url) as cat:
         cat.apply([Upsert("ANALYSIS_OVERVIEW", overview), Upsert("MDBATCH_FILES", files)])
         got = {r["hash"]: r for t in cat.iter_rows("ANALYSIS_OVERVIEW") for r in t.to_pylist()}
         raw = [r["path_raw"] for t in cat.iter_rows("MDBATCH_FILES") for r in t.to_pylist()]
     assert got["A"]["item_name"] == "nul\ufffdinside"  # PostgreSQL text cannot hold NUL
     assert got["A"]["row_count"] == 2**40 and got["A"]["file_count"] == -3
-    assert got["A"]["updated_at"] == datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
+    assert got["A"]["updated_at"] == datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
     assert got["B"]["item_name"] == "" and got["B"]["status"] is None and got["B"]["updated_at"] is None
     assert got["C"]["item_name"] == "ünï ✓ \\ \" ' \t\n" and got["C"]["updated_at"].year == 2300
     assert raw == [b"\x00\xff\\x", None]
@@ -235,10 +270,19 @@ def test_sqlite_multi_column_lookup_probes_the_key_instead_of_scanning(tmp_path)
     """A per-batch lookup (root, simulation) must cost the same in a big table as in a small one:
     `(a, b) IN (VALUES ...)` made SQLite scan the whole index per query (quadratic audits)."""
     n = 40_000
-    files = pa.table({
-        "root": ["/r"] * n, "simulation": [f"s{i // 4:05d}" for i in range(n)], "path": [f"f{i % 4}" for i in range(n)],
-        "size": [1] * n, "mtime_ns": [0] * n, "ctime_ns": [0] * n, "inode": list(range(n)), "device": [1] * n, "run_id": ["r"] * n,
-    })
+    files = pa.table(
+        {
+            "root": ["/r"] * n,
+            "simulation": [f"s{i // 4:05d}" for i in range(n)],
+            "path": [f"f{i % 4}" for i in range(n)],
+            "size": [1] * n,
+            "mtime_ns": [0] * n,
+            "ctime_ns": [0] * n,
+            "inode": list(range(n)),
+            "device": [1] * n,
+            "run_id": ["r"] * n,
+        }
+    )
     with open_catalog(f"sqlite:///{tmp_path / 'c.db'}") as cat:
         cat.apply([Upsert("MDBATCH_FILES", files)])
         match = pa.table({"root": ["/r", "/r", "/r", "/other"], "simulation": ["s00003", "s09999", "s00003", "s00003"]})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pyarrow as pa
 import pytest
@@ -25,25 +25,48 @@ from mdbatch.lifecycle import RunRecord
 
 from .rawread import assert_stored, backend, decode, full_row, stored_rows, stored_tables
 
-T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
-HOSTILE = "x'); DROP TABLE \"RUN_DATABASE\";--"
+T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+HOSTILE = 'x\'); DROP TABLE "RUN_DATABASE";--'
 
 
 def run_rows(hashes: list[str], status: str = "completed", when: datetime = T0) -> pa.Table:
-    return rows_table(schema.RUN_DATABASE, [
-        {"hash": h, "engine": "gromacs", "parametrization": "charmm36m", "simulation_type": "bilayer", "input_data": f"hash: {h}\n",
-         "input_data_type": "yaml", "directory": f"/scratch/{h}", "status": status, "timestamp_utc": when}
-        for h in hashes
-    ])
+    return rows_table(
+        schema.RUN_DATABASE,
+        [
+            {
+                "hash": h,
+                "engine": "gromacs",
+                "parametrization": "charmm36m",
+                "simulation_type": "bilayer",
+                "input_data": f"hash: {h}\n",
+                "input_data_type": "yaml",
+                "directory": f"/scratch/{h}",
+                "status": status,
+                "timestamp_utc": when,
+            }
+            for h in hashes
+        ],
+    )
 
 
 def analysis_rows(hashes: list[str], data: str | None = "a,b\n1,2\n", rows: int = 1) -> pa.Table:
-    return rows_table(schema.analysis_table("apl"), [
-        {"hash": h, "directory": f"/scratch/{h}", "simulation_type": "bilayer", "row_count": rows, "columns": '["a", "b"]',
-         "data_csv": data, "data_path": f"/scratch/{h}/.analysis/apl.parquet", "timestamp_utc": T0,
-         "data_csv_bytes": None if data is None else len(data)}
-        for h in hashes
-    ])
+    return rows_table(
+        schema.analysis_table("apl"),
+        [
+            {
+                "hash": h,
+                "directory": f"/scratch/{h}",
+                "simulation_type": "bilayer",
+                "row_count": rows,
+                "columns": '["a", "b"]',
+                "data_csv": data,
+                "data_path": f"/scratch/{h}/.analysis/apl.parquet",
+                "timestamp_utc": T0,
+                "data_csv_bytes": None if data is None else len(data),
+            }
+            for h in hashes
+        ],
+    )
 
 
 def all_rows(cat, table, **where):
@@ -52,15 +75,34 @@ def all_rows(cat, table, **where):
 
 def run_row(h: str, status: str = "completed", when: datetime = T0) -> dict:
     """The whole RUN_DATABASE row `run_rows` writes for `h` (what the independent reader must find)."""
-    return full_row(schema.RUN_DATABASE.c.keys(), hash=h, engine="gromacs", parametrization="charmm36m", simulation_type="bilayer",
-                    input_data=f"hash: {h}\n", input_data_type="yaml", directory=f"/scratch/{h}", status=status, timestamp_utc=when)
+    return full_row(
+        schema.RUN_DATABASE.c.keys(),
+        hash=h,
+        engine="gromacs",
+        parametrization="charmm36m",
+        simulation_type="bilayer",
+        input_data=f"hash: {h}\n",
+        input_data_type="yaml",
+        directory=f"/scratch/{h}",
+        status=status,
+        timestamp_utc=when,
+    )
 
 
 def analysis_row(h: str, data: str | None = "a,b\n1,2\n", rows: int = 1) -> dict:
     """The whole ANALYSIS_apl row `analysis_rows` writes for `h`."""
-    return full_row(schema.analysis_table("apl").c.keys(), hash=h, directory=f"/scratch/{h}", simulation_type="bilayer", row_count=rows,
-                    columns='["a", "b"]', data_csv=data, data_path=f"/scratch/{h}/.analysis/apl.parquet", timestamp_utc=T0,
-                    data_csv_bytes=None if data is None else len(data))
+    return full_row(
+        schema.analysis_table("apl").c.keys(),
+        hash=h,
+        directory=f"/scratch/{h}",
+        simulation_type="bilayer",
+        row_count=rows,
+        columns='["a", "b"]',
+        data_csv=data,
+        data_path=f"/scratch/{h}/.analysis/apl.parquet",
+        timestamp_utc=T0,
+        data_csv_bytes=None if data is None else len(data),
+    )
 
 
 def overview_row(**values) -> dict:
@@ -157,10 +199,13 @@ class TestCatalogContract:
         assert_stored(catalog_url, "ANALYSIS_apl", [analysis_row("A"), analysis_row("B", data=None, rows=5)], RUN_KEY)
 
     def test_existing_keys_composite_and_absent_table(self, catalog_url):
-        overview = rows_table(schema.ANALYSIS_OVERVIEW, [
-            {"hash": "A", "item_type": "analysis", "item_name": "apl", "status": "ok"},
-            {"hash": "A", "item_type": "artifact", "item_name": "apl", "status": "ok"},
-        ])
+        overview = rows_table(
+            schema.ANALYSIS_OVERVIEW,
+            [
+                {"hash": "A", "item_type": "analysis", "item_name": "apl", "status": "ok"},
+                {"hash": "A", "item_type": "artifact", "item_name": "apl", "status": "ok"},
+            ],
+        )
         with open_catalog(catalog_url) as cat:
             assert cat.existing_keys("ANALYSIS_nothing", pa.table({"hash": ["A"]})).num_rows == 0
             cat.apply([Upsert("ANALYSIS_OVERVIEW", overview)])
@@ -198,9 +243,10 @@ class TestCatalogContract:
 
     def test_hostile_values_are_only_data(self, catalog_url):
         names = [HOSTILE, "tab\there", "new\nline", 'quote"s', "ünïcödé ✓", "", "comma,semi;"]
-        overview = rows_table(schema.ANALYSIS_OVERVIEW, [
-            {"hash": f"H{i}", "item_type": "analysis", "item_name": n, "directory": n, "status": "invalid"} for i, n in enumerate(names)
-        ])
+        overview = rows_table(
+            schema.ANALYSIS_OVERVIEW,
+            [{"hash": f"H{i}", "item_type": "analysis", "item_name": n, "directory": n, "status": "invalid"} for i, n in enumerate(names)],
+        )
         with open_catalog(catalog_url) as cat:
             cat.apply([Upsert("RUN_DATABASE", run_rows([HOSTILE])), Upsert("ANALYSIS_OVERVIEW", overview)])
             assert [r["hash"] for r in all_rows(cat, "RUN_DATABASE")] == [HOSTILE]
@@ -231,7 +277,7 @@ class TestCatalogContract:
         root = str(result.dest)
         paths = [str(result.dest / s) for s in result.simulations]
         batch = scan_batch(paths, root)
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         with open_catalog(catalog_url) as cat:
             record = RunRecord.start(cat, "audit", root, {"db": "postgresql://u:hunter2@h/db"})
             run_id = record.run_id
@@ -258,15 +304,18 @@ class TestCatalogContract:
             assert cat.count_rows("MDBATCH_FINDINGS") == 2 * batch.findings.num_rows  # findings append per write
             directories = {r["directory"] for r in all_rows(cat, "ANALYSIS_OVERVIEW")}
             assert directories <= {str(result.dest / s) for s in result.simulations}
-        ended = datetime.now(timezone.utc)
+        ended = datetime.now(UTC)
         stored = [c for c in batch.files.column_names if c in schema.FILES.c]
-        files = [{**{c: r[c] for c in stored}, "root": root, "run_id": run_id, "cache_version": HASH_CACHE_VERSION, "removed_run": None}
-                 for r in batch.files.to_pylist()]
+        files = [
+            {**{c: r[c] for c in stored}, "root": root, "run_id": run_id, "cache_version": HASH_CACHE_VERSION, "removed_run": None}
+            for r in batch.files.to_pylist()
+        ]
         assert any(f["path_raw"] is not None for f in files)  # names that are not UTF-8 keep their bytes
         assert_stored(catalog_url, "MDBATCH_FILES", files, FILES_KEY)
         findings = Counter((run_id, *r.values()) for r in batch.findings.to_pylist())
-        raw_findings = Counter((r["run_id"], r["simulation"], r["kind"], r["item"], r["detail"])
-                               for r in stored_rows(catalog_url, "MDBATCH_FINDINGS"))
+        raw_findings = Counter(
+            (r["run_id"], r["simulation"], r["kind"], r["item"], r["detail"]) for r in stored_rows(catalog_url, "MDBATCH_FINDINGS")
+        )
         assert raw_findings == Counter({k: 2 * n for k, n in findings.items()})
         [run] = stored_rows(catalog_url, "MDBATCH_RUNS")
         assert (run["run_id"], run["command"], run["root"], run["status"]) == (run_id, "audit", root, "completed")
@@ -306,9 +355,29 @@ def file_row(root: str, sim: str, path: str, **values) -> dict:
 
 #: Strings that are only data, whatever they look like (display() renders undecodable bytes as \\xNN).
 AWKWARD = [
-    "caf\\xe9/traj.xtc", "ünïcödé ✓", "𝄞 astral 🧪", "e\u0301 combining", "\u202eright-to-left", "line\u2028sep\u2029", "\ufeffBOM",
-    "\ufffd", "crlf\r\nin", "cr\ronly", "back\\slash\\", "\\N", "NULL", "None", '"quoted"', "'single'", " leading", "trailing ",
-    " ", "\t", "comma,semi;colon", "%s %(x)s {0} ?", "\x7f\x01control",
+    "caf\\xe9/traj.xtc",
+    "ünïcödé ✓",
+    "𝄞 astral 🧪",
+    "e\u0301 combining",
+    "\u202eright-to-left",
+    "line\u2028sep\u2029",
+    "\ufeffBOM",
+    "\ufffd",
+    "crlf\r\nin",
+    "cr\ronly",
+    "back\\slash\\",
+    "\\N",
+    "NULL",
+    "None",
+    '"quoted"',
+    "'single'",
+    " leading",
+    "trailing ",
+    " ",
+    "\t",
+    "comma,semi;colon",
+    "%s %(x)s {0} ?",
+    "\x7f\x01control",
 ]
 
 
@@ -316,8 +385,11 @@ class TestWritesAsStored:
     """What each kind of write leaves in storage, value by value, read without mdbatch."""
 
     def test_update_with_a_partial_key_match_sets_every_row_that_shares_it(self, catalog_url):
-        rows = ([file_row("/r", "s1", p) for p in ("a", "b", "c")] + [file_row("/r", "s2", p) for p in ("a", "b")]
-                + [file_row("/other", "s1", "a")])
+        rows = (
+            [file_row("/r", "s1", p) for p in ("a", "b", "c")]
+            + [file_row("/r", "s2", p) for p in ("a", "b")]
+            + [file_row("/other", "s1", "a")]
+        )
         with open_catalog(catalog_url) as cat:
             cat.apply([Upsert(schema.FILES.name, rows_table(schema.FILES, rows))])
             mark = pa.table({"root": ["/r", "/r"], "simulation": ["s1", "gone"], "removed_run": ["run9", "run9"]})
@@ -326,18 +398,26 @@ class TestWritesAsStored:
             assert_stored(catalog_url, schema.FILES.name, marked, FILES_KEY)
             assert sorted(r["path"] for r in all_rows(cat, schema.FILES.name, removed_run="run9")) == ["a", "b", "c"]
 
-            both = pa.table({"root": ["/r", "/r"], "simulation": ["s1", "s2"], "run_id": ["r2", "r3"],
-                             "removed_run": pa.array([None, None], pa.string())})
+            both = pa.table(
+                {
+                    "root": ["/r", "/r"],
+                    "simulation": ["s1", "s2"],
+                    "run_id": ["r2", "r3"],
+                    "removed_run": pa.array([None, None], pa.string()),
+                }
+            )
             assert cat.apply([Update(schema.FILES.name, both, match=("root", "simulation"))]) == [5]
-            rerun = [{**r, "run_id": {"s1": "r2", "s2": "r3"}[r["simulation"]], "removed_run": None} if r["root"] == "/r" else r
-                     for r in rows]
+            rerun = [
+                {**r, "run_id": {"s1": "r2", "s2": "r3"}[r["simulation"]], "removed_run": None} if r["root"] == "/r" else r for r in rows
+            ]
             assert_stored(catalog_url, schema.FILES.name, rerun, FILES_KEY)
 
             one = pa.table({"root": ["/r"], "simulation": ["s2"], "path": ["b"], "size": [99], "xxh3_128": ["f" * 32]})
             assert cat.apply([Update(schema.FILES.name, one)]) == [1]  # by the whole key (the default): one row
             assert cat.apply([Update(schema.FILES.name, one.set_column(2, "path", pa.array(["zz"])))]) == [0]
-        final = [{**r, "size": 99, "xxh3_128": "f" * 32} if (r["root"], r["simulation"], r["path"]) == ("/r", "s2", "b") else r
-                 for r in rerun]
+        final = [
+            {**r, "size": 99, "xxh3_128": "f" * 32} if (r["root"], r["simulation"], r["path"]) == ("/r", "s2", "b") else r for r in rerun
+        ]
         assert_stored(catalog_url, schema.FILES.name, final, FILES_KEY)
 
     def test_an_upsert_of_some_columns_leaves_the_others(self, catalog_url):
@@ -348,16 +428,26 @@ class TestWritesAsStored:
         assert_stored(catalog_url, "RUN_DATABASE", [run_row("A", "production"), new], RUN_KEY)
 
     def test_nulls_empty_strings_and_zeros_are_distinct(self, catalog_url):
-        runs = [full_row(schema.RUN_DATABASE.c.keys(), hash="E", engine="", simulation_type=" ", input_data="", directory="", status=""),
-                full_row(schema.RUN_DATABASE.c.keys(), hash="N")]
-        overview = [overview_row(hash="A", item_type="analysis", item_name="", row_count=0, file_count=0, status=""),
-                    overview_row(hash="A", item_type="analysis", item_name="x", row_count=None, file_count=None, status=None)]
-        files = [file_row("/r", "s", "empty", path_raw=b"", sha256="", facts="", size=0, mtime_ns=0, ctime_ns=0, inode=0, device=0),
-                 file_row("/r", "s", "null")]
+        runs = [
+            full_row(schema.RUN_DATABASE.c.keys(), hash="E", engine="", simulation_type=" ", input_data="", directory="", status=""),
+            full_row(schema.RUN_DATABASE.c.keys(), hash="N"),
+        ]
+        overview = [
+            overview_row(hash="A", item_type="analysis", item_name="", row_count=0, file_count=0, status=""),
+            overview_row(hash="A", item_type="analysis", item_name="x", row_count=None, file_count=None, status=None),
+        ]
+        files = [
+            file_row("/r", "s", "empty", path_raw=b"", sha256="", facts="", size=0, mtime_ns=0, ctime_ns=0, inode=0, device=0),
+            file_row("/r", "s", "null"),
+        ]
         with open_catalog(catalog_url) as cat:
-            cat.apply([Upsert("RUN_DATABASE", rows_table(schema.RUN_DATABASE, runs)),
-                       Upsert("ANALYSIS_OVERVIEW", rows_table(schema.ANALYSIS_OVERVIEW, overview)),
-                       Upsert(schema.FILES.name, rows_table(schema.FILES, files))])
+            cat.apply(
+                [
+                    Upsert("RUN_DATABASE", rows_table(schema.RUN_DATABASE, runs)),
+                    Upsert("ANALYSIS_OVERVIEW", rows_table(schema.ANALYSIS_OVERVIEW, overview)),
+                    Upsert(schema.FILES.name, rows_table(schema.FILES, files)),
+                ]
+            )
             assert all_rows(cat, "RUN_DATABASE") == runs
             assert all_rows(cat, "ANALYSIS_OVERVIEW") == overview
             assert all_rows(cat, schema.FILES.name) == files
@@ -376,8 +466,12 @@ class TestWritesAsStored:
         ]
         overview = [overview_row(hash="A", item_type="artifact", item_name="x", row_count=-(2**63), file_count=2**31 - 1)]
         with open_catalog(catalog_url) as cat:
-            cat.apply([Upsert(schema.FILES.name, rows_table(schema.FILES, files)),
-                       Upsert("ANALYSIS_OVERVIEW", rows_table(schema.ANALYSIS_OVERVIEW, overview))])
+            cat.apply(
+                [
+                    Upsert(schema.FILES.name, rows_table(schema.FILES, files)),
+                    Upsert("ANALYSIS_OVERVIEW", rows_table(schema.ANALYSIS_OVERVIEW, overview)),
+                ]
+            )
             assert sorted(all_rows(cat, schema.FILES.name), key=lambda r: r["path"]) == sorted(files, key=lambda r: r["path"])
         assert_stored(catalog_url, schema.FILES.name, files, FILES_KEY)
         assert_stored(catalog_url, "ANALYSIS_OVERVIEW", overview, OVERVIEW_KEY)
@@ -397,36 +491,47 @@ class TestWritesAsStored:
             "utc": T0,
             "plus2": datetime(2024, 5, 1, 14, 0, 0, 123456, tzinfo=timezone(timedelta(hours=2))),
             "minus5": datetime(2024, 3, 10, 22, 30, tzinfo=timezone(timedelta(hours=-5))),
-            "pre1970": datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc),
-            "whole": datetime(2024, 1, 1, tzinfo=timezone.utc),
-            "far": datetime(2300, 1, 1, 0, 0, 0, 1, tzinfo=timezone.utc),
-            "year1": datetime(1, 1, 1, tzinfo=timezone.utc),
+            "pre1970": datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+            "whole": datetime(2024, 1, 1, tzinfo=UTC),
+            "far": datetime(2300, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+            "year1": datetime(1, 1, 1, tzinfo=UTC),
         }
         runs = [full_row(schema.RUN_DATABASE.c.keys(), hash=k, timestamp_utc=v) for k, v in moments.items()]
         started = datetime(2024, 5, 1, 9, 0, tzinfo=timezone(timedelta(hours=-7)))
         record = {"run_id": "r1", "command": "audit", "status": "running", "started_at": started}
         with open_catalog(catalog_url) as cat:
-            cat.apply([Upsert("RUN_DATABASE", rows_table(schema.RUN_DATABASE, runs)),
-                       Upsert(schema.RUNS.name, rows_table(schema.RUNS, [record]))])
+            cat.apply(
+                [Upsert("RUN_DATABASE", rows_table(schema.RUN_DATABASE, runs)), Upsert(schema.RUNS.name, rows_table(schema.RUNS, [record]))]
+            )
             back = {r["hash"]: r["timestamp_utc"] for r in all_rows(cat, "RUN_DATABASE")}
             assert back == moments and all(v.utcoffset() == timedelta(0) for v in back.values())
             ended = datetime(2024, 5, 1, 18, 30, 0, 5, tzinfo=timezone(timedelta(hours=5, minutes=30)))
             change = rows_table(schema.RUNS, [{"run_id": "r1", "status": "completed", "ended_at": ended, "heartbeat_at": ended}])
             assert cat.apply([Update(schema.RUNS.name, change)]) == [1]
         assert_stored(catalog_url, "RUN_DATABASE", runs, RUN_KEY)
-        assert_stored(catalog_url, schema.RUNS.name, [full_row(schema.RUNS.c.keys(), **record, ended_at=ended, heartbeat_at=ended)
-                                                      | {"status": "completed"}], ["run_id"])
+        assert_stored(
+            catalog_url,
+            schema.RUNS.name,
+            [full_row(schema.RUNS.c.keys(), **record, ended_at=ended, heartbeat_at=ended) | {"status": "completed"}],
+            ["run_id"],
+        )
 
     def test_awkward_strings_are_stored_as_written(self, catalog_url):
         runs = [full_row(schema.RUN_DATABASE.c.keys(), hash=s, engine=s, input_data=s * 3, directory=f"/scratch/{s}") for s in AWKWARD]
         runs.append(full_row(schema.RUN_DATABASE.c.keys(), hash="big", input_data="ü✓\n" * (1 << 18)))  # 1.5 MB of text
         overview = [overview_row(hash="A", item_type="analysis", item_name=s, directory=s, status="invalid") for s in AWKWARD]
         with open_catalog(catalog_url) as cat:
-            cat.apply([Upsert("RUN_DATABASE", rows_table(schema.RUN_DATABASE, runs)),
-                       Upsert("ANALYSIS_OVERVIEW", rows_table(schema.ANALYSIS_OVERVIEW, overview))])
+            cat.apply(
+                [
+                    Upsert("RUN_DATABASE", rows_table(schema.RUN_DATABASE, runs)),
+                    Upsert("ANALYSIS_OVERVIEW", rows_table(schema.ANALYSIS_OVERVIEW, overview)),
+                ]
+            )
             assert {r["hash"]: r for r in all_rows(cat, "RUN_DATABASE")} == {r["hash"]: r for r in runs}
-            found = cat.existing_keys("ANALYSIS_OVERVIEW", pa.table({"hash": ["A"] * len(AWKWARD), "item_type": ["analysis"] * len(AWKWARD),
-                                                                     "item_name": AWKWARD}))
+            found = cat.existing_keys(
+                "ANALYSIS_OVERVIEW",
+                pa.table({"hash": ["A"] * len(AWKWARD), "item_type": ["analysis"] * len(AWKWARD), "item_name": AWKWARD}),
+            )
             assert sorted(found["item_name"].to_pylist()) == sorted(AWKWARD)
         assert_stored(catalog_url, "RUN_DATABASE", runs, RUN_KEY)
         assert_stored(catalog_url, "ANALYSIS_OVERVIEW", overview, OVERVIEW_KEY)
@@ -434,11 +539,17 @@ class TestWritesAsStored:
     def test_nul_in_keys_and_values_is_replaced_on_postgresql_only(self, catalog_url):
         """PostgreSQL text cannot hold NUL: it is stored as U+FFFD (pgcopy.py), and keys are looked up the same way."""
         runs = [full_row(schema.RUN_DATABASE.c.keys(), hash="A\x00B", input_data="line\x00nul", status="ok")]
-        overview = [overview_row(hash="A\x00B", item_type="analysis", item_name="n\x00m", status="invalid"),
-                    overview_row(hash="A\x00B", item_type="analysis", item_name="plain", status="ok")]
+        overview = [
+            overview_row(hash="A\x00B", item_type="analysis", item_name="n\x00m", status="invalid"),
+            overview_row(hash="A\x00B", item_type="analysis", item_name="plain", status="ok"),
+        ]
         with open_catalog(catalog_url) as cat:
-            cat.apply([Upsert("RUN_DATABASE", rows_table(schema.RUN_DATABASE, runs)),
-                       Upsert("ANALYSIS_OVERVIEW", rows_table(schema.ANALYSIS_OVERVIEW, overview))])
+            cat.apply(
+                [
+                    Upsert("RUN_DATABASE", rows_table(schema.RUN_DATABASE, runs)),
+                    Upsert("ANALYSIS_OVERVIEW", rows_table(schema.ANALYSIS_OVERVIEW, overview)),
+                ]
+            )
             assert_stored(catalog_url, "RUN_DATABASE", runs, RUN_KEY)
             assert_stored(catalog_url, "ANALYSIS_OVERVIEW", overview, OVERVIEW_KEY)
             nul = "\ufffd" if backend(catalog_url) == "postgresql" else "\x00"
@@ -460,12 +571,19 @@ class TestWritesAsStored:
         assert_stored(catalog_url, "RUN_DATABASE", runs, RUN_KEY)
 
     def test_delete_by_some_columns_removes_every_row_that_matches(self, catalog_url):
-        overview = [overview_row(hash=h, item_type=kind, item_name=name, status="ok")
-                    for h in ("A", "B") for kind in ("analysis", "artifact") for name in ("apl", "x")]
+        overview = [
+            overview_row(hash=h, item_type=kind, item_name=name, status="ok")
+            for h in ("A", "B")
+            for kind in ("analysis", "artifact")
+            for name in ("apl", "x")
+        ]
         with open_catalog(catalog_url) as cat:
             cat.apply([Upsert("ANALYSIS_OVERVIEW", rows_table(schema.ANALYSIS_OVERVIEW, overview))])
-            deletes = [pa.table({"hash": ["A", "Z"]}), pa.table({"hash": ["B"], "item_type": ["artifact"]}),
-                       pa.table({"hash": ["B"], "item_type": ["analysis"], "item_name": ["nope"]})]
+            deletes = [
+                pa.table({"hash": ["A", "Z"]}),
+                pa.table({"hash": ["B"], "item_type": ["artifact"]}),
+                pa.table({"hash": ["B"], "item_type": ["analysis"], "item_name": ["nope"]}),
+            ]
             assert cat.apply([Delete("ANALYSIS_OVERVIEW", d) for d in deletes]) == [4, 2, 0]
         left = [r for r in overview if r["hash"] == "B" and r["item_type"] == "analysis"]
         assert_stored(catalog_url, "ANALYSIS_OVERVIEW", left, OVERVIEW_KEY)
@@ -476,12 +594,16 @@ def _writer(url: str, writer: int, batches: int, rows: int, errors: multiprocess
         with open_catalog(url) as cat:
             for b in range(batches):
                 hashes = [f"W{writer}B{b}R{r:04d}" for r in range(rows)]
-                overview = rows_table(schema.ANALYSIS_OVERVIEW, [{"hash": h, "item_type": "analysis", "item_name": "apl", "status": "ok"} for h in hashes])
-                cat.apply([
-                    Upsert("RUN_DATABASE", run_rows(hashes), "error"),
-                    Upsert("ANALYSIS_apl", analysis_rows(hashes), "skip"),
-                    Upsert("ANALYSIS_OVERVIEW", overview),
-                ])
+                overview = rows_table(
+                    schema.ANALYSIS_OVERVIEW, [{"hash": h, "item_type": "analysis", "item_name": "apl", "status": "ok"} for h in hashes]
+                )
+                cat.apply(
+                    [
+                        Upsert("RUN_DATABASE", run_rows(hashes), "error"),
+                        Upsert("ANALYSIS_apl", analysis_rows(hashes), "skip"),
+                        Upsert("ANALYSIS_OVERVIEW", overview),
+                    ]
+                )
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
         errors.put(f"writer {writer}: {type(exc).__name__}: {exc}")
         raise

@@ -32,7 +32,9 @@ def test_unchanged_simulations_are_kept_on_every_backend(make_campaign, catalog_
     third, found_third = run()
     assert third.summary["cache"]["simulations_rescanned"] == 1
     assert third.summary["cache"]["simulations_kept"] == len(result.simulations) - 1
-    assert set(found_third) - set(found_first) == {(clean, "row_count_mismatch", fault["item"], next(f[3] for f in found_third if f[0] == clean))}
+    assert set(found_third) - set(found_first) == {
+        (clean, "row_count_mismatch", fault["item"], next(f[3] for f in found_third if f[0] == clean))
+    }
     assert third.summary["changes"]["findings"]["new"] == 1
     fourth, found_fourth = run()
     assert fourth.summary["cache"]["simulations_kept"] == len(result.simulations) and found_fourth == found_third

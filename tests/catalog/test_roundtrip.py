@@ -13,14 +13,17 @@ from mdbatch.catalog.ops import rows_table
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
 ROWS = st.lists(
     st.tuples(TEXT, st.one_of(st.none(), TEXT), st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1))),
-    min_size=1, max_size=12, unique_by=lambda row: row[0],
+    min_size=1,
+    max_size=12,
+    unique_by=lambda row: row[0],
 )
 
 
 def round_trip(url: str, rows: list[tuple[str, str | None, int | None]]) -> None:
-    table = rows_table(schema.ANALYSIS_OVERVIEW, [
-        {"hash": h, "item_type": "analysis", "item_name": "n", "directory": d, "row_count": n} for h, d, n in rows
-    ])
+    table = rows_table(
+        schema.ANALYSIS_OVERVIEW,
+        [{"hash": h, "item_type": "analysis", "item_name": "n", "directory": d, "row_count": n} for h, d, n in rows],
+    )
     with open_catalog(url) as cat:
         cat.clear([("ANALYSIS_OVERVIEW", {})])
         assert cat.apply([Upsert("ANALYSIS_OVERVIEW", table, "error")]) == [len(rows)]

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 import os
 import stat
+import threading
+import time
 from pathlib import Path
-
-import pytest
 
 from mdbatch.dedupe import dedupe
 from mdbatch.dedupe.apply import ApplyOptions, apply_groups

@@ -25,9 +25,24 @@ def test_quick_benchmark_reports_groups_times_and_apply_rate(tmp_path: Path) -> 
     need_service(bool(shutil.which("rmlint") and shutil.which("jdupes")), "rmlint and jdupes are needed (apt-get install rmlint jdupes)")
     out = tmp_path / "result.json"
     proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--repeat", "1", "--apply-repeat", "1", "--no-cluster",
-         "--workdir", str(tmp_path / "work"), "--json-out", str(out)],
-        capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
+        [
+            sys.executable,
+            str(BENCH),
+            "--quick",
+            "--repeat",
+            "1",
+            "--apply-repeat",
+            "1",
+            "--no-cluster",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--json-out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(proc.stdout)

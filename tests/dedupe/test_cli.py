@@ -52,12 +52,15 @@ def test_dry_run_prints_the_plan_and_apply_does_it(tree, capsys: pytest.CaptureF
     assert snapshot(root) == before
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--status", "finished"], "--status"),
-    (["--store", "S", "--writable"], "--writable"),
-    (["--apply", "--store", "S"], "not allowed with"),
-    (["--min-size", "lots"], "size"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--status", "finished"], "--status"),
+        (["--store", "S", "--writable"], "--writable"),
+        (["--apply", "--store", "S"], "not allowed with"),
+        (["--min-size", "lots"], "size"),
+    ],
+)
 def test_usage_errors_exit_2(tree, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:  # type: ignore[no-untyped-def]
     root = tree({"a": {"t.top": TOP}})
     assert main(["dedupe", str(root), "--local", *argv]) == 2
@@ -114,8 +117,9 @@ def test_store_of_a_faulty_campaign_links_every_linkable_path(make_campaign, tmp
     objects = Store.open(str(store))
     report = dedupe(camp.dest, mode="local", progress=False)
     assert report.groups
-    apart = sorted(p for g in report.groups for p in g.paths
-                   if os.lstat(camp.dest / p).st_ino != os.lstat(objects.object_path(g.digest)).st_ino)
+    apart = sorted(
+        p for g in report.groups for p in g.paths if os.lstat(camp.dest / p).st_ino != os.lstat(objects.object_path(g.digest)).st_ino
+    )
     if IS_ROOT:  # root reads the mode-000 copy: a group member that cannot share the object's mode
         assert apart == [unreadable] and doc["apply"]["kept_out_of_store"] == 1
         assert snapshot(camp.dest) == before

@@ -9,14 +9,35 @@ from pathlib import Path
 import pytest
 
 from mdbatch.dedupe.fsops import RootFS, same_bytes
-from mdbatch.dedupe.journal import ACTIVE_SUFFIX, Journal, JournalBusyError, JournalState, append_and_close, pending_journals, read_records, root_lock
+from mdbatch.dedupe.journal import (
+    ACTIVE_SUFFIX,
+    Journal,
+    JournalBusyError,
+    JournalState,
+    append_and_close,
+    pending_journals,
+    read_records,
+    root_lock,
+)
 
 
 def test_records_round_trip_undecodable_names_and_close_renames(tmp_path: Path) -> None:
     journal = Journal(str(tmp_path), "run1", {"op": "apply", "link": "hardlink"})
     name = os.fsdecode(b"sim/caf\xe9.top")
-    journal.write({"t": "link", "id": journal.new_id(), "set": 1, "path": name, "tmp": "sim/.mdbatch-tmp-x-1", "kind": "hardlink",
-                   "target": "other/caf.top", "target_ino": 7, "old_ino": 8, "old_dev": 9})
+    journal.write(
+        {
+            "t": "link",
+            "id": journal.new_id(),
+            "set": 1,
+            "path": name,
+            "tmp": "sim/.mdbatch-tmp-x-1",
+            "kind": "hardlink",
+            "target": "other/caf.top",
+            "target_ino": 7,
+            "old_ino": 8,
+            "old_dev": 9,
+        }
+    )
     journal.done(1)
     assert journal.path.endswith(ACTIVE_SUFFIX) and pending_journals(str(tmp_path)) == [journal.path]
     final = journal.close("completed")
@@ -86,8 +107,18 @@ def test_rootfs_refuses_symlinked_directories(tmp_path: Path) -> None:
 
 def test_the_fast_link_encoder_writes_what_json_reads_back(tmp_path: Path) -> None:
     journal = Journal(str(tmp_path), "run3", {"op": "apply", "link": "symlink"})
-    rec = {"t": "link", "id": journal.new_id(), "set": 4, "path": os.fsdecode(b'd/"q" caf\xe9\n.top'), "tmp": "d/.mdbatch-tmp-ab-1",
-           "kind": "symlink", "target": "../e/x.top", "target_ino": 0, "old_ino": 12, "old_dev": 2049}
+    rec = {
+        "t": "link",
+        "id": journal.new_id(),
+        "set": 4,
+        "path": os.fsdecode(b'd/"q" caf\xe9\n.top'),
+        "tmp": "d/.mdbatch-tmp-ab-1",
+        "kind": "symlink",
+        "target": "../e/x.top",
+        "target_ino": 0,
+        "old_ino": 12,
+        "old_dev": 2049,
+    }
     journal.write_link(rec)
     final = journal.close("completed")
     assert JournalState.load(final).intents == [rec]

@@ -49,11 +49,13 @@ def test_groups_equal_brute_force_on_generated_campaign(make_campaign) -> None: 
 def test_stages_shrink_and_whole_reads_only_for_large_collisions(tree) -> None:  # type: ignore[no-untyped-def]
     big = os.urandom(HEAD_TAIL * 3)
     same_head_tail = big[:HEAD_TAIL] + os.urandom(HEAD_TAIL) + big[-HEAD_TAIL:]
-    root = tree({
-        "s1": {"a.bin": big, "unique.txt": b"only here", "small.top": b"topology\n"},
-        "s2": {"a.bin": big, "b.bin": same_head_tail, "small.top": b"topology\n"},
-        "s3": {"c.bin": os.urandom(HEAD_TAIL * 3)},  # same size, different head: dropped at head+tail
-    })
+    root = tree(
+        {
+            "s1": {"a.bin": big, "unique.txt": b"only here", "small.top": b"topology\n"},
+            "s2": {"a.bin": big, "b.bin": same_head_tail, "small.top": b"topology\n"},
+            "s3": {"c.bin": os.urandom(HEAD_TAIL * 3)},  # same size, different head: dropped at head+tail
+        }
+    )
     sims = list(walk_root(str(root)))
     result = find_duplicates(str(root), sims)
     assert groups_of(result) == [["s1/a.bin", "s2/a.bin"], ["s1/small.top", "s2/small.top"]]
@@ -142,7 +144,11 @@ def test_reuses_audit_digests_and_matches_the_audit_duplicate_summary(make_campa
     assert result.stats.reused_digests > 0
     assert result.stats.partial_hashed == 0 and result.stats.full_hashed == 0  # nothing re-read
     assert groups_of(result) == brute_force_groups(root, sims)
-    assert summary["duplicates"] == {"groups": len(result.groups), "files": result.duplicate_files, "reclaimable_bytes": result.reclaimable_bytes}
+    assert summary["duplicates"] == {
+        "groups": len(result.groups),
+        "files": result.duplicate_files,
+        "reclaimable_bytes": result.reclaimable_bytes,
+    }
 
 
 @pytest.mark.integration

@@ -49,8 +49,13 @@ def only_originals(now: dict[bytes, tuple[str, str]], before: dict[bytes, tuple[
 
 def build_template(root: Path, sims: int = 12) -> None:
     for i in range(sims):
-        files = {"topology.top": TOP, "prod.mdp": b"nsteps = 500\n" * 50, "traj/big.xtc": BIG if i % 3 else BIG[::-1],
-                 "own.txt": f"unique {i}\n".encode(), b"caf\xe9.itp": b"; shared itp\n" * 20}
+        files = {
+            "topology.top": TOP,
+            "prod.mdp": b"nsteps = 500\n" * 50,
+            "traj/big.xtc": BIG if i % 3 else BIG[::-1],
+            "own.txt": f"unique {i}\n".encode(),
+            b"caf\xe9.itp": b"; shared itp\n" * 20,
+        }
         write_sim(root, f"sim{i:02d}", files, "completed" if i % 5 else "production")
 
 
@@ -70,8 +75,18 @@ def run_forked(root: Path, crash_at: int | None, link: str = "hardlink", store: 
 
         code = 0
         try:
-            result = dedupe(root, apply=store is None, store=store, link=link, statuses=None, mode="local", progress=False, hook=hook, chunk_actions=8,
-                            link_threads=threads)
+            result = dedupe(
+                root,
+                apply=store is None,
+                store=store,
+                link=link,
+                statuses=None,
+                mode="local",
+                progress=False,
+                hook=hook,
+                chunk_actions=8,
+                link_threads=threads,
+            )
             os.write(write, str(steps).encode())
             code = result.exit_code
         except BaseException:  # noqa: BLE001 - report through the exit code only
@@ -87,7 +102,10 @@ def run_forked(root: Path, crash_at: int | None, link: str = "hardlink", store: 
     return int(out) if out else -1
 
 
-@pytest.mark.parametrize("link,use_store,threads", [("hardlink", False, 1), ("hardlink", False, 4), ("symlink", False, None), ("hardlink", True, None), ("symlink", True, 4)])
+@pytest.mark.parametrize(
+    "link,use_store,threads",
+    [("hardlink", False, 1), ("hardlink", False, 4), ("symlink", False, None), ("hardlink", True, None), ("symlink", True, 4)],
+)
 def test_crash_at_every_step_then_recover_and_rerun(tmp_path: Path, link: str, use_store: bool, threads: int | None) -> None:
     template = tmp_path / "template"
     build_template(template, sims=4)
@@ -158,7 +176,9 @@ def test_crash_at_every_step_of_a_store_apply_split_by_mode(tmp_path: Path) -> N
         assert again.exit_code == 0 and again.applied is not None and again.applied.skipped == [], f"step {k}"
         assert snapshot(root) == before
         done = dedupe(root, store=store, statuses=None, mode="local", progress=False)
-        assert done.applied is not None and (done.applied.links, done.exit_code) == (0, 0), f"re-run after a crash at step {k} did not complete"
+        assert done.applied is not None and (done.applied.links, done.exit_code) == (0, 0), (
+            f"re-run after a crash at step {k} did not complete"
+        )
         assert {p: m & ~0o222 for p, m in modes(root).items()} == {p: m & ~0o222 for p, m in modes_before.items()}
         assert Store.open(str(store)).verify()["corrupt"] == 0
         shutil.rmtree(root)
@@ -190,8 +210,12 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     modes = [("hardlink", False), ("symlink", False), ("hardlink", True)]
 
     def start(root: Path, link: str, store: Path | None, threads: int = 1) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-c", _CHILD, str(root), link, str(store or ""), str(threads)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(root), link, str(store or ""), str(threads)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     # Calibrate: how long does the apply phase take here?
     calib = tmp_path / "calib"

@@ -10,20 +10,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
-
 #: As root, file permissions do not apply; dropping these capabilities makes them apply again.
 DROP_DAC = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
 
 
-def mdbatch(*args: str | os.PathLike[str], timeout: float = 300, env: dict[str, str] | None = None,
-            permissions: bool = False) -> subprocess.CompletedProcess[str]:
+def mdbatch(
+    *args: str | os.PathLike[str], timeout: float = 300, env: dict[str, str] | None = None, permissions: bool = False
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m mdbatch ARGS` to completion (stdin closed), capturing its output.
 
     With `permissions`, file permissions hold even when the tests run as root (DAC capabilities dropped).
     """
     prefix = DROP_DAC if permissions and os.geteuid() == 0 else []
-    return subprocess.run([*prefix, sys.executable, "-m", "mdbatch", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "mdbatch", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def rows(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:

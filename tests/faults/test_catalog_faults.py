@@ -35,10 +35,17 @@ def _damage(path) -> bytes:
     return bytes(data)
 
 
-@pytest.mark.parametrize("command", [
-    ["runs", "list"], ["runs", "show"], ["report", "-o", "{tmp}/r.html"], ["audit", "{camp}", "--quiet", "--no-dashboard"],
-    ["push", "systems", "{camp}", "--diff", "--quiet"], ["runs", "prune", "--older-than", "0"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["runs", "list"],
+        ["runs", "show"],
+        ["report", "-o", "{tmp}/r.html"],
+        ["audit", "{camp}", "--quiet", "--no-dashboard"],
+        ["push", "systems", "{camp}", "--diff", "--quiet"],
+        ["runs", "prune", "--older-than", "0"],
+    ],
+)
 def test_a_damaged_sqlite_catalog_is_named_and_never_written(make_campaign, tmp_path, command):
     camp = make_campaign(40, seed=71, faults=True)
     db = tmp_path / "c.db"
@@ -101,7 +108,7 @@ def test_two_audits_of_one_root_at_once_leave_one_record(make_campaign, tmp_path
     assert statuses == (["completed"] * 3 if codes == [1, 1] else ["completed", "completed", "refused"])
     assert value(db, "SELECT COUNT(*) FROM MDBATCH_CHANGES WHERE change = 'removed'") == 0
     assert value(db, "SELECT COUNT(*) FROM MDBATCH_SIMULATIONS WHERE removed_run IS NULL") == 60
-    for r, path in zip(results, out):
+    for r, path in zip(results, out, strict=True):
         if r.returncode == 1:
             assert summary(path)["changes"]["simulations"] == {"new": 0, "removed": 0, "status_changed": 0}
 
@@ -119,7 +126,10 @@ def test_quiet_is_quiet_with_port_8787_taken(make_campaign, tmp_path):
         for extra in ([], ["--dashboard"]):
             result = subprocess.run(
                 [sys.executable, "-m", "mdbatch", "audit", str(camp.dest), "--db", f"sqlite:///{tmp_path / 'c.db'}", "--quiet", *extra],
-                capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                stdin=subprocess.DEVNULL,
             )
             assert result.returncode == 0 and result.stderr == "" and result.stdout == "", (extra, result.stderr)
         shown = mdbatch("audit", camp.dest, "--db", f"sqlite:///{tmp_path / 'd.db'}", "--dashboard")

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -101,8 +101,9 @@ def test_a_killed_audit_is_abandoned_and_resumes_to_an_identical_catalog(make_ca
     assert summary["outcome"] == "abandoned" and "is gone" in summary["abandoned"]["reason"]
     assert summary["simulations"] == scanned(db) == value(db, "SELECT COUNT(*) FROM MDBATCH_SIMULATIONS")
 
-    resumed = mdbatch("audit", camp.dest, "--db", f"sqlite:///{db}", "--quiet", "--no-dashboard", "--resume", "last",
-                      "--json", tmp_path / "s.json")
+    resumed = mdbatch(
+        "audit", camp.dest, "--db", f"sqlite:///{db}", "--quiet", "--no-dashboard", "--resume", "last", "--json", tmp_path / "s.json"
+    )
     assert resumed.returncode == 1, resumed.stderr
     final = json.loads((tmp_path / "s.json").read_text())
     assert final["outcome"] == "completed" and final["simulations"] == 300 and final["files"] == camp.files
@@ -131,25 +132,46 @@ def test_no_process_outlives_a_client_killed_at_any_instant(make_campaign, tmp_p
 
 
 def _running_row(run_id: str, host: str, pid: int, beat: datetime) -> dict:
-    return {"run_id": run_id, "command": "audit", "root": "/x", "arguments": "{}", "host": host, "version": "0", "catalog": "",
-            "started_at": beat, "status": "running", "pid": pid, "heartbeat_at": beat}
+    return {
+        "run_id": run_id,
+        "command": "audit",
+        "root": "/x",
+        "arguments": "{}",
+        "host": host,
+        "version": "0",
+        "catalog": "",
+        "started_at": beat,
+        "status": "running",
+        "pid": pid,
+        "heartbeat_at": beat,
+    }
 
 
 def test_abandoned_runs_are_told_by_process_or_by_heartbeat(tmp_path):
     url = f"sqlite:///{tmp_path / 'c.db'}"
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     here = socket.gethostname()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     stale = now - timedelta(seconds=ABANDON_AFTER_S + 60)
     with open_catalog(url) as catalog:
         catalog.init_schema()
-        catalog.apply([Upsert(schema.RUNS.name, rows_table(schema.RUNS, [
-            _running_row("here-alive", here, os.getpid(), now),                 # this process: alive
-            _running_row("here-dead", here, dead.pid, now),                      # its process is gone
-            _running_row("there-fresh", "elsewhere.example", 12345, now),        # another host, recent heartbeat
-            _running_row("there-stale", "elsewhere.example", 12345, stale),      # another host, silent too long
-        ]))])
+        catalog.apply(
+            [
+                Upsert(
+                    schema.RUNS.name,
+                    rows_table(
+                        schema.RUNS,
+                        [
+                            _running_row("here-alive", here, os.getpid(), now),  # this process: alive
+                            _running_row("here-dead", here, dead.pid, now),  # its process is gone
+                            _running_row("there-fresh", "elsewhere.example", 12345, now),  # another host, recent heartbeat
+                            _running_row("there-stale", "elsewhere.example", 12345, stale),  # another host, silent too long
+                        ],
+                    ),
+                )
+            ]
+        )
         assert sorted(reap_abandoned(catalog)) == ["here-dead", "there-stale"]
         assert reap_abandoned(catalog) == []
     status = dict(rows(tmp_path / "c.db", "SELECT run_id, status FROM MDBATCH_RUNS"))

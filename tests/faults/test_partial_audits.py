@@ -46,7 +46,9 @@ def test_a_csv_audit_changes_nothing_outside_its_simulations(make_campaign, tmp_
     assert p["changes"]["simulations"] == {"new": 0, "removed": 0, "status_changed": 0}
     assert p["changes"]["findings"]["new"] == 0 and p["changes"]["findings"]["resolved"] == 0
     mine = value(db, "SELECT COUNT(*) FROM MDBATCH_FINDINGS WHERE run_id = ?", full["run_id"])
-    listed_findings = value(db, f"SELECT COUNT(*) FROM MDBATCH_FINDINGS WHERE run_id = ? AND simulation IN ({','.join('?' * 5)})", full["run_id"], *listed)
+    listed_findings = value(
+        db, f"SELECT COUNT(*) FROM MDBATCH_FINDINGS WHERE run_id = ? AND simulation IN ({','.join('?' * 5)})", full["run_id"], *listed
+    )
     assert p["changes"]["findings"]["persisting"] == listed_findings < mine
     assert rows(db, "SELECT scope, change FROM MDBATCH_CHANGES WHERE run_id = ? AND change IN ('resolved', 'removed')", p["run_id"]) == []
     assert value(db, "SELECT COUNT(*) FROM MDBATCH_SIMULATIONS WHERE removed_run IS NULL") == 24
@@ -63,7 +65,6 @@ def test_a_sub_directory_audit_is_part_of_its_root(make_campaign, tmp_path):
     camp = make_campaign(40, seed=52, faults=True, nested=True)
     db, out = tmp_path / "c.db", tmp_path / "s.json"
     assert _audit(camp.dest, db, out).returncode == 1
-    full = summary(out)
     group = sorted({s.split("/")[0] for s in camp.simulations if s.startswith("group_")})[0]
     inside = [s for s in camp.simulations if s.startswith(f"{group}/")]
     outside = [s for s in camp.simulations if not s.startswith(f"{group}/")]

@@ -104,8 +104,9 @@ class SlowLink:
 def scheduler() -> Iterator[str]:
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
-                      silence_logs=logging.ERROR) as c:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR
+    ) as c:
         yield c.scheduler_address
 
 
@@ -134,12 +135,18 @@ def start_push(url: str, campaign: GenerateResult, scheduler: str, tmp: Path, *e
     env.update(KNOBS, MDBATCH_CONFIG=str(tmp / "none.toml"))
     return subprocess.Popen(
         [sys.executable, "-m", "mdbatch", "push", "analysis", str(campaign.dest), "--db", url, "--scheduler", scheduler, "--quiet", *extra],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
 
 
-def cut_when(proc: subprocess.Popen[str], ready: Callable[[], bool], cut: Callable[[], None], *, again: bool = False,
-             timeout: float = 120) -> tuple[int, str]:
+def cut_when(
+    proc: subprocess.Popen[str], ready: Callable[[], bool], cut: Callable[[], None], *, again: bool = False, timeout: float = 120
+) -> tuple[int, str]:
     """Poll `ready` while the push runs and `cut` once it holds (with `again`, each time it holds
     until the push ends: a cut that only met an idle pooled session does not stop it). Exit status, stderr."""
     deadline = time.monotonic() + timeout
@@ -242,8 +249,13 @@ def test_postgres_push_cut_by_the_server_leaves_whole_simulations(campaign, sche
     link_dir = tempfile.mkdtemp(prefix="mdb-link-")  # short: a socket path is at most 107 bytes
     link = SlowLink(link_dir, (target.host or "127.0.0.1", target.port or 5432))
     app = f"mdbatch-push-fault-{os.getpid()}"
-    url = URL.create(target.drivername, username=target.username, password=target.password, database=target.database,
-                     query={**target.query, "host": link_dir, "application_name": app}).render_as_string(hide_password=False)
+    url = URL.create(
+        target.drivername,
+        username=target.username,
+        password=target.password,
+        database=target.database,
+        query={**target.query, "host": link_dir, "application_name": app},
+    ).render_as_string(hide_password=False)
     moments: dict[str, Callable[[list[tuple[str, str]]], bool]] = {
         "while a COPY streams": lambda s: any(state == "active" and query.startswith("COPY") for state, query in s),
         "between two statements": lambda s: any(state == "idle in transaction" for state, _ in s),
@@ -251,21 +263,27 @@ def test_postgres_push_cut_by_the_server_leaves_whole_simulations(campaign, sche
     }
     monitor = psycopg.connect(pg_url.replace("+psycopg", "", 1), autocommit=True)
     try:
+
         def sessions() -> list[tuple[str, str]]:
             return monitor.execute(
                 "SELECT coalesce(state, ''), coalesce(query, '') FROM pg_stat_activity WHERE datname = current_database() "
-                "AND application_name = %s", (app,)).fetchall()
+                "AND application_name = %s",
+                (app,),
+            ).fetchall()
 
         def terminate() -> None:
-            monitor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
-                            "AND application_name = %s", (app,))
+            monitor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+                (app,),
+            )
 
         for attempt, (moment, busy) in enumerate(moments.items()):
             rows_before = len(raw_identities(pg_url)) if attempt else 0
             start, goal = threshold(pg_url, clean[1], 0.15) if attempt else (0, 1)
             proc = start_push(url, campaign, scheduler, tmp_path, *(["--diff"] if attempt else []))
-            code, err = cut_when(proc, lambda goal=goal, busy=busy: committed(pg_url, monitor) >= goal and busy(sessions()), terminate,
-                                 again=True)
+            code, err = cut_when(
+                proc, lambda goal=goal, busy=busy: committed(pg_url, monitor) >= goal and busy(sessions()), terminate, again=True
+            )
             assert code == 2, f"{moment}: the push was not cut ({code}): {err}"
             lines = [line for line in err.splitlines() if line.strip()]
             assert len(lines) == 1 and lines[0].startswith(f"error: catalog {url.split('?')[0]}"), f"{moment}: {err}"
@@ -287,12 +305,17 @@ def test_lost_connection_mid_copy_is_one_error_and_no_log(pg_url, caplog):
     link_dir = tempfile.mkdtemp(prefix="mdb-link-")
     link = SlowLink(link_dir, (target.host or "127.0.0.1", target.port or 5432), rate=1 << 20)
     app = f"mdbatch-copy-fault-{os.getpid()}"
-    url = URL.create(target.drivername, username=target.username, database=target.database,
-                     query={**target.query, "host": link_dir, "application_name": app}).render_as_string(hide_password=False)
+    url = URL.create(
+        target.drivername,
+        username=target.username,
+        database=target.database,
+        query={**target.query, "host": link_dir, "application_name": app},
+    ).render_as_string(hide_password=False)
     # 4 MB of rows: psycopg sends a COPY in 1 MB flushes, so the cut lands inside the COPY block.
-    rows = rows_table(schema.RUN_DATABASE, [
-        {"hash": f"{i:040X}", "input_data": "x" * (128 << 10), "status": "completed", "directory": f"/d/{i}"} for i in range(32)
-    ])
+    rows = rows_table(
+        schema.RUN_DATABASE,
+        [{"hash": f"{i:040X}", "input_data": "x" * (128 << 10), "status": "completed", "directory": f"/d/{i}"} for i in range(32)],
+    )
     monitor = psycopg.connect(pg_url.replace("+psycopg", "", 1), autocommit=True)
 
     def cut() -> None:
@@ -300,11 +323,15 @@ def test_lost_connection_mid_copy_is_one_error_and_no_log(pg_url, caplog):
         while time.monotonic() < deadline:
             streaming = monitor.execute(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s "
-                "AND state = 'active' AND query LIKE 'COPY%%'", (app,)).fetchall()
+                "AND state = 'active' AND query LIKE 'COPY%%'",
+                (app,),
+            ).fetchall()
             if streaming:
                 time.sleep(0.3)  # well inside the 4 s the link takes to carry it
-                monitor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
-                                "AND application_name = %s", (app,))
+                monitor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+                    (app,),
+                )
                 return
             time.sleep(0.005)
 

@@ -35,9 +35,15 @@ def test_a_store_run_that_cannot_read_a_copy_links_every_other_one(tmp_path: Pat
     (fault,) = [f for f in camp.expected_findings if f["kind"] == "unreadable"]
     unreadable = f"{fault['simulation']}/{fault['item']}"
     store, out = tmp_path / "cas", tmp_path / "summary.json"
+
     def run(*args: str) -> None:
-        proc = subprocess.run([*prefix, sys.executable, "-m", "mdbatch", "dedupe", str(camp.dest), *args, "--local", "--quiet"],
-                              capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [*prefix, sys.executable, "-m", "mdbatch", "dedupe", str(camp.dest), *args, "--local", "--quiet"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
         assert proc.returncode == 0 and proc.stderr == "", proc.stderr
 
     run("--store", str(store), "--status", "all", "--json", str(out))

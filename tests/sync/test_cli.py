@@ -27,7 +27,9 @@ pytestmark = pytest.mark.integration
 def scheduler():
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR) as c:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR
+    ) as c:
         yield c.scheduler_address
 
 
@@ -35,7 +37,9 @@ def run(*args: str, tmp: Path, env: dict[str, str] | None = None, **kw) -> subpr
     full = {k: v for k, v in os.environ.items() if k != "MDBATCH_DB"}
     full["MDBATCH_CONFIG"] = str(tmp / "config.toml")
     full.update(env or {})
-    return subprocess.run([sys.executable, "-m", "mdbatch", *args], env=full, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "mdbatch", *args], env=full, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, **kw
+    )
 
 
 class Ran:
@@ -96,7 +100,13 @@ def test_push_pull_clear_round_trip(tmp_path, make_campaign, scheduler, cli):
     assert human.returncode == 0 and "skipped (already in the catalog): 16 in RUN_DATABASE" in human.stdout
 
     table = cli("pull", "systems", "--db", db, "--status", "completed")
-    assert table.returncode == 0 and table.stdout.splitlines()[0].split() == ["hash", "simulation_type", "parametrization", "status", "directory"]
+    assert table.returncode == 0 and table.stdout.splitlines()[0].split() == [
+        "hash",
+        "simulation_type",
+        "parametrization",
+        "status",
+        "directory",
+    ]
     completed = sum(1 for line in table.stdout.splitlines()[2:-1])
     assert f"({completed} rows)" in table.stdout and completed == count_status(result, "completed")
 
@@ -257,8 +267,12 @@ def test_killed_push_leaves_a_consistent_catalog_that_diff_completes(tmp_path, m
     result = make_campaign(30, seed=42)
     full = {k: v for k, v in os.environ.items() if k != "MDBATCH_DB"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", KILLER, str(result.dest), url, scheduler, "error"], env=full, start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-c", KILLER, str(result.dest), url, scheduler, "error"],
+        env=full,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL, err
@@ -272,7 +286,9 @@ def test_killed_push_leaves_a_consistent_catalog_that_diff_completes(tmp_path, m
         runs = cat.read_table("MDBATCH_RUNS")
     assert list(runs["status"]) == ["running"]  # the killed run never got to record an outcome
 
-    done = run("push", "analysis", str(result.dest), "--db", url, "--diff", "--scheduler", scheduler, "--json", "-", "--quiet", tmp=tmp_path)
+    done = run(
+        "push", "analysis", str(result.dest), "--db", url, "--diff", "--scheduler", scheduler, "--json", "-", "--quiet", tmp=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert sum(summary["skipped_existing"].values()) == len(found)
@@ -304,8 +320,13 @@ def test_eight_pushers_at_once_lose_nothing(tmp_path, make_campaign, scheduler, 
     full = {k: v for k, v in os.environ.items() if k != "MDBATCH_DB"}
     full["MDBATCH_CONFIG"] = str(tmp_path / "none.toml")
     procs = [
-        subprocess.Popen([sys.executable, "-m", "mdbatch", "push", "analysis", str(part), "--db", url, "--scheduler", scheduler, "--quiet"],
-                         env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "mdbatch", "push", "analysis", str(part), "--db", url, "--scheduler", scheduler, "--quiet"],
+            env=full,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for part in lists
     ]
     outcomes = [(p.wait(timeout=600), p.stderr.read()) for p in procs]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,34 +19,64 @@ from mdbatch.sync import clear, pull
 from ..catalog.test_contract import T0 as RUN_T0
 from ..catalog.test_contract import run_rows
 
-T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 5, 1, tzinfo=UTC)
 
 
 def analysis(hashes_frames: dict[str, str | None], paths: dict[str, str] | None = None) -> pa.Table:
-    return rows_table(schema.analysis_table("apl"), [
-        {"hash": h, "directory": f"/d/{h}", "simulation_type": "bilayer", "row_count": None, "columns": None, "data_csv": text,
-         "data_path": (paths or {}).get(h, f"/nonexistent/{h}.parquet"), "timestamp_utc": T0,
-         "data_csv_bytes": None if text is None else len(text)}
-        for h, text in hashes_frames.items()
-    ])
+    return rows_table(
+        schema.analysis_table("apl"),
+        [
+            {
+                "hash": h,
+                "directory": f"/d/{h}",
+                "simulation_type": "bilayer",
+                "row_count": None,
+                "columns": None,
+                "data_csv": text,
+                "data_path": (paths or {}).get(h, f"/nonexistent/{h}.parquet"),
+                "timestamp_utc": T0,
+                "data_csv_bytes": None if text is None else len(text),
+            }
+            for h, text in hashes_frames.items()
+        ],
+    )
 
 
 @pytest.fixture
 def filled(catalog_url):
-    overview = rows_table(schema.ANALYSIS_OVERVIEW, [
-        {"hash": h, "item_type": kind, "item_name": "apl", "status": "ok", "row_count": 2, "file_count": 1, "updated_at": T0}
-        for h in ("A", "B", "C") for kind in ("analysis", "artifact")
-    ])
-    artifacts = rows_table(schema.artifact_table("snap"), [
-        {"hash": "A", "directory": "/d/A", "simulation_type": "bilayer", "file_count": 1, "files": '["s.png"]', "checksums": '{"s.png": "ab"}',
-         "timestamp_utc": T0}
-    ])
+    overview = rows_table(
+        schema.ANALYSIS_OVERVIEW,
+        [
+            {"hash": h, "item_type": kind, "item_name": "apl", "status": "ok", "row_count": 2, "file_count": 1, "updated_at": T0}
+            for h in ("A", "B", "C")
+            for kind in ("analysis", "artifact")
+        ],
+    )
+    artifacts = rows_table(
+        schema.artifact_table("snap"),
+        [
+            {
+                "hash": "A",
+                "directory": "/d/A",
+                "simulation_type": "bilayer",
+                "file_count": 1,
+                "files": '["s.png"]',
+                "checksums": '{"s.png": "ab"}',
+                "timestamp_utc": T0,
+            }
+        ],
+    )
     frames = {"A": "t,v\n1,0.5\n2,0.25\n", "B": "t,v\n3,1.0\n", "C": "t,v,extra\n4,2.0,x\n"}
     with open_catalog(catalog_url) as cat:
-        cat.apply([
-            Upsert("RUN_DATABASE", run_rows(["A", "B"], "completed")), Upsert("RUN_DATABASE", run_rows(["C"], "build")),
-            Upsert("ANALYSIS_OVERVIEW", overview), Upsert("ANALYSIS_apl", analysis(frames)), Upsert("ARTIFACT_snap", artifacts),
-        ])
+        cat.apply(
+            [
+                Upsert("RUN_DATABASE", run_rows(["A", "B"], "completed")),
+                Upsert("RUN_DATABASE", run_rows(["C"], "build")),
+                Upsert("ANALYSIS_OVERVIEW", overview),
+                Upsert("ANALYSIS_apl", analysis(frames)),
+                Upsert("ARTIFACT_snap", artifacts),
+            ]
+        )
     return catalog_url
 
 
@@ -115,7 +145,8 @@ def test_clear_plans_counts_and_deletes(filled):
     with open_catalog(filled) as cat:
         targets = clear.plan(cat, "analysis", analysis_name="apl")
         assert [t.describe() for t in targets] == [
-            "ANALYSIS_apl", "ANALYSIS_OVERVIEW where item_type = 'analysis', item_name = 'apl'",
+            "ANALYSIS_apl",
+            "ANALYSIS_OVERVIEW where item_type = 'analysis', item_name = 'apl'",
         ]
         assert clear.count(cat, targets) == [3, 3]
         assert clear.execute(cat, targets) == [3, 3]

@@ -23,8 +23,8 @@ from mdbatch.catalog import open_catalog, schema
 from mdbatch.catalog.writes import PARQUET_BYTES
 from mdbatch.engine import ClusterOptions
 from mdbatch.errors import DuplicateKeysError, InvalidNameError, UsageError
-from mdbatch.sync.push import push
 from mdbatch.sync.collect import collect, frame_csv, split_for_serialization
+from mdbatch.sync.push import push
 
 from ..conftest import expected
 
@@ -35,7 +35,9 @@ pytestmark = pytest.mark.integration
 def cluster():
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR) as c:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR
+    ) as c:
         yield ClusterOptions(scheduler=c.scheduler_address)
 
 
@@ -135,8 +137,11 @@ def halves(found: set[tuple[Any, ...]], clean: set[tuple[Any, ...]]) -> dict[str
 def unpaired(found: set[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
     """Item rows without their overview row, and overview rows of sound items without their item row."""
     overview = {(r[1], r[2], r[3]) for r in found if r[0] == schema.OVERVIEW_TABLE}
-    items = {(r[1], "analysis" if r[0].startswith("ANALYSIS_") else "artifact", r[0].split("_", 1)[1])
-             for r in found if r[0] != schema.OVERVIEW_TABLE and schema.item_kind(r[0])}
+    items = {
+        (r[1], "analysis" if r[0].startswith("ANALYSIS_") else "artifact", r[0].split("_", 1)[1])
+        for r in found
+        if r[0] != schema.OVERVIEW_TABLE and schema.item_kind(r[0])
+    }
     sound = {(r[1], r[2], r[3]) for r in found if r[0] == schema.OVERVIEW_TABLE and r[4] in ("ok", "mismatch")}
     return (items - overview) | (sound - items)
 
@@ -238,8 +243,12 @@ def test_faulty_campaign_pushes_what_is_sound(catalog_url, make_campaign, cluste
     overview = rows(catalog_url, "ANALYSIS_OVERVIEW")
     statuses = Counter(r["status"] for r in overview)
     faults = Counter(f["kind"] for f in result.expected_findings)
-    damaged = {"missing": faults["missing_file"], "invalid": faults["invalid_name"], "unreadable": faults["parquet_unreadable"],
-               "mismatch": faults["row_count_mismatch"] + faults["columns_mismatch"]}
+    damaged = {
+        "missing": faults["missing_file"],
+        "invalid": faults["invalid_name"],
+        "unreadable": faults["parquet_unreadable"],
+        "mismatch": faults["row_count_mismatch"] + faults["columns_mismatch"],
+    }
     corrupt = {f["simulation"] for f in result.expected_findings if f["kind"] == "registry_corrupt"}
     registries = [result.dest / s / ".analysis" / "metadata.json" for s in result.simulations if s not in corrupt]
     registered_analyses = sum(len(json.loads(r.read_text())["analyses"]) for r in registries if r.exists())
@@ -249,7 +258,7 @@ def test_faulty_campaign_pushes_what_is_sound(catalog_url, make_campaign, cluste
     assert pushed.invalid_names == faults["invalid_name"] and pushed.findings == len(expected(result))
     # Only analyses with a readable parquet get a data row.
     bad = {(r["hash"], r["item_name"]) for r in overview if r["status"] not in ("ok", "mismatch")}
-    data_rows = {(r["hash"], t[len("ANALYSIS_"):]) for t in tables if schema.item_kind(t) == "analysis" for r in rows(catalog_url, t)}
+    data_rows = {(r["hash"], t[len("ANALYSIS_") :]) for t in tables if schema.item_kind(t) == "analysis" for r in rows(catalog_url, t)}
     assert not bad & data_rows
 
 
