@@ -290,6 +290,8 @@ class CSVCatalog(CatalogBackend):
 
 def _upsert(definition: Any, current: pa.Table, rows: pa.Table, op: Upsert) -> tuple[pa.Table, int]:
     """`current` with `rows` upserted per `op`; and how many rows were written."""
+    if op.on_conflict == "new":  # the keys were deleted in this transaction: a replace is the same, and safe
+        op = Upsert(op.table, op.rows)
     keys = list(schema.key_columns(definition))
     full = schema.arrow_schema(definition)
     if not keys:  # append-only: generated ids continue after the largest one

@@ -160,14 +160,16 @@ def _with_paths(catalog: CatalogBackend, groups: pa.Table, root: str | None) -> 
     frame = groups.to_pandas()
     if frame.empty:
         return _empty(DUPLICATE_COLUMNS)
-    match = {"size": groups["size"], "xxh3_128": groups["xxh3_128"]}
-    if root is not None:
-        match = {"root": pa.array([root] * groups.num_rows, pa.string()), **match}
-    found = catalog.rows_matching(FILES, pa.table(match), ["root", "simulation", "path", "size", "xxh3_128", "removed_run"])
-    found = found.filter(pc.is_null(found["removed_run"])).drop_columns(["removed_run"])
+    # A second streaming pass, keeping the rows of the wanted groups: no index on (size, digest) to
+    # maintain on every audit write (random inserts into it slowed big audits down).
+    wanted = pa.array(sorted({f"{s}:{d}" for s, d in zip(frame["size"], frame["xxh3_128"], strict=True)}), pa.string())
+    where = {"root": root, "removed_run": None} if root is not None else {"removed_run": None}
     paths: dict[tuple[int, str], list[str]] = {}
-    for r, sim, path, size, digest in zip(*(found[c].to_pylist() for c in found.column_names), strict=True):
-        paths.setdefault((size, digest), []).append(posixpath.normpath(posixpath.join(r, sim, path)))
+    for chunk in catalog.iter_rows(FILES, where, ["root", "simulation", "path", "size", "xxh3_128"], 200_000):
+        keys = pc.binary_join_element_wise(pc.cast(chunk["size"], pa.string()), chunk["xxh3_128"], ":")
+        found = chunk.filter(pc.fill_null(pc.is_in(keys, value_set=wanted), False))
+        for r, sim, path, size, digest in zip(*(found[c].to_pylist() for c in found.column_names), strict=True):
+            paths.setdefault((size, digest), []).append(posixpath.normpath(posixpath.join(r, sim, path)))
     frame["paths"] = [sorted(paths.get((s, d), [])) for s, d in zip(frame["size"], frame["xxh3_128"], strict=True)]
     return pd.DataFrame(frame, columns=DUPLICATE_COLUMNS)
 

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from . import schema
 
 #: How a write treats a key that is already present (see `Upsert`).
-ON_CONFLICT = ("error", "skip", "replace")
+ON_CONFLICT = ("error", "skip", "replace", "new")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +31,10 @@ class Upsert:
     transaction fail with DuplicateKeysError if any key is present. A key is *present* when its row
     exists and, for tables with a `schema.present_column`, that column is not NULL (rows an audit
     recorded without data are filled in, not skipped). With ``replace``, the `keep` columns keep
-    their stored value as long as the `keep_if_same` columns do not change. Tables without keys
-    (findings) are appended to.
+    their stored value as long as the `keep_if_same` columns do not change. ``new`` declares the
+    keys absent (the caller deleted them earlier in the same transaction) and unique within `rows`:
+    a plain bulk insert, the cheapest write (a present key then fails the transaction). Tables
+    without keys (findings) are appended to.
     """
 
     table: str

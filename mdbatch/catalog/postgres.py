@@ -104,10 +104,10 @@ class PostgresCatalog(SQLCatalog):
             table = schema.table_for(op.table)
             rows = _without_nul(typed(table, op.rows))
             keys = schema.key_columns(table)
-            if isinstance(op, Upsert):  # after the NUL replacement: keys that differ only by it are one key once stored
+            if isinstance(op, Upsert) and op.on_conflict != "new":  # after the NUL replacement: keys that differ only by it are one key
                 rows = unique_keys(rows, keys, "last" if op.on_conflict == "replace" else "first")
-            if isinstance(op, Upsert) and keys and rows.num_rows > 1:  # in key order, index insertions walk the B-tree
-                rows = rows.sort_by([(k, "ascending") for k in keys])
+                if keys and rows.num_rows > 1:  # in key order, index insertions walk the B-tree
+                    rows = rows.sort_by([(k, "ascending") for k in keys])
             prepared.append((op, table, rows))
         counts: list[int] = []
         # The COPY data of the next operation is encoded (Arrow, GIL released) while the server loads this one.
@@ -119,6 +119,9 @@ class PostgresCatalog(SQLCatalog):
             for index, ((op, table, rows), payload) in enumerate(zip(prepared, payloads, strict=True)):
                 if payload is None:
                     counts.append(0)
+                    continue
+                if isinstance(op, Upsert) and op.on_conflict == "new":  # known-new rows: COPY straight into the table
+                    counts.append(self._copy(cur, table.name, rows.column_names, payload.result(), rows.num_rows))
                     continue
                 stage = self._stage(cur, table, rows.column_names, payload.result(), rows.num_rows, index)
                 counts.append(self._merge(cur, op, table, rows, stage))
@@ -157,18 +160,24 @@ class PostgresCatalog(SQLCatalog):
 
     def _stage(self, cur: Any, table: Table, columns: list[str], chunks: list[pa.Buffer | bytes], count: int, index: int) -> str:
         """COPY binary `chunks` into a fresh temporary table shaped like `columns` of `table`; its name."""
-        started = time.perf_counter()
         stage = f"mdbatch_stage_{index}"
         cols = ", ".join(self._q(c) for c in columns)
         cur.execute(f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {self._q(table.name)} WITH NO DATA")
-        with cur.copy(f"COPY {stage} ({cols}) FROM STDIN (FORMAT binary)", writer=_CopyWriter(cur)) as copy:
+        self._copy(cur, stage, columns, chunks, count, quoted=True)
+        return stage
+
+    def _copy(self, cur: Any, target: str, columns: list[str], chunks: list[pa.Buffer | bytes], count: int, quoted: bool = False) -> int:
+        """COPY binary `chunks` into `target` (a table name, quoted here unless `quoted`); rows copied."""
+        started = time.perf_counter()
+        cols = ", ".join(self._q(c) for c in columns)
+        with cur.copy(f"COPY {target if quoted else self._q(target)} ({cols}) FROM STDIN (FORMAT binary)", writer=_CopyWriter(cur)) as copy:
             for chunk in chunks:
                 copy.write(memoryview(chunk))
         cls = type(self)
         cls.copies += 1
         cls.copy_rows += count
         cls.copy_seconds += time.perf_counter() - started
-        return stage
+        return count
 
     def _lookup(
         self, conn: Any, table: Table, keys: list[str], rows: pa.Table, present: str | None, select: list[str]

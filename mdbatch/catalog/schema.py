@@ -98,7 +98,6 @@ FILES = Table(
     #: cache of a directory that comes back, until `mdbatch runs prune`.
     Column("removed_run", String(64)),
 )
-Index("ix_files_digest", FILES.c.size, FILES.c.xxh3_128)
 
 FINDINGS = Table(
     "MDBATCH_FINDINGS",

@@ -131,9 +131,10 @@ class SQLiteCatalog(SQLCatalog):
                     cur.executemany(f"UPDATE {self._q(table.name)} SET {sets} WHERE {match}", _tuples(ordered))
                     counts.append(max(cur.rowcount, 0))
                     continue
-                rows = unique_keys(rows, keys, "last" if op.on_conflict == "replace" else "first")
-                if keys and rows.num_rows > 1:  # in key order, index insertions walk the B-tree
-                    rows = rows.sort_by([(k, "ascending") for k in keys])
+                if op.on_conflict != "new":  # new rows come unique (and, from a scan, in key order)
+                    rows = unique_keys(rows, keys, "last" if op.on_conflict == "replace" else "first")
+                    if keys and rows.num_rows > 1:  # in key order, index insertions walk the B-tree
+                        rows = rows.sort_by([(k, "ascending") for k in keys])
                 if rows.num_rows == 0:
                     counts.append(0)
                     continue

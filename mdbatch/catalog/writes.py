@@ -183,7 +183,8 @@ def _inventory_ops(
         rows = files.add_column(0, "root", pa.repeat(pa.scalar(root), n)).append_column("run_id", pa.repeat(pa.scalar(run_id), n))
         rows = rows.append_column("cache_version", pa.repeat(pa.scalar(HASH_CACHE_VERSION, pa.int64()), n))
         stored = [c for c in rows.column_names if c in schema.FILES.c]  # per-run flags (e.g. `cached`) are not stored
-        ops.append(Upsert(schema.FILES.name, typed(schema.FILES, rows.select(stored))))
+        # Every simulation written here had its rows deleted above: the rows are new, a plain bulk insert.
+        ops.append(Upsert(schema.FILES.name, typed(schema.FILES, rows.select(stored)), on_conflict="new"))
     if simulations:
         scanned = pa.table({"run_id": pa.repeat(pa.scalar(run_id), len(simulations)), "simulation": pa.array(simulations, pa.string())})
         ops.append(Upsert(schema.SCANNED.name, scanned, on_conflict="skip"))
