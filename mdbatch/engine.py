@@ -392,6 +392,57 @@ class Fanout:
                 future.cancel()
 
 
+#: What a local Dask cluster costs before it does any work on this kind of machine: importing
+#: distributed (~0.35 s), starting the cluster (~0.35 s) and closing it (~0.2 s).
+CLUSTER_START_S = 0.9
+
+
+def inline_is_faster(options: ClusterOptions, estimate_s: float) -> bool:
+    """Whether `estimate_s` seconds of serial work finish sooner in this process than on a local
+    cluster that must first start (the default local cluster only: explicit workers, a scheduler,
+    Slurm, a dashboard or a performance report always get Dask)."""
+    if options.kind != "local" or options.workers or options.scheduler or options.scheduler_file:
+        return False
+    if options.dashboard or options.performance_report:
+        return False
+    cores = os.cpu_count() or 1
+    return estimate_s * (1 - 1 / cores) < CLUSTER_START_S
+
+
+class Inline:
+    """Work run in this process, one item at a time: the `Fanout` interface without a cluster, for
+    work smaller than a cluster's start-up (see `inline_is_faster`)."""
+
+    n_workers = 1
+    dashboard_link: str | None = None
+
+    def __enter__(self) -> Inline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def performance_report(self) -> Any:
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def stream(
+        self, fn: Callable[..., Any], work: Work | Iterable[Any], *args: Any, prefix: str = "scan", in_flight: int | None = None
+    ) -> Iterator[Any]:
+        """Run `fn(item, *args, index=i)` for each item of `work` here, yielding each result (the
+        next item is taken after the result has been handled, as `Fanout.stream` does)."""
+        source = work if isinstance(work, Work) else Items(work)
+        index = 0
+        while (item := source.take()) is not None:
+            yield fn(item, *args, index=index)
+            index += 1
+
+    def drain(self) -> Iterator[Any]:
+        """Nothing runs but the item in hand: there is nothing to drain."""
+        return iter(())
+
+
 def load_jobqueue_config(path: str) -> None:
     """Merge a jobqueue-style YAML (`jobqueue: slurm: ...`) into the Dask config."""
     import dask

@@ -173,6 +173,14 @@ class History:
         self.lookup_s += time.monotonic() - t0
         return Group(gid, paths, inventory, self.use_cache, fingerprints, hashes, findings)
 
+    def keepable(self, sims: list[str]) -> int:
+        """How many of `sims` have a recorded fingerprint (and no removal): those a scan may keep
+        with a walk and an lstat per file, if nothing changed."""
+        if not self.keep_unchanged or not sims:
+            return 0
+        found = self.catalog.rows_matching(schema.SIMULATIONS.name, self._match(sims), columns=["fingerprint", "removed_run"])
+        return int(pc.sum(pc.and_(pc.is_valid(found["fingerprint"]), pc.is_null(found["removed_run"]))).as_py() or 0)
+
     def _match(self, sims: list[str]) -> pa.Table:
         return pa.table({"root": pa.array([self.root] * len(sims), pa.string()), "simulation": pa.array(sims, pa.string())})
 

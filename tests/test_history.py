@@ -303,3 +303,22 @@ def test_catalog_of_schema_3_gains_fingerprints(make_campaign, tmp_path):
         assert conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'ix_findings_run_simulation'").fetchone() == (1,)
     third = run(result, db)
     assert third.summary["cache"]["simulations_kept"] == len(result.simulations)
+
+
+def test_an_unchanged_campaign_is_checked_in_process_and_a_changed_one_on_the_cluster(make_campaign, tmp_path):
+    result = make_campaign(30, seed=58, faults=True)
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    auto = ClusterOptions(dashboard=False)  # no workers given: mdbatch chooses
+    first = audit(result.dest, db=db, cluster=auto, progress=False)
+    assert first.summary["in_process"] is False  # a first audit reads every file: the cluster
+    again = audit(result.dest, db=db, cluster=auto, progress=False)
+    assert again.summary["in_process"] is True and again.summary["workers"] == 1
+    assert again.summary["cache"]["simulations_kept"] == 30 and again.summary["findings"] == first.summary["findings"]
+    forced = audit(result.dest, db=db, cluster=LOCAL, progress=False)
+    assert forced.summary["in_process"] is False  # workers asked for: Dask, whatever the size
+    # A simulation that changed is rescanned in process too, from its hash cache.
+    (result.dest / result.simulations[0] / "notes.txt").write_text("new\n")
+    changed = audit(result.dest, db=db, cluster=auto, progress=False)
+    assert changed.summary["in_process"] is True
+    assert changed.summary["cache"]["simulations_rescanned"] == 1 and changed.summary["cache"]["files_read"] == 1
+    assert changed.summary["changes"]["files"]["new"] == 1
