@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import schema
 from .ops import Delete, Op, Update, Upsert, parse_ts, rows_table
@@ -75,6 +76,24 @@ class CatalogBackend(abc.ABC):
     @abc.abstractmethod
     def count_rows(self, table: str, where: Mapping[str, Any] | None = None) -> int:
         """Rows of `table` matching `where` (0 when the table does not exist)."""
+
+    def group_counts(
+        self, table: str, where: Mapping[str, Any], by: Sequence[str], distinct: Sequence[str], min_count: int = 1
+    ) -> pa.Table:
+        """For each group of equal `by` values among the rows matching `where`, with at least
+        `min_count` rows: the `by` columns, `count` (rows) and `distinct` (distinct `distinct`
+        tuples). Counted in the database by the SQL backends; this default streams the rows."""
+        parts = [
+            chunk.group_by([*by, *distinct], use_threads=False).aggregate([(by[0], "count")])
+            for chunk in (self.iter_rows(table, where, [*by, *distinct]) if table in self.tables() else ())
+        ]
+        arrow = schema.arrow_schema(schema.table_for(table), list(by))
+        if not parts:
+            return arrow.append(pa.field("count", pa.int64())).append(pa.field("distinct", pa.int64())).empty_table()
+        per_tuple = pa.concat_tables(parts).group_by([*by, *distinct], use_threads=False).aggregate([(f"{by[0]}_count", "sum")])
+        groups = per_tuple.group_by(list(by), use_threads=False).aggregate([(f"{by[0]}_count_sum", "sum"), (by[0], "count")])
+        out = pa.table({**{k: groups[k] for k in by}, "count": groups[f"{by[0]}_count_sum_sum"], "distinct": groups[f"{by[0]}_count"]})
+        return out.filter(pc.greater_equal(out["count"], min_count))
 
     @abc.abstractmethod
     def clear(self, targets: Sequence[tuple[str, Mapping[str, Any]]]) -> list[int]:

@@ -102,12 +102,15 @@ def inventory_stats(
 
 def duplicate_totals(catalog: CatalogBackend, root: str, chunk_rows: int = 200_000) -> dict[str, int]:
     """{groups, files, reclaimable_bytes} over the duplicate groups of `root` (the audit's summary)."""
-    parts: list[pa.Table] = []
-    if FILES in catalog.tables():
-        for chunk in catalog.iter_rows(FILES, {"root": root, "removed_run": None}, ["size", "xxh3_128", "inode", "device"], chunk_rows):
-            hashed = chunk.filter(pc.and_(pc.is_valid(chunk["xxh3_128"]), pc.greater(chunk["size"], 0)))
-            parts.append(hashed.group_by(["size", "xxh3_128", "device", "inode"]).aggregate([("size", "count")]))
-    return _duplicate_groups(parts)[1]
+    # Counted in the database: only groups of two or more files leave it.
+    groups = catalog.group_counts(FILES, {"root": root, "removed_run": None}, ["size", "xxh3_128"], ["device", "inode"], min_count=2)
+    dup = groups.filter(pc.and_(pc.is_valid(groups["xxh3_128"]), pc.greater(groups["size"], 0)))
+    reclaim = pc.multiply(pc.subtract(dup["distinct"], 1), dup["size"])
+    return {
+        "groups": dup.num_rows,
+        "files": int(pc.sum(dup["count"]).as_py() or 0),
+        "reclaimable_bytes": int(pc.sum(reclaim).as_py() or 0),
+    }
 
 
 def _combine(parts: list[pa.Table], keys: list[str], sums: tuple[str, ...]) -> dict[str, list[object]] | None:

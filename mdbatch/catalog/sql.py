@@ -286,6 +286,32 @@ class SQLCatalog(CatalogBackend):
 
         return self._retry(go)
 
+    def group_counts(
+        self, table: str, where: Mapping[str, Any], by: Sequence[str], distinct: Sequence[str], min_count: int = 1
+    ) -> pa.Table:
+        definition = schema.table_for(table)
+        arrow = schema.arrow_schema(definition, list(by)).append(pa.field("count", pa.int64())).append(pa.field("distinct", pa.int64()))
+        if not self._exists(table):
+            return arrow.empty_table()
+        columns = [definition.c[c] for c in by]
+        tuple_text: Any = definition.c[distinct[0]].cast(Text)  # the distinct tuple as one text: a:b:c
+        for c in distinct[1:]:
+            tuple_text = tuple_text.op("||")(":").op("||")(definition.c[c].cast(Text))
+        stmt = (
+            select(*columns, func.count().label("count"), func.count(tuple_text.distinct()).label("distinct"))
+            .where(*self._conditions(definition, where))
+            .group_by(*columns)
+            .having(func.count() >= min_count)
+        )
+
+        def go() -> list[tuple[Any, ...]]:
+            with self.engine.connect() as conn:
+                return [tuple(r) for r in conn.execute(stmt)]
+
+        rows = self._retry(go)
+        cols: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [[] for _ in arrow]
+        return pa.Table.from_arrays([_arrow_column(c, f.type) for c, f in zip(cols, arrow, strict=True)], schema=arrow)
+
     def read_table(self, name: str) -> Any:
         schema.table_for(name)  # a name that is not a catalog table never reaches SQL
         return super().read_table(name)

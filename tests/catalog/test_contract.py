@@ -607,3 +607,30 @@ def _writer(url: str, writer: int, batches: int, rows: int, errors: multiprocess
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
         errors.put(f"writer {writer}: {type(exc).__name__}: {exc}")
         raise
+
+
+def test_group_counts_count_rows_and_distinct_tuples_in_the_database(catalog_url):
+    """`group_counts` (what the audit's duplicate summary is computed with) on every backend."""
+    rows = [
+        file_row("/r", "a", "x", size=10, xxh3_128="d1", inode=1, device=7),
+        file_row("/r", "b", "x", size=10, xxh3_128="d1", inode=2, device=7),
+        file_row("/r", "c", "x", size=10, xxh3_128="d1", inode=2, device=7),  # a hardlink of b: same inode
+        file_row("/r", "a", "y", size=10, xxh3_128="d2", inode=3, device=7),
+        file_row("/r", "b", "y", size=20, xxh3_128="d2", inode=4, device=7),  # same digest, other size: another group
+        file_row("/r", "a", "z", size=5, xxh3_128="d3", inode=5, device=7, removed_run="old"),
+        file_row("/r", "b", "z", size=5, xxh3_128="d3", inode=6, device=7),
+        file_row("/other", "a", "x", size=10, xxh3_128="d1", inode=9, device=7),
+    ]
+    with open_catalog(catalog_url) as cat:
+        cat.apply([Upsert(schema.FILES.name, rows_table(schema.FILES, rows))])
+        got = cat.group_counts(schema.FILES.name, {"root": "/r", "removed_run": None}, ["size", "xxh3_128"], ["device", "inode"])
+        assert sorted(got.to_pylist(), key=lambda r: (r["size"], r["xxh3_128"])) == [
+            {"size": 5, "xxh3_128": "d3", "count": 1, "distinct": 1},
+            {"size": 10, "xxh3_128": "d1", "count": 3, "distinct": 2},
+            {"size": 10, "xxh3_128": "d2", "count": 1, "distinct": 1},
+            {"size": 20, "xxh3_128": "d2", "count": 1, "distinct": 1},
+        ]
+        many = cat.group_counts(
+            schema.FILES.name, {"root": "/r", "removed_run": None}, ["size", "xxh3_128"], ["device", "inode"], min_count=2
+        )
+        assert many.to_pylist() == [{"size": 10, "xxh3_128": "d1", "count": 3, "distinct": 2}]
