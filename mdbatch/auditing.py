@@ -37,6 +37,7 @@ from .engine import ClusterOptions, Fanout, Inline, Peek, Progress, batches, inl
 from .errors import Interrupted, MdbatchError, RefusedError, UsageError
 from .findings import KINDS
 from .history import History, Scope
+from .iopolicy import AdaptiveIO
 from .lifecycle import STOP, RunRecord, reap_abandoned
 from .paths import relative_to_root
 from .scan import ScanOptions
@@ -90,6 +91,15 @@ class AuditResult:
             return Interrupted.exit_code
         found = {"any": self.summary["findings_total"], "new": self.new_findings, "none": 0}[fail_on]
         return 1 if found else 0
+
+    def __repr__(self) -> str:
+        """One line: the run, its outcome and headline numbers, the catalog (the summary is in `.summary`)."""
+        s = self.summary
+        where = f", findings_path={self.findings_path!r}" if self.findings_path else ""
+        return (
+            f"AuditResult(run_id={self.run_id!r}, outcome={s.get('outcome')!r}, simulations={s.get('simulations')}, "
+            f"findings={s.get('findings_total')}, catalog={self.catalog_url!r}{where})"
+        )
 
     def findings(self) -> pd.DataFrame:
         """Every finding of this run (simulation, kind, item, detail), read back from the catalog, sorted."""
@@ -158,6 +168,7 @@ def audit(
     walk_threads: int = 1,
     max_removed: float = MAX_REMOVED,
     allow_removals: bool = False,
+    io_concurrency: int | None = None,
 ) -> AuditResult:
     """Audit a campaign (a root directory, a sub-directory of a known root, a summary YAML or a
     CSV) into the catalog at `db`; returns the run's summary as an `AuditResult`.
@@ -167,8 +178,10 @@ def audit(
     the same root, scanning only the simulations it had not written. An audit that would record
     more than `max_removed` of its scope's simulations as removed (or finds its root empty or
     unreadable) records the run `refused` and raises RefusedError, unless `allow_removals`.
-    Raises MdbatchError for fatal problems (bad input, unreachable catalog or cluster); problems
-    inside simulations are findings, never exceptions.
+    `io_concurrency` fixes how many files each worker reads at once (default: measured, see
+    `iopolicy`; an `options.io_threads` other than 1 fixes it too). Raises MdbatchError for fatal
+    problems (bad input, unreachable catalog or cluster); problems inside simulations are findings,
+    never exceptions.
     """
     if not 0.0 <= max_removed <= 1.0:
         raise UsageError(f"--max-removed takes a fraction between 0 and 1, got {max_removed}")
@@ -194,6 +207,8 @@ def audit(
             allow_removals,
             top,
         )
+        opts = options or ScanOptions()
+        run.io = AdaptiveIO(io_concurrency or (opts.io_threads if opts.io_threads != 1 else None))
         run.begin(resume, arguments or {}, resolve_url(db))
         run.execute(stream)
     finally:
@@ -285,6 +300,7 @@ class _AuditRun:
         self.final: dict[str, Any] = {}
         self.committed: dict[str, Any] = {}
         self.walk_done = False
+        self.io = AdaptiveIO()
         self.bar = Progress("audit", stream=log_stream, enabled=progress)
 
     @property
@@ -304,7 +320,7 @@ class _AuditRun:
                 self.committed = before
             else:
                 self.record = RunRecord.start(self.catalog, "audit", self.root, arguments, exclusive=True, url=url)
-        self.tracker = History(self.catalog, self.run_id, self.root, self.scope, keep_unchanged=self.options.trusts_cache)
+        self.tracker = History(self.catalog, self.run_id, self.root, self.scope, keep_unchanged=self.options.trusts_cache, io=self.io)
         if resume:
             self.tracker.seed(self.committed.get("changes_partial"))
             if "first_audit" in self.committed:  # what the root had before this run's first leg, not after it
@@ -317,6 +333,7 @@ class _AuditRun:
         try:
             start = peek(stream, self.cluster, self.batch_size)
             self.tally.peek_s = start.elapsed_s
+            self.io.start(start.head[:3])
             self._check_removals(start.head, start.exhausted)
             self._fan_out(self._paths(start.paths(stream)), start)
             self._complete()
@@ -559,6 +576,11 @@ class _AuditRun:
             "batches": tally.batches,
             "workers": info.get("workers"),
             "in_process": info.get("in_process"),
+            "io_concurrency": {
+                "fixed": self.io.fixed is not None,
+                "threads": self.io.history or [self.io.threads],
+                "latency_us": None if self.io.latency_s is None else round(self.io.latency_s * 1e6, 1),
+            },
             "batch_size": info.get("batch_size"),
             "dashboard": info.get("dashboard"),
             "stages": info.get("stages"),

@@ -59,9 +59,9 @@ def test_findings_exit_1_and_jsonl(make_campaign, tmp_path):
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert {(f["simulation"], f["kind"], f["item"]) for f in lines} == expected(result)
     assert all(set(f) == {"simulation", "kind", "item", "detail"} for f in lines)
-    summary = json.loads(proc.stdout[: proc.stdout.index("\n}\n") + 2])
+    summary = json.loads(proc.stdout)  # stdout holds the JSON only: the human summary goes to stderr
     assert summary["findings_total"] == len(lines)
-    assert "findings in" in proc.stdout  # the human summary follows the JSON
+    assert "findings in" in proc.stderr and "findings in" not in proc.stdout
 
 
 def test_reaudit_exits_the_same_and_says_what_it_kept(make_campaign, tmp_path):

@@ -26,6 +26,7 @@ from .ops import Delete
 
 if TYPE_CHECKING:
     import pandas as pd
+    from sqlalchemy import Table
 
 RUN_COLUMNS = ["run_id", "command", "root", "status", "started_at", "ended_at", "host", "job", "version"]
 FINDING_COLUMNS = ["run_id", "simulation", "kind", "item", "detail"]
@@ -48,8 +49,24 @@ def table(catalog: CatalogBackend, name: str, where: Mapping[str, Any] | None = 
 
 
 def frame(catalog: CatalogBackend, name: str, where: Mapping[str, Any] | None = None, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """`table` as a pandas DataFrame."""
-    return table(catalog, name, where, columns).to_pandas()
+    """`table` as a pandas DataFrame; integer columns stay integers (see `to_frame`)."""
+    return to_frame(table(catalog, name, where, columns), schema.table_for(name))
+
+
+def to_frame(rows: pa.Table, definition: Table) -> pd.DataFrame:
+    """Arrow rows of catalog table `definition` as a DataFrame whose dtypes follow the schema, not the
+    data: an integer column is int64 when the schema forbids NULL and pandas' nullable Int64 when it
+    allows it (pandas' default turns an integer column holding a NULL into float64, so the dtype of
+    row_count would depend on which rows a query happened to return)."""
+    import pandas as pd
+
+    out = rows.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+    strict = {
+        c.name: "int64"
+        for c in definition.columns
+        if c.name in out.columns and not c.nullable and pa.types.is_integer(rows.schema.field(c.name).type)
+    }
+    return out.astype(strict) if strict else out
 
 
 # -- runs -----------------------------------------------------------------------------------------
@@ -111,13 +128,86 @@ def scanned_simulations(catalog: CatalogBackend, run_id: str) -> set[str]:
 # -- findings and history -------------------------------------------------------------------------
 
 
-def findings(catalog: CatalogBackend, run: str | None = "last", *, kind: str | None = None, simulation: str | None = None) -> pd.DataFrame:
-    """Findings of audit run `run` ('last' = the newest audit; None = every run), sorted."""
-    where: dict[str, Any] = {k: v for k, v in (("kind", kind), ("simulation", simulation)) if v is not None}
+def findings(
+    catalog: CatalogBackend,
+    run: str | None = "last",
+    *,
+    kind: str | Sequence[str] | None = None,
+    simulation: str | None = None,
+    new: bool = False,
+) -> pd.DataFrame:
+    """Findings of audit run `run` ('last' = the newest audit; None = every run), sorted, with each
+    simulation's `hash` and `directory` (as `systems()` has them, so the two join on either).
+
+    `kind` is one kind or several. `new` keeps the findings that were not there in the simulation's
+    previous scan (the run's MDBATCH_CHANGES records; every finding of a root's first audit).
+    """
+    kinds = [kind] if isinstance(kind, str) else list(kind) if kind is not None else None
+    runs = {r["run_id"]: r for r in _runs(catalog, command="audit")}
+    where: dict[str, Any] = {"simulation": simulation} if simulation is not None else {}
     if run is not None:
         where["run_id"] = resolve_run(catalog, run, command="audit")["run_id"]
-    out = frame(catalog, schema.FINDINGS.name, where, FINDING_COLUMNS)
-    return out.sort_values(["run_id", "simulation", "kind", "item"], ignore_index=True)
+    parts = [frame(catalog, schema.FINDINGS.name, {**where, "kind": k}, FINDING_COLUMNS) for k in kinds] if kinds else []
+    out = _concat(parts, FINDING_COLUMNS) if kinds else frame(catalog, schema.FINDINGS.name, where, FINDING_COLUMNS)
+    if new:
+        out = out[_new_mask(catalog, out, runs)]
+    out = out.sort_values(["run_id", "simulation", "kind", "item"], ignore_index=True)
+    return _with_identity(catalog, out, runs)
+
+
+def _concat(parts: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    import pandas as pd
+
+    parts = [p for p in parts if len(p)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+
+
+def _new_mask(catalog: CatalogBackend, found: pd.DataFrame, runs: Mapping[str, Mapping[str, Any]]) -> Any:
+    """Which findings are new in their run: all of a first audit's, else those its change records call new."""
+    keys: set[tuple[str, str, str]] = set()
+    for run_id in set(found["run_id"]):
+        summary = runs.get(run_id, {}).get("summary") or {}
+        if summary.get("first_audit"):
+            keys |= {
+                (run_id, s, f"{k}:{i}")
+                for r, s, k, i in found[["run_id", "simulation", "kind", "item"]].itertuples(index=False)
+                if r == run_id
+            }
+            continue
+        if schema.CHANGES.name not in catalog.tables():
+            continue
+        for chunk in catalog.iter_rows(
+            schema.CHANGES.name, {"run_id": run_id, "scope": "finding", "change": "new"}, ["simulation", "item"]
+        ):
+            keys |= {(run_id, s, item) for s, item in zip(chunk["simulation"].to_pylist(), chunk["item"].to_pylist(), strict=True)}
+    rows = found[["run_id", "simulation", "kind", "item"]].itertuples(index=False)
+    return [(r, s, f"{k}:{i}") in keys for r, s, k, i in rows]
+
+
+def _with_identity(catalog: CatalogBackend, found: pd.DataFrame, runs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """`found` with the `hash` (MDBATCH_SIMULATIONS) and `directory` (RUN_DATABASE, else root/simulation)
+    of each finding's simulation, looked up by key in the database."""
+    pairs = sorted({(runs.get(r, {}).get("root") or "", s) for r, s in zip(found["run_id"], found["simulation"], strict=True)})
+    hashes: dict[tuple[str, str], str | None] = {}
+    if pairs and schema.SIMULATIONS.name in catalog.tables():
+        keys = pa.table({"root": pa.array([p[0] for p in pairs], pa.string()), "simulation": pa.array([p[1] for p in pairs], pa.string())})
+        got = catalog.rows_matching(schema.SIMULATIONS.name, keys, columns=["root", "simulation", "hash"]).to_pydict()
+        hashes = {(r, s): h for r, s, h in zip(got["root"], got["simulation"], got["hash"], strict=True)}
+    known = sorted({h for h in hashes.values() if h})
+    directories: dict[str, str] = {}
+    if known and schema.RUN_TABLE in catalog.tables():
+        got = catalog.rows_matching(
+            schema.RUN_TABLE, pa.table({"hash": pa.array(known, pa.string())}), columns=["hash", "directory"]
+        ).to_pydict()
+        directories = {h: d for h, d in zip(got["hash"], got["directory"], strict=True) if d}
+    out = found.copy()
+    roots = [runs.get(r, {}).get("root") or "" for r in found["run_id"]]
+    out["hash"] = [hashes.get((root, s)) for root, s in zip(roots, found["simulation"], strict=True)]
+    out["directory"] = [
+        directories.get(h or "") or (os.path.join(root, s) if root else None)
+        for h, root, s in zip(out["hash"], roots, found["simulation"], strict=True)
+    ]
+    return out
 
 
 def diff_runs(catalog: CatalogBackend, a: str | None = None, b: str | None = None, root: str | None = None) -> pd.DataFrame:
@@ -152,6 +242,55 @@ def diff_runs(catalog: CatalogBackend, a: str | None = None, b: str | None = Non
     out = pd.DataFrame(rows, columns=CHANGE_COLUMNS)
     out["size"] = out["size"].astype("Int64")
     return out.sort_values(["scope", "change", "simulation", "item"]).reset_index(drop=True)
+
+
+def audit_history(catalog: CatalogBackend, root: str) -> pd.DataFrame:
+    """One row per audit of `root` (oldest first): run_id, started_at, status, the HEADLINE numbers of
+    its summary, findings_new and findings_resolved, and `status_<name>`: its simulations per status.
+
+    New and resolved findings are counted from the run's finding records in MDBATCH_CHANGES; every
+    finding of a root's first audit is new (as `findings(new=True)` has it); NA for a run that
+    recorded no comparison (refused, or older than change records). The simulations per status are
+    the run's summary's (columns sorted by status name, NA where a run has no such count).
+    """
+    import pandas as pd
+
+    runs = audits_of(catalog, root, status=None)
+    ids = {r["run_id"] for r in runs}
+    counted: dict[tuple[str, str], int] = {}
+    if schema.CHANGES.name in catalog.tables():
+        for chunk in catalog.iter_rows(schema.CHANGES.name, {"scope": "finding"}, ["run_id", "change"]):
+            for (run_id, change), n in _pair_counts(chunk).items():
+                if run_id in ids:
+                    counted[run_id, change] = counted.get((run_id, change), 0) + n
+    statuses = sorted({str(s) for r in runs for s in (r["summary"].get("status") or {})})
+    rows = []
+    for r in runs:
+        summary = r["summary"]
+        first = bool(summary.get("first_audit"))
+        compared = r["status"] != "refused" and (first or summary.get("changes") is not None or any(k[0] == r["run_id"] for k in counted))
+        new = summary.get("findings_total") if first else counted.get((r["run_id"], "new"), 0)
+        by_status = summary.get("status") or {}
+        rows.append(
+            {"run_id": r["run_id"], "started_at": r["started_at"], "status": r["status"]}
+            | {k: summary.get(k) for k in HEADLINE}
+            | {
+                "findings_new": new if compared else None,
+                "findings_resolved": counted.get((r["run_id"], "resolved"), 0) if compared else None,
+            }
+            | {f"status_{s}": by_status.get(s) for s in statuses}
+        )
+    columns = ["run_id", "started_at", "status", *HEADLINE, "findings_new", "findings_resolved", *(f"status_{s}" for s in statuses)]
+    out = pd.DataFrame(rows, columns=columns)
+    for name in columns[3:]:
+        out[name] = pd.array(list(out[name]), dtype="Float64" if name == "elapsed_s" else "Int64")
+    return out
+
+
+def _pair_counts(chunk: pa.Table) -> dict[tuple[str, str], int]:
+    """{(run_id, change): rows} of one chunk."""
+    grouped = chunk.group_by(["run_id", "change"]).aggregate([("run_id", "count")])
+    return {(a, b): int(n) for a, b, n in zip(*(grouped[c].to_pylist() for c in ("run_id", "change", "run_id_count")), strict=True)}
 
 
 # -- simulations ----------------------------------------------------------------------------------
@@ -211,3 +350,134 @@ def prune_removed(catalog: CatalogBackend, root: str | None = None, older_than_d
         return 0, 0
     counts = catalog.apply([Delete(schema.SIMULATIONS.name, keys), Delete(schema.FILES.name, keys)])
     return keys.num_rows, counts[1]
+
+
+# -- analysis completeness ----------------------------------------------------------------------
+
+#: What a simulation can be grouped by in `completeness` (RUN_DATABASE columns).
+COMPLETENESS_GROUPS = ("simulation_type", "parametrization", "status")
+#: ANALYSIS_OVERVIEW statuses that count as faulty, each a column of `completeness`.
+ITEM_FAULTS = ("missing", "mismatch", "unreadable", "unsafe")
+#: An item a simulation has no ANALYSIS_OVERVIEW row for, while others of its group have one.
+LACKING = "lacking"
+#: A group value the catalog does not record (NULL).
+UNKNOWN_GROUP = "(unknown)"
+COMPLETENESS_COLUMNS = ["item_type", "item_name", "simulations", "have", "faulty", LACKING, *ITEM_FAULTS]
+LACKING_COLUMNS = ["hash", "directory", *COMPLETENESS_GROUPS, "item_type", "item_name"]
+CompletenessBy = str | Sequence[str]
+
+
+def completeness_groups(by: CompletenessBy) -> list[str]:
+    """`by` ('simulation_type', 'parametrization', 'status' or a sequence of them) as a list, else UsageError."""
+    keys = [by] if isinstance(by, str) else list(by)
+    bad = [k for k in keys if k not in COMPLETENESS_GROUPS]
+    if not keys or bad or len(set(keys)) != len(keys):
+        raise UsageError(f"by={by!r}: use one or more of {', '.join(COMPLETENESS_GROUPS)} (each once)")
+    return keys
+
+
+def item_states(
+    catalog: CatalogBackend,
+    root: str | None = None,
+    by: CompletenessBy = "simulation_type",
+    *,
+    status: str | None = None,
+    simulation_type: str | None = None,
+) -> pa.Table:
+    """One row per simulation and per analysis or artifact that some simulation of its group has
+    registered: hash, directory, the COMPLETENESS_GROUPS, item_type, item_name and `state` (the
+    ANALYSIS_OVERVIEW status: ok, missing, mismatch, unreadable, unsafe; or `lacking`).
+
+    Simulations are RUN_DATABASE rows (of one status / simulation type when given, filtered in the
+    database; under `root` when given); a NULL group value is UNKNOWN_GROUP. Entries with names that
+    cannot be table names (status `invalid`) are `invalid_name` findings, not items, and are left out.
+    """
+    keys = completeness_groups(by)
+    where = {k: v for k, v in (("status", status), ("simulation_type", simulation_type)) if v is not None}
+    sims = _under_root(table(catalog, schema.RUN_TABLE, where, ["hash", "directory", *COMPLETENESS_GROUPS]), root)
+    for name in COMPLETENESS_GROUPS:
+        sims = sims.set_column(sims.schema.get_field_index(name), name, pc.fill_null(sims[name], UNKNOWN_GROUP))
+    columns = ["hash", "item_type", "item_name", "status"]
+    if schema.OVERVIEW_TABLE not in catalog.tables() or sims.num_rows == 0:
+        rows = schema.arrow_schema(schema.ANALYSIS_OVERVIEW, columns).empty_table()
+    elif root is None and not where:
+        rows = table(catalog, schema.OVERVIEW_TABLE, None, columns)
+    else:  # only the chosen simulations' rows: an index lookup by hash
+        rows = catalog.rows_matching(schema.OVERVIEW_TABLE, sims.select(["hash"]), columns)
+    rows = rows.filter(pc.not_equal(rows["status"], "invalid")).rename_columns(["hash", "item_type", "item_name", "state"])
+    item = ["item_type", "item_name"]
+    registered = rows.join(sims.select(["hash", *keys]), "hash", join_type="inner").select([*keys, *item])
+    expected = registered.group_by([*keys, *item]).aggregate([])
+    pairs = sims.join(expected, keys, join_type="inner")
+    states = pairs.join(rows, ["hash", *item], join_type="left outer")
+    states = states.set_column(states.schema.get_field_index("state"), "state", pc.fill_null(states["state"], LACKING))
+    return states.select([*LACKING_COLUMNS, "state"]).sort_by([(k, "ascending") for k in (*keys, *item, "directory")])
+
+
+def completeness(
+    catalog: CatalogBackend,
+    root: str | None = None,
+    by: CompletenessBy = "simulation_type",
+    *,
+    status: str | None = None,
+    simulation_type: str | None = None,
+) -> pd.DataFrame:
+    """How complete each group's analyses and artifacts are: one row per group (`by`) and item.
+
+    Columns: the `by` columns, item_type, item_name, simulations (in the group), have (status ok),
+    faulty (registered but not ok), lacking (not registered, while others of the group have it),
+    then the faulty ones per status (missing, mismatch, unreadable, unsafe). have + faulty +
+    lacking == simulations. See `item_states` for the arguments.
+    """
+    keys = completeness_groups(by)
+    return completeness_of(item_states(catalog, root, keys, status=status, simulation_type=simulation_type), keys)
+
+
+def completeness_of(states: pa.Table, by: Sequence[str]) -> pd.DataFrame:
+    """`completeness` from `item_states` rows grouped by `by` (a subset of the states' grouping)."""
+    import pandas as pd
+
+    keys, item = list(by), ["item_type", "item_name"]
+    counts = states.group_by([*keys, *item, "state"]).aggregate([("hash", "count")]).to_pandas()
+    columns = [*keys, *COMPLETENESS_COLUMNS]
+    if counts.empty:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c in COMPLETENESS_COLUMNS[2:] else "str") for c in columns})
+    wide = counts.pivot_table(index=[*keys, *item], columns="state", values="hash_count", aggfunc="sum", fill_value=0)
+    out = pd.DataFrame(index=wide.index)
+    out["have"] = wide["ok"] if "ok" in wide.columns else 0
+    faults = [c for c in wide.columns if c not in ("ok", LACKING)]
+    out["faulty"] = wide[faults].sum(axis=1) if faults else 0
+    out[LACKING] = wide[LACKING] if LACKING in wide.columns else 0
+    for name in ITEM_FAULTS:
+        out[name] = wide[name] if name in wide.columns else 0
+    out["simulations"] = out["have"] + out["faulty"] + out[LACKING]
+    frame = out.reset_index()[columns]
+    return frame.astype({c: "int64" for c in COMPLETENESS_COLUMNS[2:]}).sort_values([*keys, *item], ignore_index=True)
+
+
+def lacking(
+    catalog: CatalogBackend,
+    root: str | None = None,
+    by: CompletenessBy = "simulation_type",
+    *,
+    status: str | None = None,
+    simulation_type: str | None = None,
+    item_name: str | None = None,
+) -> pd.DataFrame:
+    """The simulations that lack an item others of their group have (LACKING_COLUMNS), one row per
+    simulation and item; `item_name` keeps one item. See `item_states` for the arguments."""
+    states = item_states(catalog, root, by, status=status, simulation_type=simulation_type)
+    keep = pc.equal(states["state"], LACKING)
+    if item_name is not None:
+        keep = pc.and_(keep, pc.equal(states["item_name"], item_name))
+    return states.filter(keep).select(LACKING_COLUMNS).to_pandas()
+
+
+def _under_root(rows: pa.Table, root: str | None) -> pa.Table:
+    """The rows whose `directory` is `root` or inside it (all rows when root is None)."""
+    if root is None:
+        return rows
+    base = os.path.abspath(root).rstrip("/") or "/"
+    prefix = base if base == "/" else base + "/"
+    inside = pc.or_(pc.equal(rows["directory"], base), pc.starts_with(rows["directory"], prefix))
+    return rows.filter(pc.fill_null(inside, False))

@@ -1,7 +1,8 @@
 """The `mdbatch` command: parses arguments, calls the library, renders results.
 
 Each subcommand lives in its own module with a `register(subparsers)` that adds its parser and
-sets `func`. Exit codes: 0 success and no findings; 1 findings exist; 2 usage or fatal error (one
+sets `func`. Exit codes: 0 success and no findings; 1 findings exist (audit, as --fail-on says) or
+something changed (status); 2 usage or fatal error (one
 line on stderr, traceback only with --debug); 3 interrupted by a signal (completed batches are
 saved); 130 Ctrl-C; 141, silently, when stdout's reader went away (`mdbatch runs list | head -1`).
 """
@@ -19,23 +20,28 @@ from ..errors import MdbatchError
 from ..lifecycle import STOP
 from ..version import __version__
 from . import audit as _audit
+from . import completion as _completion
 from . import dedupe as _dedupe
+from . import findings as _findings
 from . import report as _report
 from . import runs as _runs
+from . import status as _status
 from . import sync as _sync
-from .common import Parser
+from .common import Parser, add_global_flags
 
 #: Subcommand modules, in the order `mdbatch --help` lists them.
-MODULES = (_audit, _runs, _sync, _dedupe, _report)
+MODULES = (_audit, _status, _findings, _runs, _sync, _dedupe, _report, _completion)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="mdbatch", description="Audit, catalogue and deduplicate large simulation campaigns on Dask.")
     parser.add_argument("--version", action="version", version=f"mdbatch {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors (also after the subcommand)")
+    parser.add_argument("--quiet", action="store_true", help="no progress and no human summaries (also after the subcommand)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for module in MODULES:
         module.register(sub)
+    add_global_flags(parser)
     return parser
 
 

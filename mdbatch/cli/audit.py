@@ -9,7 +9,18 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RefusedError, UsageError
-from .common import add_cluster_args, cluster_options, fraction, human_bytes, positive, write_json
+from .common import (
+    DB_HELP,
+    add_cluster_args,
+    cluster_options,
+    fraction,
+    human_bytes,
+    positive,
+    recorded_arguments,
+    say,
+    stdout_outputs,
+    write_json,
+)
 
 #: The audit's default --max-removed (kept here so `mdbatch --help` does not import the audit stack).
 MAX_REMOVED = 0.5
@@ -19,13 +30,22 @@ def register(sub: Any) -> None:
     """Add the audit, generate and demo subcommands."""
     a = sub.add_parser("audit", help="scan a campaign, check integrity, write the catalog")
     a.add_argument("root", help="campaign root directory, summary YAML (system_directory: [...]) or CSV with a 'directory' column")
-    a.add_argument("--db", help="catalog URL (default: $MDBATCH_DB, else sqlite:///mdbatch.db)")
+    a.add_argument("--db", help=DB_HELP)
     a.add_argument("--csv-root", help="directory that relative paths in a CSV/YAML input are resolved against")
     a.add_argument("--json", metavar="SUMMARY.json", help="write the run summary as JSON ('-' for stdout)")
-    a.add_argument("--findings", metavar="FINDINGS.jsonl", help="write every finding as one JSON object per line")
+    a.add_argument("--findings", metavar="FINDINGS.jsonl", help="write every finding as one JSON object per line ('-' for stdout)")
     a.add_argument("--batch-size", type=positive, help="simulations per task (default: 250, smaller for small campaigns)")
-    a.add_argument("--quiet", action="store_true", help="no progress and no human summary")
-    a.add_argument("--report", metavar="REPORT.html", help="write the HTML report of this audit at the end (see `mdbatch report`)")
+    a.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress and no human summary")
+    a.add_argument(
+        "--report", metavar="REPORT.html", help="write the HTML report of this audit at the end (see `mdbatch report`; '-' for stdout)"
+    )
+    a.add_argument(
+        "--fail-on",
+        choices=("any", "new", "none"),
+        default="any",
+        help="exit 1 when the campaign has findings ('any', the default), only when some are new since each simulation's "
+        "previous scan ('new': what a nightly job gates on), or never ('none'); interrupted stays 3, errors 2",
+    )
     a.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted audit of the same root ('last' for the latest)")
     a.add_argument(
         "--verify",
@@ -42,8 +62,8 @@ def register(sub: Any) -> None:
     a.add_argument(
         "--io-concurrency",
         type=positive,
-        default=1,
-        help="files each worker reads at once (threads; 2-4 help on cold or high-latency storage; default 1)",
+        default=None,
+        help="files each worker reads at once (default: measured, 1 on a warm cache, 4-8 on cold or network storage)",
     )
     a.add_argument(
         "--max-removed",
@@ -70,7 +90,7 @@ def register(sub: Any) -> None:
     d = sub.add_parser("demo", help="generate a small campaign with faults and audit it into SQLite")
     d.add_argument("--dir", default="demo-campaign", help="where to generate the demo campaign (default: ./demo-campaign)")
     d.add_argument("--sims", type=positive, default=200)
-    d.add_argument("--db", help="catalog URL (default: $MDBATCH_DB, else sqlite:///mdbatch.db)")
+    d.add_argument("--db", help=DB_HELP)
     add_cluster_args(d)
     d.set_defaults(func=_cmd_demo)
 
@@ -78,6 +98,9 @@ def register(sub: Any) -> None:
 def _cmd_audit(args: argparse.Namespace) -> int:
     if args.scheduler_file and not os.path.exists(args.scheduler_file):
         raise UsageError(f"scheduler file {args.scheduler_file!r} does not exist")
+    if args.performance_report == "-":
+        raise UsageError("--performance-report -: Dask writes its report to a file; give a file name")
+    data_on_stdout = bool(stdout_outputs(args, "json", "findings", "report"))
     try:
         result = _run_audit(args)
     except RefusedError as exc:
@@ -85,21 +108,29 @@ def _cmd_audit(args: argparse.Namespace) -> int:
             write_json(args.json, exc.summary)
         raise
     write_json(args.json, result.summary)
-    if not args.quiet:
-        print(render_summary(result.summary, result.examples))
+    if args.findings == "-":
+        _print_findings(result)
+    say(args, render_summary(result.summary, result.examples), data_on_stdout=data_on_stdout)
     if args.report:
-        from ..report import write_report
-        from .report import describe
+        from .report import describe, write_report_to
 
-        info = write_report(result.catalog_url_full, args.report, result.run_id)
-        if not args.quiet:
-            print(describe(info))
+        info = write_report_to(result.catalog_url_full, args.report, result.run_id)
+        if info is not None:
+            say(args, describe(info), data_on_stdout=data_on_stdout)
     if result.summary["outcome"] == "interrupted":
         print(
             f"error: interrupted; completed batches are saved. Continue with: mdbatch audit {args.root} --resume {result.run_id}",
             file=sys.stderr,
         )
-    return result.exit_code
+    return result.exit_status(args.fail_on)
+
+
+def _print_findings(result: Any) -> None:
+    """Every finding of the run as JSON lines on stdout (`--findings -`), as the findings file has them."""
+    import json
+
+    for row in result.findings().to_dict(orient="records"):
+        sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def _run_audit(args: argparse.Namespace) -> Any:
@@ -111,16 +142,22 @@ def _run_audit(args: argparse.Namespace) -> Any:
         db=args.db,
         cluster=cluster_options(args),
         batch_size=args.batch_size,
-        findings_path=args.findings,
+        findings_path=args.findings if args.findings != "-" else None,
         csv_root=args.csv_root,
         progress=not args.quiet,
-        arguments={k: v for k, v in vars(args).items() if k not in ("func",)},
+        arguments=recorded_arguments(args),
         resume=args.resume,
         walk_threads=args.walk_threads,
-        options=ScanOptions(io_threads=args.io_concurrency, verify=args.verify),
+        options=ScanOptions(io_threads=args.io_concurrency or 1, verify=args.verify),
+        io_concurrency=args.io_concurrency,
         max_removed=args.max_removed,
         allow_removals=args.allow_removals,
     )
+
+
+def workers(n: int | None) -> str:
+    """'1 worker', '4 workers', 'no worker' (a run that ended before its cluster started)."""
+    return "no worker" if not n else f"{n} worker{'' if n == 1 else 's'}"
 
 
 def render_summary(summary: dict[str, Any], findings: list[dict[str, Any]] | None = None, examples: int = 3) -> str:
@@ -128,7 +165,7 @@ def render_summary(summary: dict[str, Any], findings: list[dict[str, Any]] | Non
     lines = [
         f"run {summary['run_id']} ({summary['outcome']}) of {summary['root']}",
         f"  {summary['simulations']} simulations, {summary['files']} files, {human_bytes(summary['bytes'])} "
-        f"in {summary['elapsed_s']:.1f}s on {summary['workers']} workers",
+        f"in {summary['elapsed_s']:.1f}s on {workers(summary.get('workers'))}",
         "  status: " + (", ".join(f"{k} {v}" for k, v in summary["status"].items()) or "none"),
     ]
     total = summary["findings_total"]

@@ -134,26 +134,55 @@ def human_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def output_frame(frame: Any, output: str | None, *, max_rows: int = 50) -> None:
-    """A DataFrame as a readable table on stdout, or to `output` as .csv or .json (JSON lines)."""
-    if output:
-        from ..atomic import atomic_write_text
+DB_HELP = (
+    "catalog URL: sqlite:///PATH, postgresql+psycopg://USER@HOST:PORT/DB or csv:///DIR "
+    "(default: $MDBATCH_DB, the config file, else sqlite:///mdbatch.db)"
+)
+#: Arguments that say how mdbatch ran, not what the command did: not recorded with a run.
+NOT_RECORDED = frozenset({"func", "command", "debug", "quiet", "runs_command", "store_command", "config_command"})
 
-        lower = output.lower()
-        if lower.endswith(".json") or lower.endswith(".jsonl"):
-            atomic_write_text(output, frame.to_json(orient="records", lines=True, date_format="iso", force_ascii=False))
-        elif lower.endswith(".csv"):
-            atomic_write_text(output, frame.to_csv(index=False))
-        else:
-            raise UsageError(f"--output {output!r}: use a .csv or .json file name")
-        print(f"wrote {len(frame)} rows to {output}")
-        return
-    if frame.empty:
-        print("(no rows)")
-        return
-    import pandas as pd
 
-    with pd.option_context("display.max_rows", max_rows, "display.max_columns", 20, "display.width", 160, "display.max_colwidth", 60):
-        print(frame.to_string(index=False, max_rows=max_rows))
-    if len(frame) > max_rows:
-        print(f"... {len(frame)} rows in all; use --output FILE.csv for everything")
+def recorded_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The options a run records (MDBATCH_RUNS.arguments): the command's own, without argparse's plumbing."""
+    return {k: v for k, v in vars(args).items() if k not in NOT_RECORDED}
+
+
+def add_output_args(p: argparse.ArgumentParser, *, formats: tuple[str, ...], default_help: str) -> None:
+    """--output PATH|- and --format, as every listing command takes them."""
+    p.add_argument(
+        "-o", "--output", metavar="PATH", help="write to PATH (.csv or .json/.jsonl; format from the name) or '-' for stdout (JSON lines)"
+    )
+    p.add_argument("--format", choices=formats, help=f"output format (default: {default_help})")
+
+
+def stdout_outputs(args: argparse.Namespace, *names: str) -> list[str]:
+    """The options among `names` that write to stdout ('-'); more than one is a UsageError."""
+    claimed = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) == "-"]
+    if len(claimed) > 1:
+        raise UsageError(f"only one output can go to stdout, got {' and '.join(claimed)} -")
+    return claimed
+
+
+def say(args: argparse.Namespace, message: str, *, data_on_stdout: bool = False) -> None:
+    """Print a human message unless --quiet; to stderr when stdout carries data ('-' outputs)."""
+    if not getattr(args, "quiet", False):
+        print(message, file=sys.stderr if data_on_stdout else sys.stdout)
+
+
+def add_global_flags(parser: argparse.ArgumentParser) -> None:
+    """--debug and --quiet on `parser` and every subcommand below it, so either goes before or after
+    the subcommand. Below the top, they default to SUPPRESS: a subcommand's default never overrides
+    the flag given before it."""
+    for action in parser._actions:  # noqa: SLF001 - argparse has no public walk of subparsers
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for child in action.choices.values():
+                _add_flags(child)
+                add_global_flags(child)
+
+
+def _add_flags(p: argparse.ArgumentParser) -> None:
+    have = {s for a in p._actions for s in a.option_strings}  # noqa: SLF001
+    if "--debug" not in have:
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+    if "--quiet" not in have:
+        p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="print nothing but the data asked for")

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from ..errors import UsageError
-from .common import Parser, add_cluster_args, cluster_options, human_bytes, positive, write_json
+from .common import Parser, add_cluster_args, cluster_options, human_bytes, positive, recorded_arguments, say, stdout_outputs, write_json
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -27,7 +27,13 @@ def register(sub: Any) -> None:
     """Add the dedupe and store subcommands."""
     d = sub.add_parser("dedupe", help="find identical files across a campaign; link them safely (hardlink, reflink, symlink, store)")
     d.add_argument("root", nargs="?", help="campaign root directory")
-    d.add_argument("--db", help="catalog URL: reuse the audit's digests and record this run (e.g. sqlite:///mdbatch.db)")
+    db = d.add_mutually_exclusive_group()
+    db.add_argument(
+        "--db",
+        help="catalog whose audit digests to reuse and where to record the run (default: $MDBATCH_DB, the config file, "
+        "else sqlite:///mdbatch.db if that file exists)",
+    )
+    db.add_argument("--no-db", action="store_true", help="use no catalog: hash every file, record nothing")
     d.add_argument("--groups", metavar="GROUPS.jsonl", help="write every group as one JSON line {digest, size, paths} ('-' for stdout)")
     d.add_argument("--json", metavar="SUMMARY.json", help="write the run summary as JSON ('-' for stdout)")
     d.add_argument(
@@ -64,7 +70,7 @@ def register(sub: Any) -> None:
         default=None,
         help="threads replacing paths by links (default: 1 where a link is fast, 4 where it is slow, measured on the first chunk)",
     )
-    d.add_argument("--quiet", action="store_true", help="no progress and no human summary")
+    d.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress and no human summary")
     add_cluster_args(d)
     d.set_defaults(func=_cmd_dedupe)
 
@@ -112,9 +118,12 @@ def _cmd_dedupe(args: argparse.Namespace) -> int:
     explicit_cluster = bool(args.workers or args.scheduler or args.scheduler_file or args.cluster == "slurm")
     if args.local and explicit_cluster:
         raise UsageError("--local cannot be combined with --workers/--scheduler/--scheduler-file/--cluster slurm")
+    if args.performance_report == "-":
+        raise UsageError("--performance-report -: Dask writes its report to a file; give a file name")
+    data_on_stdout = bool(stdout_outputs(args, "groups", "json"))
     result = dedupe(
         args.root,
-        db=args.db,
+        db=catalog_url(args),
         groups_path=args.groups,
         min_size=args.min_size,
         statuses=parse_statuses(args.status),
@@ -128,12 +137,30 @@ def _cmd_dedupe(args: argparse.Namespace) -> int:
         io_threads=args.io_threads,
         link_threads=args.link_threads,
         progress=not args.quiet,
-        arguments={k: v for k, v in vars(args).items() if k != "func"},
+        arguments=recorded_arguments(args),
     )
     write_json(args.json, result.summary)
-    if not args.quiet:
-        print(render(result.summary, result.applied.planned if result.applied is not None else []))
+    say(args, render(result.summary, result.applied.planned if result.applied is not None else []), data_on_stdout=data_on_stdout)
     return result.exit_code
+
+
+def catalog_url(args: argparse.Namespace) -> str | None:
+    """The catalog dedupe uses, resolved as every command resolves it (--db, $MDBATCH_DB, the config
+    file); the built-in default sqlite:///mdbatch.db only when that file exists, so a dedupe outside
+    any audited place creates no catalog. None with --no-db (or no catalog): every file is hashed."""
+    from ..config import DEFAULT_URL, effective, resolve_url
+
+    if args.no_db:
+        return None
+    url = resolve_url(args.db)
+    if url == DEFAULT_URL and effective(args.db)[0].source == "default" and not os.path.exists(url.removeprefix("sqlite:///")):
+        say(
+            args,
+            f"mdbatch dedupe: no catalog ({url} does not exist): hashing every file; pass --db to reuse an audit's digests",
+            data_on_stdout=True,
+        )
+        return None
+    return url
 
 
 def render(summary: dict[str, Any], planned: list[dict[str, str]], limit: int = 200) -> str:

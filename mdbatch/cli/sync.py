@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
-from ..errors import UsageError
-from .common import add_cluster_args, cluster_options, positive, write_json
-
-DB_HELP = "catalog URL: sqlite:///PATH, postgresql+psycopg://USER@HOST:PORT/DB or csv:///DIR (default: $MDBATCH_DB, the config file, else sqlite:///mdbatch.db)"
+from ..errors import CatalogError, DuplicateKeysError, UsageError
+from .common import DB_HELP, add_cluster_args, cluster_options, positive, recorded_arguments, say, write_json
 
 
 def non_negative(value: str) -> int:
@@ -61,7 +60,7 @@ def _register_push(sub: Any) -> None:
     p.add_argument("--max-csv-bytes", type=non_negative, help="largest frame kept in data_csv (default 16 MiB or the config file's)")
     p.add_argument("--batch-size", type=positive, help="simulations per task (default: 250, smaller for small campaigns)")
     p.add_argument("--json", metavar="SUMMARY.json", help="write the push summary as JSON ('-' for stdout)")
-    p.add_argument("--quiet", action="store_true", help="no progress and no human summary")
+    p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress and no human summary")
     add_cluster_args(p)
     p.set_defaults(func=_cmd_push)
 
@@ -74,7 +73,10 @@ def _register_pull(sub: Any) -> None:
         q.add_argument("--db", help=DB_HELP)
         q.add_argument("--hash", help="only this simulation")
         q.add_argument("--full", action="store_true", help="every column on the terminal (files always get every column)")
-        q.add_argument("--output", metavar="FILE", help="write to FILE: .csv, .json (JSON lines) or .parquet")
+        q.add_argument("-o", "--output", metavar="PATH", help="write to PATH: .csv, .json (JSON lines) or .parquet; '-' for stdout")
+        q.add_argument(
+            "--format", choices=("table", "jsonl", "csv", "parquet"), help="output format (default: a table, or from the --output name)"
+        )
         q.add_argument("--limit", type=positive, help="print at most N rows on the terminal")
 
     s = psub.add_parser("systems", help="RUN_DATABASE")
@@ -113,15 +115,31 @@ def _register_clear(sub: Any) -> None:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-    from ..sync.push import push
-
     if (args.source is None) == (args.csv is None):
         raise UsageError("push needs exactly one of SOURCE or --csv FILE")
     if args.analysis_name is not None and args.what != "analysis":
         raise UsageError("--analysis-name goes with push analysis")
     if args.artifact_name is not None and args.what != "artifacts":
         raise UsageError("--artifact-name goes with push artifacts")
-    result = push(
+    if args.performance_report == "-":
+        raise UsageError("--performance-report -: Dask writes its report to a file; give a file name")
+    try:
+        result = _push(args)
+    except DuplicateKeysError as exc:
+        hint = _audit_hint(args, exc)
+        if hint is None:
+            raise
+        raise CatalogError(hint) from exc
+    summary = result.to_dict()
+    write_json(args.json, summary)
+    say(args, render_push(summary), data_on_stdout=args.json == "-")
+    return 0
+
+
+def _push(args: argparse.Namespace) -> Any:
+    from ..sync.push import push
+
+    return push(
         args.source or args.csv,
         args.what,
         db=args.db,
@@ -132,13 +150,37 @@ def _cmd_push(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_csv=args.max_csv_bytes,
         progress=not args.quiet,
-        arguments={k: v for k, v in vars(args).items() if k != "func"},
+        arguments=recorded_arguments(args),
     )
-    summary = result.to_dict()
-    write_json(args.json, summary)
-    if not args.quiet:
-        print(render_push(summary))
-    return 0
+
+
+def _audit_hint(args: argparse.Namespace, exc: DuplicateKeysError) -> str | None:
+    """Why the records exist when an audit wrote them, and what each mode does then; None otherwise.
+
+    An audit records RUN_DATABASE, ANALYSIS_OVERVIEW and the ARTIFACT_<name> tables itself (only
+    analysis data is left to `push analysis`), so after `mdbatch audit` a plain `push systems` meets
+    every key. Said when a completed audit covers the pushed directory (or, for a list, any audit).
+    """
+    from ..catalog import queries
+    from ..lifecycle import open_catalog_for_command
+
+    if "concurrently" in str(exc):  # another push raced this one: not the audit's rows
+        return None
+    source = os.path.abspath(args.source) if args.source and os.path.isdir(args.source) else None
+    with open_catalog_for_command(args.db, must_exist=True) as catalog:
+        audits = queries.audits_of_any_root(catalog)
+    if source is not None:
+        audits = [a for a in audits if a["root"] and (a["root"] == source or os.path.commonpath([a["root"], source]) == a["root"])]
+    if not audits:
+        return None
+    last = audits[-1]
+    where = ", ".join(f"{n} in {t}" for t, n in sorted(exc.tables.items()))
+    return (
+        f"{exc.count} record{'s' if exc.count != 1 else ''} already exist in the catalog ({where}): audit {last['run_id']} of "
+        f"{last['root']} wrote them (an audit records RUN_DATABASE, ANALYSIS_OVERVIEW and the artifact tables itself; after "
+        f"an audit only `push analysis` has data to add); `push {args.what} --diff` skips them and writes only records the "
+        "catalog lacks, --force rewrites them from the files"
+    )
 
 
 def render_push(s: dict[str, Any]) -> str:
@@ -186,15 +228,23 @@ def _cmd_pull(args: argparse.Namespace) -> int:
         item = "analysis" if args.what == "analysis" else "artifact"
         name = getattr(args, f"{item}_name")
         query = pull.overview_query(item, args.hash) if args.overview else pull.item_query(item, name, args.hash)
-    if args.output:
-        pull.output_format(args.output)
+    fmt = None if args.format == "table" else args.format
+    if args.format == "table" and args.output:
+        raise UsageError("--format table is for the terminal; write a file as csv, jsonl or parquet")
+    target = args.output or ("-" if fmt else None)
+    if target:
+        fmt = pull.output_format(target, fmt)
+        if target == "-" and fmt == "parquet" and sys.stdout.isatty():
+            raise UsageError("parquet is binary: redirect stdout to a file or a pipe (or use --output FILE.parquet)")
     catalog = pull.open_for_read(args.db)
     try:
-        if args.output and args.what == "analysis" and not args.overview and pull.output_format(args.output) == "parquet":
-            built = pull.rebuild_frames(catalog, args.analysis_name, args.output, args.hash)
-            print(
-                f"rebuilt {args.analysis_name}: {built.frames} frames, {built.rows} rows -> {args.output}"
-                + (f" ({built.from_parquet} read from data_path)" if built.from_parquet else "")
+        if target and args.what == "analysis" and not args.overview and fmt == "parquet":
+            built = pull.rebuild_frames(catalog, args.analysis_name, target, args.hash)
+            say(
+                args,
+                f"rebuilt {args.analysis_name}: {built.frames} frames, {built.rows} rows -> {target}"
+                + (f" ({built.from_parquet} read from data_path)" if built.from_parquet else ""),
+                data_on_stdout=target == "-",
             )
             if built.missing:
                 print(
@@ -202,14 +252,32 @@ def _cmd_pull(args: argparse.Namespace) -> int:
                     + (" …" if len(built.missing) > 5 else ""),
                     file=sys.stderr,
                 )
-        elif args.output:
-            count = pull.write_output(catalog, query, args.output)
-            print(f"wrote {count} rows of {query.table} to {args.output}")
+        elif target:
+            count = pull.write_output(catalog, query, target, fmt)
+            if target != "-":
+                say(args, f"wrote {count} rows of {query.table} to {target}")
         else:
-            pull.render(catalog, query, sys.stdout, full=args.full, limit=args.limit)
+            _preview(catalog, query, args)
     finally:
         catalog.close()
     return 0
+
+
+def _preview(catalog: Any, query: Any, args: argparse.Namespace) -> None:
+    """The query's rows as the terminal table (summary columns unless --full), at most --limit of them."""
+    from ..catalog import schema
+    from ..sync import pull
+    from .render import Table
+
+    definition = schema.table_for(query.table)
+    columns = [c.name for c in definition.columns if c.name != "data_csv"] if args.full else pull.SUMMARY_COLUMNS[query.view]
+    out = Table(columns, limit=args.limit)
+    for chunk in pull.rows(catalog, query, columns):
+        out.write(tuple(row.values()) for row in chunk.to_pylist())
+        if args.limit is not None and out.total >= args.limit:
+            out.total = catalog.count_rows(query.table, query.where)
+            break
+    out.close(f"no rows in {query.table}" + (f" matching {query.where}" if query.where else ""))
 
 
 def _confirm(question: str, yes: bool) -> bool:

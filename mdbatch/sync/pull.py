@@ -14,12 +14,13 @@ import csv
 import io
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -81,8 +82,15 @@ def open_for_read(db: str | None) -> CatalogBackend:
     return catalog
 
 
-def output_format(path: str) -> str:
-    """'csv', 'jsonl' or 'parquet' from an output file's extension; UsageError otherwise."""
+def output_format(path: str, fmt: str | None = None) -> str:
+    """'csv', 'jsonl' or 'parquet': `fmt` when given, JSON lines for '-' (stdout), else from an output
+    file's extension; UsageError otherwise."""
+    if fmt is not None:
+        if fmt not in set(OUTPUT_FORMATS.values()):
+            raise UsageError(f"unknown output format {fmt!r}: use csv, jsonl or parquet")
+        return fmt
+    if path == "-":
+        return "jsonl"
     ext = os.path.splitext(path)[1].lower()
     if ext not in OUTPUT_FORMATS:
         raise UsageError(f"--output {path!r}: use a .csv, .json (JSON lines) or .parquet file name")
@@ -94,11 +102,12 @@ def rows(catalog: CatalogBackend, query: Query, columns: Sequence[str] | None = 
     return catalog.iter_rows(query.table, query.where, columns, chunk_rows)
 
 
-def write_output(catalog: CatalogBackend, query: Query, path: str) -> int:
-    """Write every column of the query's rows to `path` (format from its extension), atomically; rows written."""
-    fmt = output_format(path)
+def write_output(catalog: CatalogBackend, query: Query, path: str, fmt: str | None = None) -> int:
+    """Write every column of the query's rows to `path` ('-': stdout) as `fmt` (default from the
+    name, see `output_format`), a file atomically; rows written."""
+    fmt = output_format(path, fmt)
     count = 0
-    with _atomic(path) as handle:
+    with _target(path) as handle:
         if fmt == "parquet":
             writer: pq.ParquetWriter | None = None
             for chunk in rows(catalog, query):
@@ -177,7 +186,7 @@ def rebuild_frames(catalog: CatalogBackend, name: str, path: str, hash: str | No
         schemas.append(frame.schema)
     target = pa.schema([pa.field("hash", pa.string()), *_unify(schemas)])
     done = Rebuilt()
-    with _atomic(path) as handle, pq.ParquetWriter(handle, target) as writer:
+    with _target(path) as handle, pq.ParquetWriter(handle, target) as writer:
         for h, frame in _frames(catalog, query, done):
             cols = [pa.array([h] * frame.num_rows, pa.string())] + [
                 frame[f.name].cast(f.type) if f.name in frame.column_names else pa.nulls(frame.num_rows, f.type)
@@ -227,6 +236,42 @@ def _unify(schemas: list[pa.Schema]) -> list[pa.Field]:
             kind = pa.string()
         fields.append(pa.field(column, pa.string() if pa.types.is_null(kind) else kind))
     return fields
+
+
+@contextlib.contextmanager
+def _target(path: str) -> Iterator[IO[bytes]]:
+    """Where an output goes: stdout's bytes for '-' (never closed here), else `_atomic(path)`."""
+    if path != "-":
+        with _atomic(path) as handle:
+            yield handle
+        return
+    sys.stdout.flush()
+    yield cast(IO[bytes], _Unclosed(sys.stdout.buffer))
+    sys.stdout.buffer.flush()
+
+
+class _Unclosed(io.RawIOBase):
+    """stdout's buffer as a stream whose `close` (by a wrapper or a ParquetWriter) only flushes."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__()
+        self._raw = raw
+        self._pos = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def write(self, data: Any) -> int:
+        written = self._raw.write(bytes(data))
+        self._pos += written
+        return written
+
+    def close(self) -> None:
+        self._raw.flush()
+        super().close()
 
 
 @contextlib.contextmanager
