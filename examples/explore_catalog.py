@@ -49,6 +49,12 @@ print(systems.groupby(["simulation_type", "status"]).size().unstack(fill_value=0
 completed = cat.systems(status="completed", simulation_type="bilayer", columns=["hash", "parametrization", "directory"])
 print(f"{len(completed)} completed bilayers")
 
+# %% Analysis completeness: which analyses and artifacts each kind of simulation has, has faulty, or lacks
+complete = cat.completeness(root, by=["simulation_type", "parametrization"], status="completed")
+print(complete[["simulation_type", "parametrization", "item_name", "simulations", "have", "faulty", "lacking"]].to_string(index=False))
+lacking = cat.lacking(root=root, status="completed")  # the simulations behind the `lacking` counts
+print("completed simulations lacking an item others of their type have:", lacking["directory"].nunique())
+
 # %% Findings of the last audit, and what changed since the previous one
 findings = cat.findings()  # the newest audit; cat.findings(run_id) for another, cat.findings(None) for all
 print(findings[["simulation", "kind", "item"]].head(10).to_string(index=False))

@@ -8,7 +8,12 @@ this class, so what a notebook sees is what the command line shows::
     cat = mdbatch.Catalog("sqlite:///mdbatch.db")
     cat.systems(status="completed", simulation_type="bilayer")
     cat.findings()                 # the last audit's findings
+    cat.completeness(status="completed")               # per simulation type, each analysis: have/faulty/lacking
+    cat.lacking("rdf", status="completed", simulation_type="bilayer")   # which completed bilayers lack rdf
     cat.analysis("rdf")            # the combined frame pushed with `mdbatch push analysis`
+
+Integer columns are integers on every backend: int64 where the schema forbids NULL, pandas'
+nullable Int64 where it allows it (never float64 because one row holds a NULL).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["Catalog"]
 
 StorageKey = Literal["extension", "simulation", "simulation_type"]
+GroupKey = Literal["simulation_type", "parametrization", "status"]
 
 
 class Catalog:
@@ -138,12 +144,21 @@ class Catalog:
 
     # -- audits and history -----------------------------------------------------------------------
 
-    def findings(self, run: str | None = "last", *, kind: str | None = None, simulation: str | None = None) -> pd.DataFrame:
+    def findings(
+        self,
+        run: str | None = "last",
+        *,
+        kind: str | Sequence[str] | None = None,
+        simulation: str | None = None,
+        new: bool = False,
+    ) -> pd.DataFrame:
         """Findings of audit run `run` ('last' = the newest audit; None = every run), sorted.
 
-        Columns run_id, simulation (relative to the run's root), kind, item, detail.
+        Columns run_id, simulation (relative to the run's root), kind, item, detail, and the
+        simulation's hash and directory (so the frame joins `systems()` on either). `kind` is one
+        kind or several; `new` keeps the findings the previous audit of the root did not have.
         """
-        return queries.findings(self.backend, run, kind=kind, simulation=simulation)
+        return queries.findings(self.backend, run, kind=kind, simulation=simulation, new=new)
 
     def run(self, run: str = "last") -> dict[str, Any]:
         """One audit run's record ('last' = the newest) with its `summary` and `arguments` as dicts."""
@@ -159,6 +174,43 @@ class Catalog:
         Columns run_id, scope (file|simulation|finding), change, simulation, item, size, digest, detail.
         """
         return queries.diff_runs(self.backend, a, b, _root(root))
+
+    # -- analysis completeness ----------------------------------------------------------------------
+
+    def completeness(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        by: GroupKey | Sequence[GroupKey] = "simulation_type",
+        *,
+        status: str | None = None,
+        simulation_type: str | None = None,
+    ) -> pd.DataFrame:
+        """Which registered analyses and artifacts each group of simulations has, has faulty, or lacks.
+
+        Groups are simulation types (`by`: "simulation_type", "parametrization", "status", or several,
+        e.g. ("simulation_type", "parametrization")); a simulation lacks an item when it has no
+        ANALYSIS_OVERVIEW row for it while others of its group have one. One row per group and item:
+        the `by` columns, item_type (analysis|artifact), item_name, simulations, have (status ok),
+        faulty (registered, not ok), lacking, then the faulty per status: missing, mismatch,
+        unreadable, unsafe (int64; have + faulty + lacking == simulations). `status` and
+        `simulation_type` keep only those simulations (status="completed": which completed runs
+        lack what other completed runs have); `root` the simulations under it.
+        """
+        return queries.completeness(self.backend, _root(root), by, status=status, simulation_type=simulation_type)
+
+    def lacking(
+        self,
+        item_name: str | None = None,
+        *,
+        root: str | os.PathLike[str] | None = None,
+        by: GroupKey | Sequence[GroupKey] = "simulation_type",
+        status: str | None = None,
+        simulation_type: str | None = None,
+    ) -> pd.DataFrame:
+        """The simulations behind `completeness()`'s lacking counts, one row per simulation and item
+        (of `item_name` only when given): hash, directory, simulation_type, parametrization, status,
+        item_type, item_name."""
+        return queries.lacking(self.backend, _root(root), by, status=status, simulation_type=simulation_type, item_name=item_name)
 
     # -- storage ----------------------------------------------------------------------------------
 

@@ -85,9 +85,24 @@ def atomic_writer(path: str | os.PathLike[str], mode: int | None = None) -> Iter
     fsync_dir(target.parent)
 
 
+def umask_mode(base: int = 0o666) -> int:
+    """`base` less the process's umask: the mode `open()` would give a new file, for files written to
+    be shared (a report) rather than kept private (mkstemp's 0600)."""
+    try:  # Linux shows it without changing it (os.umask can only be read by setting it)
+        with open("/proc/self/status", encoding="ascii") as status:
+            mask = next((int(line.split()[1], 8) for line in status if line.startswith("Umask:")), None)
+    except (OSError, ValueError, IndexError):
+        mask = None
+    if mask is None:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return base & ~mask
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int | None = None) -> None:
     """Replace `path` with `data` so that readers see either the old or the new bytes, never a mix.
 
+    `mode` sets the file's permissions (default 0600; `umask_mode()` for what `open()` would give).
     The temporary file is removed if anything fails before the rename; failures raise WriteError.
     """
     with atomic_writer(path, mode) as handle:

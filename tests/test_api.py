@@ -18,7 +18,9 @@ from mdbatch.errors import CatalogError, InvalidNameError, UsageError
 from mdbatch.generate import generate_campaign, inject_fault
 from mdbatch.sync.push import push
 
-from .test_report import synthetic_catalog
+from .test_report import expected_completeness, synthetic_catalog
+
+FAULTS = ("missing", "mismatch", "unreadable", "unsafe")
 
 HEAVY = ("pandas", "pyarrow", "sqlalchemy", "distributed", "dask", "numpy")
 
@@ -87,6 +89,72 @@ def test_audit_result(audited: dict[str, Any]) -> None:
     assert list(second.findings().columns) == ["simulation", "kind", "item", "detail"]
 
 
+def test_audit_result_repr_is_one_line(audited: dict[str, Any]) -> None:
+    second = audited["second"]
+    assert repr(second) == (
+        f"AuditResult(run_id={second.run_id!r}, outcome='completed', simulations=12, findings=1, catalog={audited['url']!r})"
+    )
+    assert "AuditResult" in (mdbatch.audit.__doc__ or "").split("\n\n")[0]  # the docstring says what it returns
+
+
+@pytest.mark.parametrize("by", ["simulation_type", "parametrization", ("simulation_type", "parametrization"), ("status",)])
+def test_completeness_counts_what_the_registries_hold(cat: Any, audited: dict[str, Any], by: str | tuple[str, ...]) -> None:
+    root = str(audited["campaign"].dest)
+    keys = (by,) if isinstance(by, str) else by
+    frame = cat.completeness(root, by=by)
+    assert list(frame.columns) == [*keys, "item_type", "item_name", "simulations", "have", "faulty", "lacking", *FAULTS]
+    assert all(str(frame[c].dtype) == "int64" for c in frame.columns[len(keys) + 2 :])
+    counts, lacking = expected_completeness(cat.systems(), audited["second"].findings(), root, keys)
+    got = {tuple(r[: len(keys) + 2]): tuple(r[len(keys) + 3 : len(keys) + 6]) for r in frame.itertuples(index=False)}
+    assert got == counts
+    assert (frame["simulations"] == frame["have"] + frame["faulty"] + frame["lacking"]).all()
+    assert (frame["faulty"] == frame[list(FAULTS)].sum(axis=1)).all()
+    # The one fault: an analysis file deleted, registered still -> faulty as `missing`.
+    assert int(frame["missing"].sum()) == 1 and int(frame["faulty"].sum()) == 1
+    listed = cat.lacking(root=root, by=by)
+    assert {
+        (os.path.relpath(d, root), t, n) for d, t, n in listed[["directory", "item_type", "item_name"]].itertuples(index=False)
+    } == lacking
+
+
+def test_completeness_filters_and_errors(cat: Any, audited: dict[str, Any]) -> None:
+    systems = cat.systems()
+    completed = cat.completeness(status="completed")
+    counts, lacking = expected_completeness(
+        systems[systems["status"] == "completed"], audited["second"].findings(), str(audited["campaign"].dest), ("simulation_type",)
+    )
+    assert {
+        (t, i, n): (h, f, lk)
+        for t, i, n, h, f, lk in completed[["simulation_type", "item_type", "item_name", "have", "faulty", "lacking"]].itertuples(
+            index=False
+        )
+    } == counts
+    kind = completed["simulation_type"].iloc[0]
+    assert set(cat.completeness(simulation_type=kind)["simulation_type"]) == {kind}
+    assert cat.completeness("/elsewhere").empty and list(cat.completeness("/elsewhere").columns)[:3] == [
+        "simulation_type",
+        "item_type",
+        "item_name",
+    ]
+    # Which completed simulations lack an analysis that other completed ones of their type have?
+    name = sorted(x[2] for x in lacking)[0]
+    listed = cat.lacking(name, status="completed")
+    root = str(audited["campaign"].dest)
+    assert {os.path.relpath(d, root) for d in listed["directory"]} == {x[0] for x in lacking if x[2] == name} != set()
+    assert list(listed.columns) == [
+        "hash",
+        "directory",
+        "simulation_type",
+        "parametrization",
+        "status",
+        "item_type",
+        "item_name",
+    ]
+    for bad in ("colour", (), ("status", "status")):
+        with pytest.raises(UsageError, match="by="):
+            cat.completeness(by=bad)
+
+
 def test_systems(cat: Any, audited: dict[str, Any]) -> None:
     campaign = audited["campaign"]
     systems = cat.systems()
@@ -130,8 +198,11 @@ def test_findings_runs_and_diff(cat: Any, audited: dict[str, Any]) -> None:
     first, second = audited["first"], audited["second"]
     broken = os.path.relpath(audited["broken"], audited["campaign"].dest)
     findings = cat.findings()
-    assert list(findings.columns) == ["run_id", "simulation", "kind", "item", "detail"]
-    assert findings.drop(columns="run_id").to_dict("records") == second.findings().to_dict("records")
+    assert list(findings.columns) == ["run_id", "simulation", "kind", "item", "detail", "hash", "directory"]
+    assert findings[["simulation", "kind", "item", "detail"]].to_dict("records") == second.findings().to_dict("records")
+    # hash and directory are the simulation's in systems(): the two join without string work.
+    joined = findings.merge(cat.systems(columns=["hash", "directory", "status"]), on=["hash", "directory"], how="left")
+    assert list(joined["directory"]) == [str(audited["broken"])] and joined["status"].notna().all()
     assert cat.findings(first.run_id).empty and len(cat.findings(None)) == len(findings)
     assert list(cat.findings(kind="missing_file")["simulation"]) == [broken]
     runs = cat.runs(audited["campaign"].dest)
@@ -215,4 +286,5 @@ def test_example_script_runs(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "valid: False" in done.stdout and "reclaimable in all:" in done.stdout
+    assert "completed simulations lacking an item others of their type have:" in done.stdout
     assert (tmp_path / "report.html").stat().st_size > 10_000

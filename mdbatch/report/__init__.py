@@ -37,9 +37,10 @@ def write_report(catalog: CatalogBackend | str | None, path: str | os.PathLike[s
     """Write the report of audit run `run` ('last' = the newest audit) to `path`, atomically.
 
     `catalog` is an open catalog, or a catalog URL (None: $MDBATCH_DB, then the default). `top` is
-    how many duplicate groups the report lists. Raises UsageError when the catalog has no such run.
+    how many duplicate groups the report lists. The file gets the mode a new file would (0666 less
+    the umask), so it can be shared. Raises UsageError when the catalog has no such run.
     """
-    from ..atomic import atomic_write_bytes
+    from ..atomic import atomic_write_bytes, umask_mode
     from ..lifecycle import open_catalog_for_command
 
     backend = catalog if isinstance(catalog, CatalogBackend) else open_catalog_for_command(catalog, must_exist=True)
@@ -53,7 +54,7 @@ def write_report(catalog: CatalogBackend | str | None, path: str | os.PathLike[s
     finally:
         if backend is not catalog:
             backend.close()
-    atomic_write_bytes(path, page)
+    atomic_write_bytes(path, page, mode=umask_mode())  # a report is for sharing: the mode a new file would get
     return ReportInfo(
         path=os.fspath(path),
         bytes=len(page),

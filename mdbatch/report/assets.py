@@ -2,8 +2,10 @@
 
 The script renders the tables from the embedded JSON with DOM text nodes only (never innerHTML),
 paginated, so a 100,000-row table costs one page of DOM; filtering and sorting work on an index
-array. It records `data-rendered`, `data-render-ms` and `data-errors` on <html> for tests and
-measurements, and exposes `window.mdbatchReport.tables`.
+array. Every table (and every static one marked `data-csv`) gets a "Download CSV" data: link built
+from the page's own data (the rows in view, all pages): nothing is fetched. It records
+`data-rendered`, `data-render-ms` and `data-errors` on <html> for tests and measurements, and
+exposes `window.mdbatchReport.tables`.
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ th[aria-sort=descending] button::after{content:" \\25BC";font-size:10px}
 .pager{display:flex;gap:6px;align-items:center;margin-top:8px;color:var(--muted);font-size:13px;flex-wrap:wrap}
 button.link{all:unset;color:var(--accent);cursor:pointer;text-decoration:underline}
 .changes td.n{min-width:5em}
+a.csv{color:var(--accent);font-size:13px;margin-left:auto}
+table[data-csv]+a.csv{display:inline-block;margin-top:6px}
+tr.current td{font-weight:600;background:#f0f5fc}
+svg .axis{fill:var(--muted);font-size:12px}
 .notes{background:#fff8e6;border:1px solid #f3d9a4;border-radius:6px;padding:8px 14px;font-size:13px}
 footer{color:var(--muted);font-size:12px;padding:0 28px 24px}
 """
@@ -87,6 +93,29 @@ JS = r"""
     return e;
   }
   function numeric(col) { return col.kind === "num" || col.kind === "bytes"; }
+  // A text cell that a spreadsheet would run as a formula is prefixed with ' (CSV injection).
+  var FORMULA = /^[=+\-@\t\r]/;
+  function csvCell(v, isNumber) {
+    if (v === null || v === undefined) return "";
+    var s = String(v);
+    if (!isNumber && FORMULA.test(s)) s = "'" + s;
+    return /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
+  }
+  function wellFormed(s) {
+    if (s.toWellFormed) return s.toWellFormed();
+    return s.replace(/[\uD800-\uDBFF][\uDC00-\uDFFF]|[\uD800-\uDFFF]/g, function (m) { return m.length === 2 ? m : "\uFFFD"; });
+  }
+  function csvHref(text) { return "data:text/csv;charset=utf-8," + encodeURIComponent(wellFormed(text)); }
+  // Rows up to which a table's link is built with every change of view (so "save link as" works);
+  // above, it is built when clicked, so a 100,000-row table costs nothing until it is asked for.
+  var EAGER_CSV = 2000;
+  function csvLink(name, build) {
+    var a = make("a", "csv", "Download CSV");
+    a.download = name + "-" + data.run + ".csv";
+    a.href = "#";
+    a.addEventListener("click", function () { a.href = csvHref(build()); });
+    return a;
+  }
 
   function Table(host, spec, options) {
     var self = this;
@@ -109,9 +138,31 @@ JS = r"""
     this.hay = null;
     this.selects = {};
     this.exact = null;
+    this.mark = this.options.highlight ? this.col(this.options.highlight.key) : -1;
     this.build(host);
+    if (this.options.sort) {
+      this.sortCol = this.col(this.options.sort.key);
+      this.sortDir = this.options.sort.dir;
+      this.heads[this.sortCol].setAttribute("aria-sort", this.sortDir > 0 ? "ascending" : "descending");
+    }
     this.apply();
   }
+
+  Table.prototype.col = function (key) {
+    for (var c = 0; c < this.cols.length; c++) if (this.cols[c].key === key) return c;
+    return -1;
+  };
+
+  Table.prototype.csv = function () {
+    var cols = this.cols, rows = this.rows, view = this.view;
+    var lines = [cols.map(function (col) { return csvCell(col.key, false); }).join(",")];
+    for (var i = 0; i < view.length; i++) {
+      var row = rows[view[i]], cells = new Array(cols.length);
+      for (var c = 0; c < cols.length; c++) cells[c] = csvCell(row[c], numeric(cols[c]));
+      lines.push(cells.join(","));
+    }
+    return lines.join("\r\n") + "\r\n";
+  };
 
   Table.prototype.build = function (host) {
     var self = this, controls = make("div", "controls");
@@ -145,6 +196,8 @@ JS = r"""
     this.chip = make("span", "chip");
     this.chip.hidden = true;
     controls.appendChild(this.chip);
+    this.download = csvLink(this.options.name || "table", function () { return self.csv(); });
+    controls.appendChild(this.download);
     host.appendChild(controls);
     var scroll = make("div", "scroll"), table = make("table"), thead = make("thead"), tr = make("tr");
     this.heads = this.cols.map(function (col, c) {
@@ -194,17 +247,19 @@ JS = r"""
     host.appendChild(pager);
   };
 
-  Table.prototype.setExact = function (c, value) {
+  // Keep only the rows equal to every [column index, value] of `pairs` (null: all rows).
+  Table.prototype.setExact = function (pairs) {
     var self = this;
-    this.exact = value === null ? null : { col: c, value: value };
+    this.exact = pairs && pairs.length ? pairs : null;
     this.chip.textContent = "";
     this.chip.hidden = this.exact === null;
     if (this.exact) {
-      this.chip.appendChild(doc.createTextNode(this.cols[c].label + " = " + value + " "));
+      var text = this.exact.map(function (p) { return self.cols[p[0]].label + " = " + p[1]; }).join(", ");
+      this.chip.appendChild(doc.createTextNode(text + " "));
       var clear = make("button", null, "\u2715");
       clear.type = "button";
       clear.setAttribute("aria-label", "Clear");
-      clear.addEventListener("click", function () { self.setExact(c, null); });
+      clear.addEventListener("click", function () { self.setExact(null); });
       this.chip.appendChild(clear);
     }
     this.apply();
@@ -220,7 +275,7 @@ JS = r"""
     for (var i = 0; i < n; i++) {
       var r = rows[i], ok = true;
       for (var k = 0; k < keys.length && ok; k++) ok = r[keys[k]] === sel[keys[k]];
-      if (ok && ex) ok = r[ex.col] === ex.value;
+      for (var e = 0; ex && e < ex.length && ok; e++) ok = r[ex[e][0]] === ex[e][1];
       if (ok && q) ok = this.hay[i].indexOf(q) >= 0;
       if (ok) out.push(i);
     }
@@ -259,7 +314,7 @@ JS = r"""
     var view = this.view, start = this.page * this.size, end = Math.min(start + this.size, view.length);
     var frag = doc.createDocumentFragment(), cols = this.cols, link = this.link;
     for (var i = start; i < end; i++) {
-      var row = this.rows[view[i]], tr = make("tr");
+      var row = this.rows[view[i]], tr = make("tr", this.mark >= 0 && row[this.mark] === this.options.highlight.value ? "current" : null);
       for (var c = 0; c < cols.length; c++) {
         var col = cols[c], v = row[c], td = make("td", numeric(col) ? "n" : col.mono ? "mono" : null);
         if (c === link && v) {
@@ -289,6 +344,9 @@ JS = r"""
     if (view.length !== this.rows.length) text += " (filtered from " + digits(this.rows.length) + ")";
     if (this.total > this.rows.length) text += "; " + digits(this.total) + " in the catalog";
     this.info.textContent = text + " \u00b7 page " + digits(this.page + 1) + " of " + digits(last);
+    this.download.textContent = "Download CSV (" + digits(view.length) + " row" + (view.length === 1 ? "" : "s") + ")";
+    if (view.length <= EAGER_CSV) this.download.href = csvHref(this.csv());
+    else this.download.href = "#";
     this.buttons[0].disabled = this.buttons[1].disabled = this.page === 0;
     this.buttons[2].disabled = this.buttons[3].disabled = this.page >= last - 1;
   };
@@ -296,17 +354,44 @@ JS = r"""
   var tables = {};
   function mount(name, options) {
     var host = doc.getElementById("table-" + name);
+    options = options || {};
+    options.name = name;
     if (host && data.tables[name]) tables[name] = new Table(host, data.tables[name], options);
   }
+  var GROUP = ["simulation_type", "parametrization", "status", "item_type", "item_name"];
+  mount("lacking");
+  mount("completeness", {
+    linkKey: "lacking",
+    onLink: function (row) {
+      var lacking = tables.lacking, from = tables.completeness;
+      if (!lacking) return;
+      lacking.setExact(GROUP.map(function (key) { return [lacking.col(key), row[from.col(key)]]; }));
+      doc.getElementById("lacking").scrollIntoView();
+    }
+  });
   mount("findings");
   mount("changes");
   mount("simulations", {
+    sort: { key: "findings", dir: -1 },
     linkKey: "findings",
     onLink: function (row) {
       if (!tables.findings) return;
-      tables.findings.setExact(0, row[0]);
+      tables.findings.setExact([[0, row[0]]]);
       doc.getElementById("findings").scrollIntoView();
     }
+  });
+  mount("duplicates");
+  mount("history", { highlight: { key: "run_id", value: data.run } });
+  Array.prototype.forEach.call(doc.querySelectorAll("table[data-csv]"), function (table) {
+    var lines = Array.prototype.map.call(table.rows, function (tr) {
+      return Array.prototype.map.call(tr.cells, function (td) {
+        var number = td.classList.contains("n");
+        return csvCell(number ? td.textContent.replace(/,/g, "") : td.textContent, number);
+      }).join(",");
+    });
+    var text = lines.join("\r\n") + "\r\n", link = csvLink(table.getAttribute("data-csv"), function () { return text; });
+    link.href = csvHref(text);
+    table.parentNode.insertBefore(link, table.nextSibling);
   });
   window.mdbatchReport = { tables: tables };
   var ms = performance.now();

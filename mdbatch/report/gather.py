@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from ..catalog import queries
 from ..catalog.base import CatalogBackend
 from ..catalog.filestats import InventoryStats, inventory_stats
@@ -29,9 +32,9 @@ MAX_TABLE_ROWS = 250_000
 STATUS_ORDER = ("build", "equilibrated", "production", "completed")
 UNKNOWN = "(unknown)"
 #: Columns shown in a monospace font (paths, digests).
-MONO = frozenset({"simulation", "hash", "item"})
+MONO = frozenset({"simulation", "hash", "item", "run_id", "example", "all", "xxh3_128"})
 #: Columns shown cut to this many characters (the full value in the tooltip, and searchable).
-SHORT = {"hash": 12}
+SHORT = {"hash": 12, "xxh3_128": 12}
 FILE_CHANGES = ("new", "missing", "changed", "moved", "unchanged")
 SIMULATION_CHANGES = ("new", "removed", "status_changed")
 FINDING_CHANGES = ("new", "resolved", "persisting")
@@ -75,12 +78,26 @@ class ReportData:
     #: The top duplicate groups of the current inventory, and totals over all its groups.
     duplicates: list[dict[str, Any]]
     duplicate_totals: dict[str, int]
+    #: {"simulation type · parametrization": {finding kind: count}}, most findings first.
+    findings_by_group: dict[str, dict[str, int]]
+    #: One point per audit of the root (oldest first): numbers, new/resolved findings, simulations per status.
     history: list[dict[str, Any]]
+    #: The statuses of `history` points' `by_status`, in life-cycle order.
+    history_statuses: list[str]
     changes: dict[str, Any]
-    simulations: TableData
-    findings: TableData
-    change_records: TableData
+    #: {simulations, lacking_simulations, faulty_items}: the completeness section's headline.
+    completeness_totals: dict[str, int]
+    #: The interactive tables, by the name the page mounts them under.
+    tables: dict[str, TableData]
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def simulations(self) -> TableData:
+        return self.tables["simulations"]
+
+    @property
+    def findings(self) -> TableData:
+        return self.tables["findings"]
 
     @property
     def root(self) -> str:
@@ -93,37 +110,32 @@ def gather(catalog: CatalogBackend, run: str = "last", *, top: int = 20) -> Repo
     stored = record.get("summary")
     summary: dict[str, Any] = stored if isinstance(stored, dict) else {}
     root = str(record.get("root") or "")
-    notes: list[str] = []
     stats = inventory_stats(catalog, root, top=top)
     systems = queries.systems(catalog, root=root, columns=["hash", "engine", "parametrization", "simulation_type", "status", "directory"])
     findings = queries.findings(catalog, record["run_id"])
     sims = simulation_frame(systems, stats, findings, root)
-    history = [h for h in queries.list_runs(catalog, root).to_dict("records") if h.get("command") == "audit"]
+    history = queries.audit_history(catalog, root)
     changes, change_frame = _changes(catalog, record, summary, root)
     kinds = {k: int((summary.get("findings") or {}).get(k, 0)) for k in KINDS}
     for k, n in Counter(findings["kind"]).items():
         kinds.setdefault(k, int(n))
+    states = queries.item_states(catalog, root or None, queries.COMPLETENESS_GROUPS)
+    points, statuses = history_points(history)
+    duplicates = _duplicates(stats, root)
     tables = {
-        "simulations": simulation_table(sims),
-        "findings": _table(
-            findings,
-            [("simulation", "Simulation", "text"), ("kind", "Kind", "cat"), ("item", "Item", "text"), ("detail", "Detail", "text")],
-        ),
-        "changes": _table(
-            change_frame,
-            [
-                ("scope", "Scope", "cat"),
-                ("change", "Change", "cat"),
-                ("simulation", "Simulation", "text"),
-                ("item", "Item", "text"),
-                ("size", "Size", "bytes"),
-                ("detail", "Detail", "text"),
-            ],
-        ),
+        "completeness": completeness_table(states),
+        "lacking": lacking_table(states, root),
+        "simulations": simulation_table(sims.sort_values(["findings", "simulation"], ascending=[False, True], ignore_index=True)),
+        "findings": _table(findings, FINDING_TABLE),
+        "changes": _table(change_frame, CHANGE_TABLE),
+        "duplicates": duplicate_table(duplicates),
+        "history": history_table(points, statuses),
     }
-    for name, table in tables.items():
-        if table.total > len(table.rows):
-            notes.append(f"The {name} table shows the first {len(table.rows):,} of {table.total:,} rows; the catalog has them all.")
+    notes = [
+        f"The {name} table shows the first {len(table.rows):,} of {table.total:,} rows; the catalog has them all."
+        for name, table in tables.items()
+        if table.total > len(table.rows)
+    ]
     return ReportData(
         run=record,
         summary=summary,
@@ -136,15 +148,29 @@ def gather(catalog: CatalogBackend, run: str = "last", *, top: int = 20) -> Repo
             (str(e), int(f), int(b)) for e, f, b in stats.by_extension[["extension", "files", "bytes"]].itertuples(index=False)
         ],
         storage_by_type=storage_by_type(sims),
-        duplicates=_duplicates(stats, root),
+        duplicates=duplicates,
         duplicate_totals=dict(stats.duplicate_totals),
-        history=[_history_point(h) for h in history],
+        findings_by_group=findings_by_group(findings, sims),
+        history=points,
+        history_statuses=statuses,
         changes=changes,
-        simulations=tables["simulations"],
-        findings=tables["findings"],
-        change_records=tables["changes"],
+        completeness_totals=completeness_totals(states, len(systems)),
+        tables=tables,
         notes=notes,
     )
+
+
+FINDING_TABLE = [("simulation", "Simulation", "text"), ("kind", "Kind", "cat"), ("item", "Item", "text"), ("detail", "Detail", "text")]
+CHANGE_TABLE = [
+    ("scope", "Scope", "cat"),
+    ("change", "Change", "cat"),
+    ("simulation", "Simulation", "text"),
+    ("item", "Item", "text"),
+    ("size", "Size", "bytes"),
+    ("detail", "Detail", "text"),
+]
+GROUP_COLUMNS = [("simulation_type", "Type", "cat"), ("parametrization", "Parametrization", "cat"), ("status", "Status", "cat")]
+ITEM_COLUMNS = [("item_type", "Kind", "cat"), ("item_name", "Item", "cat")]
 
 
 def simulation_frame(systems: pd.DataFrame, stats: InventoryStats, findings: pd.DataFrame, root: str) -> pd.DataFrame:
@@ -172,7 +198,7 @@ def simulation_frame(systems: pd.DataFrame, stats: InventoryStats, findings: pd.
 
 
 def simulation_table(sims: pd.DataFrame) -> TableData:
-    """The simulations table (findings first in the page's default order is up to the reader)."""
+    """The simulations table, rows in the order given (the report puts those with findings first)."""
     return _table(
         sims,
         [
@@ -249,20 +275,6 @@ def _duplicates(stats: InventoryStats, root: str) -> list[dict[str, Any]]:
     return out
 
 
-def _history_point(run: dict[str, Any]) -> dict[str, Any]:
-    started = run.get("started_at")
-    when = started.strftime("%Y-%m-%d %H:%M") if isinstance(started, datetime) else str(started or "")
-    return {
-        "run_id": str(run.get("run_id")),
-        "started": when,
-        "status": str(run.get("status")),
-        **{
-            k: (None if run.get(k) is None or run.get(k) != run.get(k) else run.get(k))
-            for k in ("simulations", "files", "bytes", "findings_total", "elapsed_s")
-        },
-    }
-
-
 def _changes(catalog: CatalogBackend, record: dict[str, Any], summary: dict[str, Any], root: str) -> tuple[dict[str, Any], pd.DataFrame]:
     """({previous_run, files, simulations, findings} counts, change records) since the previous audit."""
     import pandas as pd
@@ -290,3 +302,139 @@ def _changes(catalog: CatalogBackend, record: dict[str, Any], summary: dict[str,
     for scope, names in (("files", FILE_CHANGES), ("simulations", SIMULATION_CHANGES), ("findings", FINDING_CHANGES)):
         counts[scope] = {n: counts[scope].get(n) for n in names}
     return {"previous_run": previous, **counts}, frame
+
+
+# -- completeness, findings by group, history, duplicates ----------------------------------------------
+
+
+def completeness_table(states: pa.Table) -> TableData:
+    """Per simulation type, parametrization and status, each item: simulations that have it, have it faulty, lack it."""
+    frame = queries.completeness_of(states, queries.COMPLETENESS_GROUPS)
+    faults = frame[list(queries.ITEM_FAULTS)]
+    frame["faults"] = [", ".join(f"{k} {n:,}" for k, n in row.items() if n) for _, row in faults.iterrows()]
+    return _table(
+        frame,
+        [
+            *GROUP_COLUMNS,
+            *ITEM_COLUMNS,
+            ("simulations", "Simulations", "num"),
+            ("have", "Have", "num"),
+            ("faulty", "Faulty", "num"),
+            ("lacking", "Lacking", "num"),
+            ("faults", "Faulty as", "text"),
+        ],
+    )
+
+
+def lacking_table(states: pa.Table, root: str) -> TableData:
+    """Every simulation lacking an item that others of its type, parametrization and status have."""
+    frame = states.filter(pc.equal(states["state"], queries.LACKING)).to_pandas()
+    frame["simulation"] = [_relative(d, root.rstrip("/")) for d in frame["directory"]]
+    return _table(frame, [("simulation", "Simulation", "text"), ("hash", "Hash", "text"), *GROUP_COLUMNS, *ITEM_COLUMNS])
+
+
+def completeness_totals(states: pa.Table, simulations: int) -> dict[str, int]:
+    """{simulations, lacking_simulations, faulty_simulations, items}: of the root's `simulations`, how many
+    lack or have faulty at least one item, and how many items are registered."""
+    state = states["state"]
+    lacking = states.filter(pc.equal(state, queries.LACKING))["hash"]
+    faulty = states.filter(pc.and_(pc.not_equal(state, queries.LACKING), pc.not_equal(state, "ok")))["hash"]
+    return {
+        "simulations": simulations,
+        "lacking_simulations": len(pc.unique(lacking)),
+        "faulty_simulations": len(pc.unique(faulty)),
+        "items": len(states.group_by(["item_type", "item_name"]).aggregate([])),
+    }
+
+
+def findings_by_group(findings: pd.DataFrame, sims: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """{"type · parametrization": {kind: findings}}: groups with most findings first, kinds by total."""
+    ident = sims[["simulation", "simulation_type", "parametrization"]]
+    joined = findings[["simulation", "kind"]].merge(ident, on="simulation", how="left")
+    labels = [
+        f"{t if isinstance(t, str) and t else UNKNOWN} · {p if isinstance(p, str) and p else UNKNOWN}"
+        for t, p in zip(joined["simulation_type"], joined["parametrization"], strict=True)
+    ]
+    counts = Counter(zip(labels, joined["kind"], strict=True))
+    kinds = sorted({k for _, k in counts}, key=lambda k: (-sum(n for (_, kk), n in counts.items() if kk == k), k))
+    groups: dict[str, dict[str, int]] = {}
+    for (label, kind), n in counts.items():
+        groups.setdefault(label, dict.fromkeys(kinds, 0))[kind] = n
+    return dict(sorted(groups.items(), key=lambda kv: (-sum(kv[1].values()), kv[0])))
+
+
+def history_points(history: pd.DataFrame) -> tuple[list[dict[str, Any]], list[str]]:
+    """The audits of `queries.audit_history` as plot points (started: an aware datetime), and their statuses."""
+    statuses = ordered_statuses({c.removeprefix("status_") for c in history.columns if c.startswith("status_")})
+    points = []
+    for row in history.to_dict("records"):
+        point = {k: _plain(row.get(k)) for k in ("run_id", "status", *queries.HEADLINE, "findings_new", "findings_resolved")}
+        started = row.get("started_at")
+        point["started"] = started.to_pydatetime() if hasattr(started, "to_pydatetime") else started
+        point["by_status"] = {s: _plain(row.get(f"status_{s}")) for s in statuses}
+        points.append(point)
+    return points, statuses
+
+
+def history_table(points: list[dict[str, Any]], statuses: list[str]) -> TableData:
+    """Every audit of the root, newest first."""
+    import pandas as pd
+
+    rows = [
+        {
+            **p,
+            "started": p["started"].strftime("%Y-%m-%d %H:%M:%S") if isinstance(p["started"], datetime) else "",
+            "elapsed_s": None if p["elapsed_s"] is None else round(p["elapsed_s"]),
+            **{f"status_{s}": n for s, n in p["by_status"].items()},
+        }
+        for p in reversed(points)
+    ]
+    columns = [
+        ("run_id", "Run", "text"),
+        ("started", "Started (UTC)", "text"),
+        ("status", "Outcome", "cat"),
+        ("simulations", "Simulations", "num"),
+        *((f"status_{s}", s.replace("_", " ").capitalize(), "num") for s in statuses),
+        ("files", "Files", "num"),
+        ("bytes", "Bytes", "bytes"),
+        ("findings_total", "Findings", "num"),
+        ("findings_new", "New", "num"),
+        ("findings_resolved", "Resolved", "num"),
+        ("elapsed_s", "Elapsed (s)", "num"),
+    ]
+    return _table(pd.DataFrame(rows, columns=[c[0] for c in columns]), columns)
+
+
+def duplicate_table(groups: list[dict[str, Any]]) -> TableData:
+    """The duplicate groups the report lists, each with an example path and all of its paths."""
+    import pandas as pd
+
+    rows = [
+        {
+            **g,
+            "name": g["paths"][0].rsplit("/", 1)[-1] if g["paths"] else "",
+            "example": (g["paths"] or [""])[0],
+            "all": "\n".join(g["paths"]),
+        }
+        for g in groups
+    ]
+    columns = [
+        ("name", "File", "text"),
+        ("size", "Size", "bytes"),
+        ("files", "Copies", "num"),
+        ("inodes", "Inodes", "num"),
+        ("reclaimable_bytes", "Reclaimable", "bytes"),
+        ("example", "Example path", "text"),
+        ("xxh3_128", "xxh3-128", "text"),
+        ("all", "All paths", "text"),
+    ]
+    return _table(pd.DataFrame(rows, columns=[c[0] for c in columns]), columns)
+
+
+def _plain(value: Any) -> Any:
+    """A pandas scalar as a plain Python value (NA -> None)."""
+    import pandas as pd
+
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return None
+    return value.item() if hasattr(value, "item") else value

@@ -16,12 +16,12 @@ from typing import Any
 from .assets import CSS, JS
 from .fmt import esc, human_bytes, human_count, human_duration, script_json, shorten
 from .gather import ReportData
-from .svg import PALETTE, STATUS_COLORS, bar_chart, line_chart, stacked_bar_chart
+from .svg import PALETTE, STATUS_COLORS, bar_chart, byte_unit, label_chars, stacked_bar_chart, time_chart
 
 #: File types drawn individually; the rest are summed into "other".
 TOP_EXTENSIONS = 12
-#: Runs listed in the history table (the plots show every run).
-HISTORY_ROWS = 30
+#: Label width of the duplicate groups' chart: room for a size and an example path.
+DUP_LABEL_W = 300
 
 
 def render_html(data: ReportData) -> str:
@@ -33,13 +33,7 @@ def render_html(data: ReportData) -> str:
     )
     s = data.summary
     run_id = str(data.run.get("run_id", ""))
-    payload = {
-        "tables": {
-            "simulations": data.simulations.to_payload(),
-            "findings": data.findings.to_payload(),
-            "changes": data.change_records.to_payload(),
-        }
-    }
+    payload = {"run": run_id, "tables": {name: table.to_payload() for name, table in data.tables.items()}}
     kind, text = verdict(s)
     started = data.run.get("started_at")
     started_text = started.strftime("%Y-%m-%d %H:%M:%S UTC") if isinstance(started, datetime) else str(started or "?")
@@ -59,14 +53,22 @@ def render_html(data: ReportData) -> str:
         f'<div class="verdict {kind}">{esc(text)}</div>',
         "</header>",
         (
-            '<nav><a href="#headline">Headline</a><a href="#plots">Plots</a><a href="#changes">Changes</a>'
-            '<a href="#simulations">Simulations</a><a href="#findings">Findings</a><a href="#duplicates">Duplicates</a>'
-            '<a href="#history">Run history</a></nav><main>'
+            '<nav><a href="#headline">Headline</a><a href="#completeness">Completeness</a><a href="#changes">Changes</a>'
+            '<a href="#plots">Plots</a><a href="#simulations">Simulations</a><a href="#findings">Findings</a>'
+            '<a href="#duplicates">Duplicates</a><a href="#history">Run history</a></nav><main>'
         ),
     ]
     if data.notes:
         parts.append('<div class="notes">' + "".join(f"<p>{esc(n)}</p>" for n in data.notes) + "</div>")
-    parts += [_headline(data), _plots(data), _changes(data), _tables(), _duplicates(data), _history(data, run_id)]
+    parts += [
+        _headline(data),
+        completeness_section(data),
+        _changes(data),
+        _plots(data),
+        _tables(),
+        _duplicates(data),
+        history_section(data),
+    ]
     parts += [
         "</main>",
         (
@@ -162,6 +164,12 @@ def _plots(data: ReportData) -> str:
             f"{zero} other kinds: none." if kinds and zero else "",
         ),
         _panel(
+            "Findings by simulation type and parametrization",
+            stacked_bar_chart(data.findings_by_group, label="Findings by simulation type and parametrization")
+            if data.findings_by_group
+            else '<p class="empty">No findings.</p>',
+        ),
+        _panel(
             "Storage by file type",
             bar_chart(
                 [(e, float(b)) for e, _, b in exts],
@@ -183,10 +191,11 @@ def _plots(data: ReportData) -> str:
         _panel(
             f"Duplicate groups by reclaimable bytes (top {len(dups)})" if dups else "Duplicate groups",
             bar_chart(
-                [(_dup_label(d), float(d["reclaimable_bytes"])) for d in dups],
+                list(zip(duplicate_labels(dups, label_chars(DUP_LABEL_W) - 4), (float(d["reclaimable_bytes"]) for d in dups), strict=True)),
                 human_bytes,
                 label="Duplicate groups by reclaimable bytes",
                 color=PALETTE[4],
+                label_w=DUP_LABEL_W,
                 tooltip=[
                     f"{d['paths'][0] if d['paths'] else d['xxh3_128']}: {d['files']:,} copies of "
                     f"{human_bytes(d['size'])}, {human_bytes(d['reclaimable_bytes'])} reclaimable"
@@ -197,37 +206,21 @@ def _plots(data: ReportData) -> str:
             else '<p class="empty">No duplicate files.</p>',
         ),
     ]
-    points = data.history
-    tips = [f"{p['run_id']} ({p['started']}): " for p in points]
-    same_day = len({p["started"][:10] for p in points}) == 1
-    when = [p["started"][11:] if same_day else p["started"][:10] for p in points]
-    findings = line_chart(
-        [(w, p["findings_total"]) for w, p in zip(when, points, strict=True)],
-        _int,
-        label="Findings over time",
-        color=PALETTE[1],
-        tips=[t + f"{human_count(p['findings_total'])} findings" for t, p in zip(tips, points, strict=True)],
-    )
-    volume = line_chart(
-        [(w, p["bytes"]) for w, p in zip(when, points, strict=True)],
-        human_bytes,
-        label="Bytes over time",
-        color=PALETTE[0],
-        tips=[t + human_bytes(p["bytes"]) for t, p in zip(tips, points, strict=True)],
-    )
-    panels.append(
-        _panel(
-            f"This root's audits over time ({len(points)}{', ' + points[0]['started'][:10] if same_day and points else ''})",
-            f"<h3>Findings</h3>{findings}<h3>Bytes</h3>{volume}",
-            "One audit so far." if len(points) == 1 else "",
-        )
-    )
     return '<section id="plots"><h2>Plots</h2><div class="grid">' + "".join(panels) + "</div></section>"
 
 
-def _dup_label(group: dict[str, Any]) -> str:
-    name = group["paths"][0].rsplit("/", 1)[-1] if group["paths"] else group["xxh3_128"][:12]
-    return f"{name} ×{group['files']:,}"
+def duplicate_labels(groups: list[dict[str, Any]], limit: int) -> list[str]:
+    """One label per duplicate group: its size and an example path (cut in the middle to `limit`),
+    numbered where two would still read the same, so groups of one file name can be told apart."""
+    labels: list[str] = []
+    for d in groups:
+        text = shorten(f"{human_bytes(d['size'])} · {d['paths'][0] if d['paths'] else d['xxh3_128']}", limit)
+        n, label = 1, text
+        while label in labels:
+            n += 1
+            label = f"{shorten(text, limit - len(str(n)) - 2)} #{n}"
+        labels.append(label)
+    return labels
 
 
 def _int(value: float) -> str:
@@ -244,7 +237,10 @@ def _changes(data: ReportData) -> str:
     blocks = []
     for scope, title in (("files", "Files"), ("simulations", "Simulations"), ("findings", "Findings")):
         rows = "".join(f'<tr><td>{esc(k.replace("_", " "))}</td><td class="n">{esc(human_count(v))}</td></tr>' for k, v in c[scope].items())
-        blocks.append(f'<div class="panel"><h3>{title}</h3><table class="changes"><tbody>{rows}</tbody></table></div>')
+        blocks.append(
+            f'<div class="panel"><h3>{title}</h3><table class="changes" data-csv="changes-{scope}">'
+            f"<thead><tr><th>change</th><th>{scope}</th></tr></thead><tbody>{rows}</tbody></table></div>"
+        )
     return (
         head + f'<p>Compared with run <span class="mono">{esc(c["previous_run"])}</span>.</p>'
         f'<div class="cards wide">{"".join(blocks)}</div><h3 class="gap">Change records</h3>'
@@ -263,44 +259,92 @@ def _tables() -> str:
 
 def _duplicates(data: ReportData) -> str:
     t = data.duplicate_totals or {}
-    head = (
+    shown = f" The {len(data.duplicates):,} with most reclaimable bytes:" if data.duplicates else ""
+    return (
         f'<section id="duplicates"><h2>Duplicates</h2><p>{human_count(t.get("groups", 0))} groups of identical files '
         f"({human_count(t.get('files', 0))} files); {esc(human_bytes(t.get('reclaimable_bytes', 0)))} reclaimable by linking "
-        '(files already sharing an inode count once). <span class="mono">mdbatch dedupe</span> plans and applies it.</p>'
-    )
-    if not data.duplicates:
-        return head + "</section>"
-    rows = []
-    for d in data.duplicates:
-        shown = "".join(f"<div>{esc(p)}</div>" for p in d["paths"][:3])
-        more = f"<div>… and {len(d['paths']) - 3:,} more</div>" if len(d["paths"]) > 3 else ""
-        rows.append(
-            f'<tr><td class="n">{esc(human_bytes(d["reclaimable_bytes"]))}</td><td class="n">{esc(human_bytes(d["size"]))}</td>'
-            f'<td class="n">{d["files"]:,}</td><td class="n">{d["inodes"]:,}</td><td class="mono">{esc(d["xxh3_128"])}</td>'
-            f'<td class="mono" style="white-space:normal">{shown}{more}</td></tr>'
-        )
-    return (
-        head + '<div class="scroll"><table><thead><tr><th class="n">Reclaimable</th><th class="n">Size</th><th class="n">Copies</th>'
-        '<th class="n">Inodes</th><th>xxh3-128</th><th>Paths (relative to the root)</th></tr></thead><tbody>'
-        + "".join(rows)
-        + "</tbody></table></div></section>"
+        '(files already sharing an inode count once). <span class="mono">mdbatch dedupe</span> plans and applies it.'
+        f'{shown}</p><div id="table-duplicates"></div></section>'
     )
 
 
-def _history(data: ReportData, run_id: str) -> str:
-    runs = data.history[-HISTORY_ROWS:]
-    bold = ' style="font-weight:600"'
-    rows = "".join(
-        f'<tr{bold if r["run_id"] == run_id else ""}><td class="mono">{esc(r["run_id"])}</td><td>{esc(r["started"])}</td>'
-        f'<td>{esc(r["status"])}</td><td class="n">{esc(human_count(r["simulations"]))}</td>'
-        f'<td class="n">{esc(human_count(r["files"]))}</td>'
-        f'<td class="n">{esc(human_bytes(r["bytes"]))}</td><td class="n">{esc(human_count(r["findings_total"]))}</td>'
-        f'<td class="n">{esc(human_duration(r["elapsed_s"]))}</td></tr>'
-        for r in reversed(runs)
-    )
-    more = f'<p class="note">The last {HISTORY_ROWS} of {len(data.history):,} audits.</p>' if len(data.history) > HISTORY_ROWS else ""
+def completeness_section(data: ReportData) -> str:
+    """Which simulations have, lack, or have faulty each registered analysis and artifact."""
+    t = data.completeness_totals
+    head = '<section id="completeness"><h2>Analysis completeness</h2>'
+    if not t.get("items"):
+        return head + '<p class="empty">No simulation of this root registers an analysis or artifact.</p></section>'
     return (
-        '<section id="history"><h2>Run history of this root</h2><div class="scroll"><table><thead><tr><th>Run</th><th>Started</th>'
-        '<th>Status</th><th class="n">Simulations</th><th class="n">Files</th><th class="n">Bytes</th><th class="n">Findings</th>'
-        f'<th class="n">Elapsed</th></tr></thead><tbody>{rows}</tbody></table></div>{more}</section>'
+        head + f"<p>{human_count(t['lacking_simulations'])} of {human_count(t['simulations'])} simulations lack an analysis or "
+        f"artifact that others of their type, parametrization and status have; {human_count(t['faulty_simulations'])} "
+        f"have one registered but faulty (missing, mismatched, unreadable or unsafe). {human_count(t['items'])} items "
+        'are registered in all.</p><p class="note">Have: registered and intact. Faulty: registered, but not intact. '
+        "Lacking: not registered. Click a Lacking count to list those simulations.</p>"
+        '<div id="table-completeness"></div><h3 class="gap" id="lacking">Simulations lacking an item</h3>'
+        '<div id="table-lacking"></div></section>'
+    )
+
+
+def history_section(data: ReportData) -> str:
+    """The root's audits over time (findings, new and resolved, simulations per status, bytes) and their table."""
+    points = data.history
+    times = [p["started"] for p in points]
+    tips = [f"{p['run_id']} ({p['started']:%Y-%m-%d %H:%M} UTC) · " for p in points]
+    top = max((p["bytes"] or 0 for p in points), default=0)
+    divisor, unit = byte_unit(top)
+    charts = [
+        (
+            "Findings",
+            time_chart(
+                times,
+                {"findings": [p["findings_total"] for p in points]},
+                _int,
+                label="Findings per audit",
+                y_title="Findings (count)",
+                colors={"findings": PALETTE[1]},
+                tips=tips,
+            ),
+        ),
+        (
+            "New and resolved findings",
+            time_chart(
+                times,
+                {"new": [p["findings_new"] for p in points], "resolved": [p["findings_resolved"] for p in points]},
+                _int,
+                label="New and resolved findings per audit",
+                y_title="Findings (count)",
+                colors={"new": PALETTE[3], "resolved": PALETTE[2]},
+                tips=tips,
+            ),
+        ),
+        (
+            "Simulations per status",
+            time_chart(
+                times,
+                {s: [p["by_status"].get(s) for p in points] for s in data.history_statuses},
+                _int,
+                label="Simulations per status per audit",
+                y_title="Simulations (count)",
+                colors=STATUS_COLORS,
+                tips=tips,
+            ),
+        ),
+        (
+            "Bytes",
+            time_chart(
+                times,
+                {"bytes": [p["bytes"] for p in points]},
+                lambda v: f"{v / divisor:,.1f}" if divisor > 1 else _int(v),
+                label="Bytes per audit",
+                y_title=f"Stored ({unit})",
+                tips=tips,
+            ),
+        ),
+    ]
+    note = "One audit so far: the lines start with the next one." if len(points) == 1 else ""
+    panels = "".join(_panel(title, chart, note if i == 1 else "") for i, (title, chart) in enumerate(charts))
+    return (
+        f'<section id="history"><h2>Run history of this root</h2><p>{len(points):,} audit{"s" if len(points) != 1 else ""}; '
+        "new and resolved findings compare each audit with the one before it.</p>"
+        f'<div class="grid">{panels}</div><h3 class="gap">Audits</h3><div id="table-history"></div></section>'
     )
