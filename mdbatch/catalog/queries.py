@@ -41,11 +41,9 @@ def table(catalog: CatalogBackend, name: str, where: Mapping[str, Any] | None = 
     """
     definition = schema.table_for(name)
     names = list(columns) if columns is not None else [c.name for c in definition.columns]
-    empty = schema.arrow_schema(definition, names).empty_table()
-    if name not in catalog.tables():
-        return empty
-    chunks = list(catalog.iter_rows(name, where or None, names))
-    return pa.concat_tables(chunks) if chunks else empty
+    chunks = list(catalog.iter_rows(name, where or None, names)) if name in catalog.tables() else []
+    # Only when needed: building an empty table imports pandas (pyarrow's shim), a quarter second.
+    return pa.concat_tables(chunks) if chunks else schema.arrow_schema(definition, names).empty_table()
 
 
 def frame(catalog: CatalogBackend, name: str, where: Mapping[str, Any] | None = None, columns: Sequence[str] | None = None) -> pd.DataFrame:

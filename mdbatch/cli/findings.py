@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import Any
 
 from ..errors import UsageError
@@ -47,30 +46,28 @@ def _cmd_findings(args: argparse.Namespace) -> int:
     from ..catalog.queries import findings, resolve_run
     from ..lifecycle import open_catalog_for_command
     from ..paths import relative_to_root
-    from .render import emit, stdout_default
+    from .render import emit, stdout_default, target_format
 
     kinds = parse_kinds(args.kind)
+    fmt = target_format(args.output, args.format, default=stdout_default())
     with open_catalog_for_command(args.db, must_exist=True) as catalog:
         record = resolve_run(catalog, args.run, command="audit")
         simulation = args.simulation
         if simulation is not None and os.path.isabs(simulation) and record.get("root"):
             simulation = relative_to_root(os.path.normpath(simulation), record["root"])
         found = findings(catalog, record["run_id"], kind=kinds, simulation=simulation, new=args.new)
-    default = stdout_default() if not args.output or args.output == "-" else "jsonl"
-    fmt = args.format or (default if not args.output or args.output == "-" else None)
-    if (fmt or "") == "table":
-        emit(found[TABLE_COLUMNS], None, "table", empty=_empty(record, args))
-    else:
-        wrote = emit(found, args.output, fmt)
-        if wrote:
-            say(args, wrote)
-    if not args.quiet and fmt == "table":
-        what = "new findings" if args.new else "findings"
-        print(f"{what} of audit {record['run_id']} of {record.get('root')} ({record['status']})", file=sys.stderr)
+    if fmt == "table" and not args.output:
+        if not args.quiet:
+            what = "new findings" if args.new else "findings"
+            print(f"{what} of audit {record['run_id']} ({record['status']}) of {record.get('root')}")
+        emit(found, None, "table", table_columns=TABLE_COLUMNS, empty=_empty(record, args))
+        return 0
+    wrote = emit(found, args.output, fmt)
+    if wrote:
+        say(args, wrote)
     return 0
 
 
 def _empty(record: dict[str, Any], args: argparse.Namespace) -> str:
-    return f"no {'new ' if args.new else ''}findings in audit {record['run_id']}" + (
-        " matching the filters" if args.kind or args.simulation else ""
-    )
+    matching = " matching the filters" if args.kind or args.simulation else ""
+    return f"no {'new ' if args.new else ''}findings{matching}"
