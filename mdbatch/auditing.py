@@ -32,11 +32,11 @@ from .catalog.filestats import duplicate_totals
 from .catalog.ops import Delete
 from .catalog.writes import batch_ops
 from .config import resolve_url
-from .discover import DiscoveryStats, discover
+from .discover import DiscoveryStats
 from .engine import ClusterOptions, Fanout, Inline, Peek, Progress, batches, inline_is_faster, peek
 from .errors import Interrupted, MdbatchError, RefusedError, UsageError
 from .findings import KINDS
-from .history import History, Scope
+from .history import History, Scope, locate
 from .iopolicy import AdaptiveIO
 from .lifecycle import STOP, RunRecord, reap_abandoned
 from .paths import relative_to_root
@@ -191,7 +191,7 @@ def audit(
     catalog = open_catalog(db)
     try:
         stats = DiscoveryStats()
-        root, stream, scope, top = _locate(source, csv_root, catalog, stats, walk_threads)
+        root, stream, scope, top = locate(source, csv_root, catalog, stats, walk_threads)
         run = _AuditRun(
             catalog,
             root,
@@ -223,29 +223,6 @@ def audit(
         catalog_url_full=resolve_url(db),
         examples=run.examples,
     )
-
-
-def _locate(
-    source: str | os.PathLike[str], csv_root: str | os.PathLike[str] | None, catalog: CatalogBackend, stats: DiscoveryStats, threads: int
-) -> tuple[str, Iterator[str], Scope, str | None]:
-    """(root, stream of simulation paths, scope, the directory walked) for an audit of `source`.
-
-    A directory inside a root the catalog has audited is a partial audit of that root.
-    """
-    found, stream = discover(source, csv_root=csv_root, stats=stats, threads=threads)
-    if not os.path.isdir(os.fspath(source)):
-        return found, stream, Scope("listed"), None
-    parent = _enclosing_root(catalog, found)
-    if parent is None:
-        return found, stream, Scope("root"), found
-    return parent, stream, Scope("subtree", relative_to_root(found, parent)), found
-
-
-def _enclosing_root(catalog: CatalogBackend, directory: str) -> str | None:
-    """The nearest root of a completed audit that holds `directory` below it, if any."""
-    roots = {r["root"] for r in queries.audits_of_any_root(catalog) if r["root"]}
-    inside = [r for r in roots if r != directory and os.path.commonpath([r, directory]) == r]
-    return max(inside, key=len) if inside else None
 
 
 def _resume_state(catalog: CatalogBackend, resume: str, root: str) -> tuple[str, dict[str, Any], set[str]]:

@@ -121,6 +121,11 @@ class BatchResult:
     kept: frozenset[str] = frozenset()
     #: Paths whose recorded fingerprint did not hold: to be scanned again with their hash-cache entries.
     deferred: tuple[str, ...] = ()
+    #: What adaptive I/O measures (see `scan.SimulationScan.reads`), summed over the batch.
+    reads: int = 0
+    read_s: float = 0.0
+    known: int = 0
+    cold: int = 0
 
     @property
     def simulations(self) -> int:
@@ -210,6 +215,10 @@ def to_tables(scans: Sequence[SimulationScan], index: int = 0, elapsed_s: float 
         files=tuples_table(files, FILES_SCHEMA),
         findings=tuples_table(found, FINDINGS_SCHEMA),
         elapsed_s=elapsed_s,
+        reads=sum(s.reads for s in scans),
+        read_s=sum(s.read_s for s in scans),
+        known=sum(s.known for s in scans),
+        cold=sum(s.cold for s in scans),
     )
 
 
@@ -284,6 +293,8 @@ class Group:
     fingerprints: Mapping[str, str] = field(default_factory=dict)
     hashes: Mapping[str, str] = field(default_factory=dict)
     findings: pa.Table | None = None
+    #: Files each worker reads at once for this group (None: the scan options'); set by adaptive I/O.
+    io_threads: int | None = None
 
 
 def scan_group(group: Group, root: str | None, options: ScanOptions | None = None, index: int = 0) -> BatchResult:
@@ -295,6 +306,8 @@ def scan_group(group: Group, root: str | None, options: ScanOptions | None = Non
     client matches it by."""
     started = time.perf_counter()
     opts = options or ScanOptions()
+    if group.io_threads is not None and group.io_threads != opts.io_threads:
+        opts = dataclasses.replace(opts, io_threads=group.io_threads)
     kept: dict[str, tuple[str, Unchanged]] = {}
     deferred: list[str] = []
     paths = group.paths
@@ -311,10 +324,10 @@ def scan_group(group: Group, root: str | None, options: ScanOptions | None = Non
             else:
                 deferred.append(path)
     if group.inventory is None or group.inventory.num_rows == 0:
-        batch = scan_batch(paths, root, options, group.id, None)
+        batch = scan_batch(paths, root, opts, group.id, None)
     else:
         previous, cache, stale = entries(group.inventory, group.use_cache)
-        batch = scan_batch(paths, root, options, group.id, cache)
+        batch = scan_batch(paths, root, opts, group.id, cache)
         changes, unchanged, identical = file_changes(previous, batch.files, batch.systems.column("simulation").to_pylist())
         batch = dataclasses.replace(batch, changes=tuple(changes), unchanged_files=unchanged, identical=frozenset(identical - stale))
     if kept:

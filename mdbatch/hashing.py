@@ -51,6 +51,9 @@ class FileDigest:
     sha256: str | None
     data: bytes | None
     changed: bool
+    #: Whether the first bytes were not in the page cache (the read waited on storage); None when
+    #: the filesystem cannot tell (no RWF_NOWAIT reads).
+    cold: bool | None = None
 
 
 def digest_file(
@@ -76,12 +79,15 @@ def digest_file(
         xh = xxhash.xxh3_128() if want_xxh3 else None
         sh = hashlib.sha256() if want_sha256 else None
         data: bytes | None = None
+        cold: bool | None = None
         read_total = 0
         if size <= SMALL_FILE_LIMIT:
             # One read for the whole file (+1 byte to notice growth); loop only on short reads.
-            data = os.read(fd, size + 1)
+            data, cold = _read_cached(fd, size)
+            if data is None:
+                data = os.pread(fd, size + 1, 0)
             while len(data) < size:
-                more = os.read(fd, size + 1 - len(data))
+                more = os.pread(fd, size + 1 - len(data), len(data))
                 if not more:
                     break
                 data += more
@@ -94,6 +100,7 @@ def digest_file(
             buf = _buffer()
             if hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            cold = _first_chunk_cold(fd, buf)
             while True:
                 n = os.readv(fd, [buf])
                 if n == 0:
@@ -120,7 +127,48 @@ def digest_file(
         sha256=sh.hexdigest() if sh is not None else None,
         data=data if keep_small else None,
         changed=changed,
+        cold=cold,
     )
+
+
+_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
+_nowait_works = bool(_NOWAIT) and hasattr(os, "preadv")
+
+
+def _read_cached(fd: int, size: int) -> tuple[bytes | None, bool | None]:
+    """(the bytes of a file of `size` bytes, and one more to notice growth, if the page cache holds
+    them all, else None; whether they were cold, or None when the filesystem cannot tell). A cached
+    read costs no more syscalls than a plain one."""
+    global _nowait_works
+    if not _nowait_works:
+        return None, None
+    buf = bytearray(size + 1)
+    try:
+        got = os.preadv(fd, [buf], 0, _NOWAIT)
+    except BlockingIOError:
+        return None, True
+    except OSError:  # EOPNOTSUPP, EINVAL: this filesystem cannot read without waiting
+        _nowait_works = False
+        return None, None
+    if got < size:
+        return None, True  # partly cached (or shrunk): the rest waits on storage
+    return bytes(buf[:got]), False
+
+
+def _first_chunk_cold(fd: int, buf: memoryview) -> bool | None:
+    """Whether the first chunk of a large file is out of the page cache (None: cannot tell); the
+    file offset stays at 0."""
+    global _nowait_works
+    if not _nowait_works:
+        return None
+    try:
+        got = os.preadv(fd, [buf], 0, _NOWAIT)
+    except BlockingIOError:
+        return True
+    except OSError:
+        _nowait_works = False
+        return None
+    return got < len(buf)
 
 
 def xxh3_128_hex(data: bytes) -> str:

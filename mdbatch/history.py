@@ -16,6 +16,7 @@ compares and records changes only for the simulations it scanned (see `Scope`).
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -30,7 +31,9 @@ from .catalog import queries, schema
 from .catalog.base import CatalogBackend
 from .catalog.ops import Delete, Op, Update, Upsert
 from .changes import CHANGE_COLUMNS, Change, ChangeCounts, describe, finding_changes, pair_moves, removed_simulations, simulation_changes
+from .discover import DiscoveryStats, discover
 from .hashcache import INVENTORY_COLUMNS
+from .iopolicy import AdaptiveIO
 from .paths import relative_to_root
 
 
@@ -64,6 +67,29 @@ class Scope:
         if not isinstance(value, Mapping) or value.get("kind") not in ("root", "subtree", "listed"):
             return None
         return cls(str(value["kind"]), str(value.get("path") or ""))
+
+
+def locate(
+    source: str | os.PathLike[str], csv_root: str | os.PathLike[str] | None, catalog: CatalogBackend, stats: DiscoveryStats, threads: int
+) -> tuple[str, Iterator[str], Scope, str | None]:
+    """(root, stream of simulation paths, scope, the directory walked) for an audit of `source`.
+
+    A directory inside a root the catalog has audited is a partial audit of that root.
+    """
+    found, stream = discover(source, csv_root=csv_root, stats=stats, threads=threads)
+    if not os.path.isdir(os.fspath(source)):
+        return found, stream, Scope("listed"), None
+    parent = enclosing_root(catalog, found)
+    if parent is None:
+        return found, stream, Scope("root"), found
+    return parent, stream, Scope("subtree", relative_to_root(found, parent)), found
+
+
+def enclosing_root(catalog: CatalogBackend, directory: str) -> str | None:
+    """The nearest root of a completed audit that holds `directory` below it, if any."""
+    roots = {r["root"] for r in queries.audits_of_any_root(catalog) if r["root"]}
+    inside = [r for r in roots if r != directory and os.path.commonpath([r, directory]) == r]
+    return max(inside, key=len) if inside else None
 
 
 @dataclass(slots=True)
@@ -105,6 +131,8 @@ class History:
     _baselines: dict[int, _Baseline] = field(default_factory=dict)
     #: Follow-up work: paths whose fingerprint did not hold, to be scanned with their hash-cache entries.
     followups: list[str] = field(default_factory=list)
+    #: How many files a worker reads at once, followed batch by batch (see `iopolicy`).
+    io: AdaptiveIO = field(default_factory=AdaptiveIO)
     _next_gid: int = 0
 
     def __post_init__(self) -> None:
@@ -171,7 +199,7 @@ class History:
                 base.findings[sim].add((kind, item))
         self._baselines[gid] = base
         self.lookup_s += time.monotonic() - t0
-        return Group(gid, paths, inventory, self.use_cache, fingerprints, hashes, findings)
+        return Group(gid, paths, inventory, self.use_cache, fingerprints, hashes, findings, self.io.threads)
 
     def keepable(self, sims: list[str]) -> int:
         """How many of `sims` have a recorded fingerprint (and no removal): those a scan may keep
@@ -189,6 +217,7 @@ class History:
         (the worker classified the files and checked the fingerprints: see `scan_group`)."""
         base = self._baselines.pop(batch.index, _Baseline())
         self.followups.extend(batch.deferred)
+        self.io.observe(batch.reads, batch.read_s, batch.known, batch.cold)
         self.kept += len(batch.kept)
         self.rescanned += len(batch.deferred)
         sims = batch.systems.column("simulation").to_pylist()

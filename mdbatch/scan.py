@@ -39,6 +39,10 @@ _NO_REGISTRY = f"parquet file in {ANALYSIS_DIRNAME}, which has no registry ({REG
 _MAX_REGISTRY_BYTES = 64 << 20
 
 
+#: Reads of files up to this size measure the storage's latency (larger ones its bandwidth).
+LATENCY_READ_BYTES = 64 << 10
+
+
 @dataclass(frozen=True, slots=True)
 class ScanOptions:
     """What a scan computes. `hash_files=False` reads only the files the integrity checks need."""
@@ -139,6 +143,12 @@ class SimulationScan:
     #: The inventory's fingerprint (see `inventory`), or None when this scan cannot be reproduced
     #: from the stat fields alone (a file was unreadable or changed while being read, no digests).
     fingerprint: str | None = None
+    #: What adaptive I/O measures: files up to LATENCY_READ_BYTES read and the seconds they took;
+    #: reads whose page-cache state was known, and how many of them found their bytes cold.
+    reads: int = 0
+    read_s: float = 0.0
+    known: int = 0
+    cold: int = 0
 
     @property
     def bytes(self) -> int:
@@ -164,6 +174,12 @@ class _Ctx:
     odd: dict[str, os.stat_result] = field(default_factory=dict)
     #: True when the simulation has no registry at all (not one that cannot be read).
     no_registry: bool = False
+    #: Reads of small files and the seconds they took (the storage's latency); reads whose page-cache
+    #: state is known, and how many of those were cold (see `SimulationScan.reads`).
+    reads: int = 0
+    read_s: float = 0.0
+    known: int = 0
+    cold: int = 0
 
     def add(self, kind: str, item: str, detail: str) -> None:
         self.findings.append(Finding(self.name, kind, item, detail))
@@ -171,6 +187,7 @@ class _Ctx:
 
 def _read(ctx: _Ctx, rel: str, abspath: str, *, sha256: bool, keep: bool, xxh3: bool) -> FileDigest | None:
     """Read one file once; record unreadable/changed findings; keep small bytes when asked."""
+    started = time.perf_counter()
     try:
         d = digest_file(abspath, want_xxh3=xxh3, want_sha256=sha256, keep_small=keep)
     except (FileNotFoundError, NotRegularFile) as exc:
@@ -186,6 +203,12 @@ def _read(ctx: _Ctx, rel: str, abspath: str, *, sha256: bool, keep: bool, xxh3: 
         ctx.unreadable.add(rel)
         ctx.add(fk.UNREADABLE, display(rel), exc.strerror or str(exc))
         return None
+    if d.size <= LATENCY_READ_BYTES:  # a small read takes the storage's latency, not its bandwidth
+        ctx.reads += 1
+        ctx.read_s += time.perf_counter() - started
+    if d.cold is not None:
+        ctx.known += 1
+        ctx.cold += d.cold
     if d.changed:
         ctx.changed.add(rel)
         ctx.add(fk.CHANGED_DURING_SCAN, display(rel), "size or mtime changed while the file was read")
@@ -486,6 +509,10 @@ def scan_simulation(
         scanned_at=datetime.now(UTC).isoformat(),
         elapsed_s=time.perf_counter() - started,
         fingerprint=_fingerprint(ctx, files, inventory),
+        reads=ctx.reads,
+        read_s=ctx.read_s,
+        known=ctx.known,
+        cold=ctx.cold,
     )
 
 
