@@ -400,6 +400,7 @@ class _AuditRun:
                     raise
                 finally:
                     self.info["fanout_s"] = round(time.monotonic() - t_fan, 3)
+                    self.info["workers"] = fan.n_workers  # the most that took part (workers may join late)
         self.bar.close()
 
     def _inline(self, start: Peek) -> bool:

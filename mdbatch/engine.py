@@ -197,6 +197,8 @@ class Fanout:
         self.cluster: Any = None
         self.dashboard_link: str | None = None
         self.n_workers = 0
+        self._workers = 0
+        self._workers_at = 0.0
 
     def __enter__(self) -> Fanout:
         try:
@@ -338,8 +340,8 @@ class Fanout:
     ) -> Iterator[Any]:
         """Run `fn(item, *args, index=i)` for each item of `work` on the cluster, yielding results as they finish.
 
-        At most `in_flight` tasks are outstanding (default: three per worker), so the client's
-        memory does not grow with the campaign. `work` is asked for more (`Work.take`) after each
+        At most `in_flight` tasks are outstanding (default: three per worker, following the workers
+        as they join and leave a running cluster), so the client's memory does not grow with the campaign. `work` is asked for more (`Work.take`) after each
         result has been handled, so handling a result may add follow-up work; the stream ends when
         `take` gives None and nothing is in flight. Task keys read `scan-000042-<run>` on the
         dashboard. If the iteration is interrupted (a signal raising in the client), :meth:`drain`
@@ -349,9 +351,11 @@ class Fanout:
 
         source = work if isinstance(work, Work) else Items(work)
         token = uuid.uuid4().hex[:8]
-        limit = in_flight or max(2, 3 * self.n_workers)
         index = 0
         self._pending = as_completed()
+
+        def limit() -> int:
+            return in_flight or max(2, 3 * self.workers_now())
 
         def submit_next() -> bool:
             nonlocal index
@@ -363,7 +367,7 @@ class Fanout:
             index += 1
             return True
 
-        while self._pending.count() < limit and submit_next():
+        while self._pending.count() < limit() and submit_next():
             pass
         for future in self._pending:
             try:
@@ -372,8 +376,18 @@ class Fanout:
                 future.release()
             yield result
             # Handling the result may have given `work` more to run (follow-ups): top the queue up.
-            while self._pending.count() < limit and submit_next():
+            while self._pending.count() < limit() and submit_next():
                 pass
+
+    def workers_now(self) -> int:
+        """The workers the scheduler has now (at least 1), looked up at most once a second; the
+        most ever seen is kept in `n_workers` (workers of an allocation join after the client)."""
+        now = time.monotonic()
+        if now - self._workers_at >= 1.0 and self.client is not None:
+            self._workers_at = now
+            self._workers = max(1, len(self.client.scheduler_info().get("workers", {})))
+            self.n_workers = max(self.n_workers, self._workers)
+        return self._workers or max(1, self.n_workers)
 
     def drain(self) -> Iterator[Any]:
         """Results of tasks that already finished; everything still queued or running is cancelled."""

@@ -62,3 +62,34 @@ def test_only_the_default_local_cluster_may_be_skipped():
         ClusterOptions(performance_report="p.html"),
     ):
         assert not inline_is_faster(forced, 0.1)
+
+
+def test_workers_that_join_late_are_used(make_campaign, tmp_path):
+    """An allocation's workers register after the client connects (--scheduler-file): the fan-out
+    follows them, and the summary counts every worker that took part."""
+    import threading
+    import time
+
+    from distributed import Client, LocalCluster
+
+    from mdbatch.auditing import audit
+
+    camp = make_campaign(400, seed=81)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as cluster:
+        box: dict[str, object] = {}
+        options = ClusterOptions(scheduler=cluster.scheduler_address)
+
+        def run() -> None:
+            box["result"] = audit(camp.dest, db=f"sqlite:///{tmp_path / 'c.db'}", cluster=options, batch_size=2, progress=False)
+
+        with Client(cluster) as watcher:
+            thread = threading.Thread(target=run)
+            thread.start()
+            time.sleep(1.5)
+            assert thread.is_alive()
+            cluster.scale(3)  # two more workers join mid-audit
+            thread.join(300)
+            executed = watcher.run(lambda dask_worker: dask_worker.state.executed_count)
+    result = box["result"]
+    assert result.summary["outcome"] == "completed" and result.summary["simulations"] == 400
+    assert result.summary["workers"] == 3 and len(executed) == 3 and all(n > 0 for n in executed.values()), executed

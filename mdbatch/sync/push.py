@@ -444,6 +444,7 @@ def _fan_out(
             return fan.stream(serialize, cast("Iterator[list[str]]", tasks), cap, prefix="push-csv")  # groups of units
 
         spool = write_units(catalog, scanned(), result.mode, result, serialized)
+        result.workers = fan.n_workers  # the most that took part (workers may join late)
     bar.close()
     return spool
 
