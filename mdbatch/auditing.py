@@ -124,7 +124,6 @@ class _Tally:
     first_result_s: float | None = None
     kinds: Counter[str] = field(default_factory=Counter)
     status: Counter[str] = field(default_factory=Counter)
-    hashes: Counter[str] = field(default_factory=Counter)
     sims_with_findings: int = 0
 
     def seed(self, summary: dict[str, Any]) -> None:
@@ -139,7 +138,7 @@ class _Tally:
 
     def plus(self, batch: BatchResult) -> _Tally:
         """This tally with `batch` added (self is left as it was, until the batch is committed)."""
-        out = replace(self, kinds=Counter(self.kinds), status=Counter(self.status), hashes=Counter(self.hashes))
+        out = replace(self, kinds=Counter(self.kinds), status=Counter(self.status))
         out.simulations += batch.simulations
         out.files += batch.file_count
         out.bytes += batch.bytes
@@ -148,7 +147,6 @@ class _Tally:
         out.kinds.update(batch.findings.column("kind").to_pylist())
         out.sims_with_findings += len(set(batch.findings.column("simulation").to_pylist()))
         out.status.update(batch.systems.column("status").to_pylist())
-        out.hashes.update(batch.systems.column("hash").to_pylist())
         return out
 
 
@@ -449,6 +447,11 @@ class _AuditRun:
         with STOP.deferred():
             self.catalog.apply(self.tracker.finish(vanished))
             self.info["duplicates"] = duplicate_totals(self.catalog, self.root)
+            # Counted in the database, not in a per-simulation counter the client would carry all run.
+            shared = self.catalog.group_counts(
+                schema.SIMULATIONS.name, {"root": self.root, "removed_run": None}, ["hash"], ["simulation"], 2
+            )
+            self.info["duplicate_hashes"] = shared.num_rows
             self.info["changes"] = self.tracker.changes()
             self.info["changes_s"] = round(time.monotonic() - t0, 3)
             stages = self._stages()
@@ -539,7 +542,7 @@ class _AuditRun:
             "findings_total": sum(kinds.values()),
             "simulations_with_findings": tally.sims_with_findings,
             "status": dict(sorted(tally.status.items())),
-            "duplicate_hashes": sum(1 for c in tally.hashes.values() if c > 1),
+            "duplicate_hashes": info.get("duplicate_hashes"),
             "duplicates": info.get("duplicates"),
             "changes": info.get("changes"),
             "changes_partial": partial,

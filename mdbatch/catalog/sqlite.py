@@ -24,8 +24,8 @@ from .ops import Delete, Op, Update, timestamp_text, typed, unique_keys
 from .sql import LOOKUP_PARAMS, SQLCatalog
 
 BUSY_TIMEOUT_S = 60.0
-CACHE_KIB = 256 * 1024
-MMAP_BYTES = 1 << 30
+CACHE_KIB = 128 * 1024
+MMAP_BYTES = 256 << 20
 
 
 #: What SQLite says of a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB).
@@ -60,6 +60,8 @@ class SQLiteCatalog(SQLCatalog):
             cur.execute("PRAGMA synchronous=NORMAL")
             # Key lookups and index updates touch random pages of a table that outgrows SQLite's 2 MB
             # default cache: a bigger cache and memory-mapped reads keep them off the syscall path.
+            # Both count towards the client's memory (mapped pages once touched): bounded here, so
+            # the client does not grow with a campaign's catalog.
             cur.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             cur.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
             cur.close()
