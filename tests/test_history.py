@@ -166,7 +166,7 @@ def test_runs_commands(make_campaign, tmp_path):
     assert listing.returncode == 0, listing.stderr
     runs = [json.loads(line) for line in (tmp_path / "runs.json").read_text().splitlines()]
     assert [r["status"] for r in runs] == ["completed", "completed"] and runs[1]["run_id"] == second.run_id
-    show = cli("show", "last")
+    show = cli("show", "last", "--format", "json")
     assert show.returncode == 0 and json.loads(show.stdout)["summary"]["changes"]["files"]["new"] == 1
     diff = cli("diff", "--output", str(tmp_path / "diff.csv"))
     assert diff.returncode == 0, diff.stderr
