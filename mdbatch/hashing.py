@@ -83,24 +83,26 @@ def digest_file(
         read_total = 0
         if size <= SMALL_FILE_LIMIT:
             # One read for the whole file (+1 byte to notice growth); loop only on short reads.
-            data, cold = _read_cached(fd, size)
-            if data is None:
-                data = os.pread(fd, size + 1, 0)
-            while len(data) < size:
-                more = os.pread(fd, size + 1 - len(data), len(data))
-                if not more:
-                    break
-                data += more
-            read_total = len(data)
+            view, cold = _read_cached(fd, size, before.st_dev)
+            if view is None:
+                whole = os.pread(fd, size + 1, 0)
+                while len(whole) < size:
+                    more = os.pread(fd, size + 1 - len(whole), len(whole))
+                    if not more:
+                        break
+                    whole += more
+                view = memoryview(whole)
+            read_total = len(view)
             if xh is not None:
-                xh.update(data)
+                xh.update(view)
             if sh is not None:
-                sh.update(data)
+                sh.update(view)
+            data = bytes(view) if keep_small else None
         else:
             buf = _buffer()
             if hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-            cold = _first_chunk_cold(fd, buf)
+            cold = _first_chunk_cold(fd, buf, before.st_dev)
             while True:
                 n = os.readv(fd, [buf])
                 if n == 0:
@@ -125,22 +127,22 @@ def digest_file(
         device=before.st_dev,
         xxh3_128=xh.hexdigest() if xh is not None else None,
         sha256=sh.hexdigest() if sh is not None else None,
-        data=data if keep_small else None,
+        data=data,
         changed=changed,
         cold=cold,
     )
 
 
-_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
-_nowait_works = bool(_NOWAIT) and hasattr(os, "preadv")
+_NOWAIT = getattr(os, "RWF_NOWAIT", 0) if hasattr(os, "preadv") else 0
+#: Devices whose filesystem refused a read without waiting (procfs, some network filesystems).
+_no_nowait: set[int] = set()
 
 
-def _read_cached(fd: int, size: int) -> tuple[bytes | None, bool | None]:
+def _read_cached(fd: int, size: int, device: int) -> tuple[memoryview | None, bool | None]:
     """(the bytes of a file of `size` bytes, and one more to notice growth, if the page cache holds
     them all, else None; whether they were cold, or None when the filesystem cannot tell). A cached
     read costs no more syscalls than a plain one."""
-    global _nowait_works
-    if not _nowait_works:
+    if not _NOWAIT or device in _no_nowait:
         return None, None
     buf = bytearray(size + 1)
     try:
@@ -148,25 +150,24 @@ def _read_cached(fd: int, size: int) -> tuple[bytes | None, bool | None]:
     except BlockingIOError:
         return None, True
     except OSError:  # EOPNOTSUPP, EINVAL: this filesystem cannot read without waiting
-        _nowait_works = False
+        _no_nowait.add(device)
         return None, None
     if got < size:
         return None, True  # partly cached (or shrunk): the rest waits on storage
-    return bytes(buf[:got]), False
+    return memoryview(buf)[:got], False
 
 
-def _first_chunk_cold(fd: int, buf: memoryview) -> bool | None:
+def _first_chunk_cold(fd: int, buf: memoryview, device: int) -> bool | None:
     """Whether the first chunk of a large file is out of the page cache (None: cannot tell); the
     file offset stays at 0."""
-    global _nowait_works
-    if not _nowait_works:
+    if not _NOWAIT or device in _no_nowait:
         return None
     try:
         got = os.preadv(fd, [buf], 0, _NOWAIT)
     except BlockingIOError:
         return True
     except OSError:
-        _nowait_works = False
+        _no_nowait.add(device)
         return None
     return got < len(buf)
 

@@ -278,7 +278,7 @@ def _footer(ctx: _Ctx, rel: str, abspath: str) -> tuple[int, tuple[str, ...]] | 
         return "empty file"
     try:
         data = ctx.data.get(rel)
-        meta = pq.read_metadata(pa.BufferReader(data)) if data is not None else pq.read_metadata(abspath)
+        meta = _footer_metadata(data) if data is not None else pq.read_metadata(abspath)
         names = meta.schema.names
         index_cols = _pandas_index_columns(meta.metadata)
         columns = tuple(n for n in names if n not in index_cols and not n.startswith("__index_level_"))
@@ -286,6 +286,15 @@ def _footer(ctx: _Ctx, rel: str, abspath: str) -> tuple[int, tuple[str, ...]] | 
         return meta.num_rows, columns
     except (OSError, ValueError, pa.ArrowException) as exc:
         return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+
+
+def _footer_metadata(data: bytes) -> pq.FileMetaData:
+    """A parquet file's footer from its bytes already in memory (the reader alone: no ParquetFile)."""
+    from pyarrow._parquet import ParquetReader
+
+    reader = ParquetReader()
+    reader.open(pa.BufferReader(data))
+    return reader.metadata
 
 
 def _pandas_index_columns(meta: dict[bytes, bytes] | None) -> frozenset[str]:

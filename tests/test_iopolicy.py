@@ -61,3 +61,12 @@ def test_adaptive_io_starts_from_a_probe_and_follows_the_batches(make_campaign):
     fixed.start(sims)
     fixed.observe(reads=10, read_s=1.0, known=10, cold=10)
     assert fixed.threads == 3 and fixed.history == []
+
+
+def test_a_filesystem_that_cannot_tell_does_not_blind_the_others(tmp_path):
+    """procfs refuses reads without waiting: that says nothing of the campaign's filesystem."""
+    assert digest_file("/proc/self/status").cold is None
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 100)
+    digest_file(str(path))
+    assert digest_file(str(path)).cold is False
