@@ -341,9 +341,10 @@ class Fanout:
         """Run `fn(item, *args, index=i)` for each item of `work` on the cluster, yielding results as they finish.
 
         At most `in_flight` tasks are outstanding (default: three per worker, following the workers
-        as they join and leave a running cluster), so the client's memory does not grow with the campaign. `work` is asked for more (`Work.take`) after each
-        result has been handled, so handling a result may add follow-up work; the stream ends when
-        `take` gives None and nothing is in flight. Task keys read `scan-000042-<run>` on the
+        as they join and leave a running cluster), so the client's memory does not grow with the
+        campaign. `work` is asked for more (`Work.take`) after each result has been handled, so
+        handling a result may add follow-up work; the stream ends when `take` gives None and
+        nothing is in flight. Task keys read `scan-000042-<run>` on the
         dashboard. If the iteration is interrupted (a signal raising in the client), :meth:`drain`
         hands back the results that had already completed.
         """
