@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
     DEFAULT_WORKDIR,
+    MANIFEST_NAME,
     CampaignSpec,
     check_target,
     describe,
@@ -60,7 +61,7 @@ def touch_one_percent(files: list[str], rng: random.Random) -> int:
 
 def bench(spec: CampaignSpec, repeat: int, workdir: Path) -> dict[str, Any]:
     campaign = ensure_campaign(workdir, spec, log=stderr_log)
-    files = regular_files(campaign.root)
+    files = [f for f in regular_files(campaign.root) if os.path.basename(f) != MANIFEST_NAME]  # the simulations' files
     db = workdir / "runs" / "status.db"
     db.parent.mkdir(parents=True, exist_ok=True)
     remove_sqlite(db)

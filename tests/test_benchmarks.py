@@ -134,3 +134,17 @@ def test_incremental_benchmark_sees_the_cache_and_the_changes(tmp_path: Path) ->
     assert runs["unchanged"]["cache"]["hits"] > 0 and runs["unchanged"]["changes"]["files"]["changed"] == 0
     assert runs["changed_1pct"]["changes"]["files"]["changed"] > 0
     assert doc["profiles"]["metadata"]["ratios"]["whole_first_over_unchanged"] > 0
+
+
+def test_status_benchmark_reports_ratios_to_find(tmp_path: Path) -> None:
+    doc = _run("bench_status.py", "--quick", "--repeat", "1", "--workdir", str(tmp_path / "status"))
+    result = doc["result"]
+    assert result["campaign"]["simulations"] == 40 and result["files"] == result["campaign"]["files"] > 0
+    assert result["touched_files"] == max(1, result["files"] // 100) and result["changed_exit_code"] == 1
+    for contender in ("find", "status_unchanged", "status_changed_1pct"):
+        stats = result["contenders"][contender]
+        assert stats["n"] == 1 and len(stats["samples_s"]) == 1 and stats["median_s"] > 0
+    assert set(result["ratios"]) == {"status_unchanged_over_find", "status_changed_1pct_over_find"}
+    assert all(r > 0 for r in result["ratios"].values())
+    for target in result["targets"].values():
+        assert set(target) == {"value", "target", "pass"} and isinstance(target["pass"], bool)

@@ -307,6 +307,7 @@ def test_driver_signal_while_its_worker_job_is_pending(campaign, tmp_path, clean
     final = job.finish()
     assert tagged_jobs(tag) == []
     check_completed_like_undisturbed(job, final, campaign, exit_code="1:0")
+    assert "the audit found problems (--fail-on any;" in job.text()  # MDBATCH_FINDINGS_EXIT=1 alone: --fail-on any
 
 
 def test_allocation_signal_as_the_job_starts(campaign, tmp_path, cleanup):
@@ -325,8 +326,15 @@ def test_allocation_signal_as_the_job_starts(campaign, tmp_path, cleanup):
 def test_allocation_signal_as_mdbatch_starts(campaign, tmp_path, cleanup):
     """USR1 the moment the script launches mdbatch: it lands while Python starts (mdbatch dies of it,
     exit 138) or just after mdbatch handles it (exit 3, nothing or an empty run recorded); either way
-    the job requeues and its next leg audits the campaign to the end, in one run."""
-    job = submit(ALLOCATION, campaign.result.dest, tmp_path, "--no-dashboard", env={"MDBATCH_INTERFACE": "lo"})
+    the job requeues and its next leg audits the campaign to the end, in one run. MDBATCH_FAIL_ON=none
+    wins over MDBATCH_FINDINGS_EXIT=1: the job whose audit found something ends COMPLETED."""
+    job = submit(
+        ALLOCATION,
+        campaign.result.dest,
+        tmp_path,
+        "--no-dashboard",
+        env={"MDBATCH_INTERFACE": "lo", "MDBATCH_FAIL_ON": "none", "MDBATCH_FINDINGS_EXIT": "1"},
+    )
     cleanup.append(job.id)
     wait_until("mdbatch to start", lambda: "mdbatch: starting a new audit" in job.text(), 60, job.text)
     job.signal()

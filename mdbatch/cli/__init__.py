@@ -10,6 +10,7 @@ saved); 130 Ctrl-C; 141, silently, when stdout's reader went away (`mdbatch runs
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import select
 import sys
@@ -19,18 +20,11 @@ from collections.abc import Sequence
 from ..errors import MdbatchError
 from ..lifecycle import STOP
 from ..version import __version__
-from . import audit as _audit
-from . import completion as _completion
-from . import dedupe as _dedupe
-from . import findings as _findings
-from . import report as _report
-from . import runs as _runs
-from . import status as _status
-from . import sync as _sync
 from .common import Parser, add_global_flags
 
-#: Subcommand modules, in the order `mdbatch --help` lists them.
-MODULES = (_audit, _status, _findings, _runs, _sync, _dedupe, _report, _completion)
+#: Subcommand modules, in the order `mdbatch --help` lists them (imported by `build_parser`, inside
+#: `main`: a stop signal during start-up is then an Interrupted that `main` turns into exit 3).
+MODULES = ("audit", "status", "findings", "runs", "sync", "dedupe", "report", "completion")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors (also after the subcommand)")
     parser.add_argument("--quiet", action="store_true", help="no progress and no human summaries (also after the subcommand)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in MODULES:
-        module.register(sub)
+    for name in MODULES:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
     add_global_flags(parser)
     return parser
 
