@@ -121,9 +121,10 @@ def _cmd_dedupe(args: argparse.Namespace) -> int:
     if args.performance_report == "-":
         raise UsageError("--performance-report -: Dask writes its report to a file; give a file name")
     data_on_stdout = bool(stdout_outputs(args, "groups", "json"))
+    url = catalog_url(args)
     result = dedupe(
         args.root,
-        db=catalog_url(args),
+        db=url,
         groups_path=args.groups,
         min_size=args.min_size,
         statuses=parse_statuses(args.status),
@@ -141,6 +142,8 @@ def _cmd_dedupe(args: argparse.Namespace) -> int:
     )
     write_json(args.json, result.summary)
     say(args, render(result.summary, result.applied.planned if result.applied is not None else []), data_on_stdout=data_on_stdout)
+    if url is None and not args.no_db:
+        say(args, "  no catalog (sqlite:///mdbatch.db does not exist): every file was hashed; pass --db to reuse an audit's digests")
     return result.exit_code
 
 
@@ -154,11 +157,6 @@ def catalog_url(args: argparse.Namespace) -> str | None:
         return None
     url = resolve_url(args.db)
     if url == DEFAULT_URL and effective(args.db)[0].source == "default" and not os.path.exists(url.removeprefix("sqlite:///")):
-        say(
-            args,
-            f"mdbatch dedupe: no catalog ({url} does not exist): hashing every file; pass --db to reuse an audit's digests",
-            data_on_stdout=True,
-        )
         return None
     return url
 
