@@ -207,3 +207,16 @@ def test_cli_errors_exit_2(tmp_path, make_campaign, audit_into):
     url = f"sqlite:///{tmp_path / 'c.db'}"
     audit_into(result.dest, url)
     one_line_error(mdbatch("status", str(tmp_path), "--db", url, tmp=tmp_path), "no completed audit of", "audited roots:")
+
+
+def test_status_on_every_backend(catalog_url, make_campaign, audit_into):
+    result = make_campaign(4, seed=55)
+    audit_into(result.dest, catalog_url)
+    assert status(result.dest, db=catalog_url).clean
+    sims = sorted(result.simulations)
+    os.rename(result.dest / sims[0] / "em.mdp", result.dest / sims[1] / "em-from-0.mdp")
+    report = status(result.dest, db=catalog_url)
+    assert changes_of(report) == {
+        sims[0]: ("modified", [("moved_away", "em.mdp", f"to {sims[1]}/em-from-0.mdp")]),
+        sims[1]: ("modified", [("moved", "em-from-0.mdp", f"from {sims[0]}/em.mdp")]),
+    }

@@ -6,6 +6,9 @@ import csv
 import io
 import json
 import os
+import pty
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,3 +131,33 @@ def test_cli_findings_errors(faulty, cli):
     one_line_error(cli("findings", "--db", url, "--kind", "missing_file,bogus"), "unknown kind bogus", "known kinds: missing_file")
     one_line_error(cli("findings", "nope", "--db", url), "no run 'nope'")
     one_line_error(cli("findings", "--db", url, "--format", "table", "--output", "x.csv"), "--format table is for the terminal")
+
+
+def test_cli_findings_default_is_a_table_on_a_terminal(faulty, tmp_path):
+    result, url, first = faulty
+    leader, follower = pty.openpty()
+    env = {**os.environ, "MDBATCH_CONFIG": str(tmp_path / "none.toml"), "COLUMNS": "200"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mdbatch", "findings", "--db", url, "--kind", "missing_file"],
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        timeout=120,
+    )
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the terminal's other end is closed and drained
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(leader)
+    lines = out.decode().replace("\r\n", "\n").splitlines()
+    n = sum(1 for f in expected(result) if f[1] == "missing_file")
+    assert proc.returncode == 0, proc.stderr
+    assert lines[0] == f"findings of audit {first.run_id} (completed) of {result.dest}"
+    assert lines[1].split() == ["simulation", "kind", "item", "detail"] and lines[-1] == f"({n} row{'s' if n != 1 else ''})"
