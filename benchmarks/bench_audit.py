@@ -1,7 +1,7 @@
 """Time `mdbatch audit` against a serial MDFactory-style baseline and the machine's hashing limit.
 
-    python benchmarks/bench_audit.py [--profile metadata|bytes|all|none] [--repeat N]
-        [--baseline-repeat N] [--baseline-modes default,wal] [--workdir DIR] [--sims N]
+    python benchmarks/bench_audit.py [--profile metadata|bytes|metadata-cold|unchanged|all|none] [--repeat N]
+        [--baseline-repeat N] [--baseline-modes default,wal,fair] [--workdir DIR] [--sims N]
         [--traj-mb MB] [--json-out FILE] [--quick] [--profile-scan [--scan-sims N]]
 
 Contenders, each run as a subprocess and timed from fork to exit, interleaved repetition by
@@ -11,13 +11,19 @@ repetition (the order rotates so no contender always runs right after another):
             command (interpreter, imports, LocalCluster start-up and shut-down included);
 - baseline: `baseline_mdfactory.py ROOT fresh.db` (see that file), serial, MDFactory's way; once per
             SQLite mode in --baseline-modes (`default`: the sqlite3 module's defaults, as MDFactory;
-            `wal`: WAL + synchronous=NORMAL, the same commit per row without most of the fsyncs);
+            `wal`: WAL + synchronous=NORMAL, the same commit per row without most of the fsyncs;
+            `fair`: the fair serial script — WAL, one transaction per batch, xxh3-128, each file
+            read once, footers only: what is left of the gain is parallelism and I/O overlap);
 - limit:    `find ROOT -type f -print0 | xargs -0 -P <cores> xxhsum -H2`, C hashing every byte.
 
 Profiles: `metadata` (5,000 simulations of ~15 small files, warm page cache: one untimed warm-up
 of each contender first) and `bytes` (400 simulations with 13 MiB trajectories, >= 4 GB, cold:
 every file of the campaign is dropped from the page cache with posix_fadvise(DONTNEED) after
-os.sync() before every timed run). Campaigns are generated once with `mdbatch generate` and cached
+os.sync() before every timed run); `metadata-cold` (the metadata campaign, evicted before every
+run: latency-bound small reads, where adaptive I/O matters); `unchanged` (the metadata campaign
+audited once, then re-audited warm with nothing changed, against the stat walk
+`find ROOT -printf '%p %s %T@ %C@ %i\n'`, the floor of any tool that must notice a change).
+Campaigns are generated once with `mdbatch generate` and cached
 under WORKDIR/campaigns keyed by their parameters.
 
 Prints one JSON document on stdout (progress goes to stderr): per profile the medians and samples
@@ -87,8 +93,14 @@ PROFILES: dict[str, Profile] = {
     "metadata": Profile("metadata", 5000, None, cold=False, min_speedup_vs_baseline=10.0, max_ratio_to_limit=4.0),
     # 400 simulations: 320 have prod.xtc (completed + production), 320 x 13 MiB = 4.36 GB.
     "bytes": Profile("bytes", 400, 13.0, cold=True, min_speedup_vs_baseline=2.0, max_ratio_to_limit=1.3, min_bytes=4_000_000_000),
+    # The metadata campaign with its page cache evicted before every run: small reads, latency-bound.
+    "metadata-cold": Profile("metadata-cold", 5000, None, cold=True, min_speedup_vs_baseline=10.0, max_ratio_to_limit=1.0),
 }
-QUICK_SIZES: dict[str, tuple[int, float | None]] = {"metadata": (30, None), "bytes": (6, 2.0)}
+QUICK_SIZES: dict[str, tuple[int, float | None]] = {"metadata": (30, None), "bytes": (6, 2.0), "metadata-cold": (30, None)}
+#: The stat-only limit of an unchanged re-audit: one readdir per directory, one lstat per entry.
+FIND_STAT = ("-printf", "%p %s %T@ %C@ %i\n")
+#: An unchanged re-audit may take this many times find's stat walk.
+UNCHANGED_MAX_RATIO_TO_FIND = 4.0
 SCAN_PROFILE_SIMS = 250
 
 
@@ -276,6 +288,44 @@ def summarize_profile(profile: Profile, campaign: Campaign, runs: dict[str, list
         "counts": counts,
         "mdbatch_median_run": mdbatch_details,
         "baseline_median_run": baseline_phases,
+    }
+
+
+def bench_unchanged(campaign: Campaign, *, repeat: int, workdir: Path) -> dict[str, Any]:
+    """An unchanged re-audit (warm) against `find -printf` of the same stats, interleaved.
+
+    The catalog is audited once first; every timed re-audit then finds the campaign unchanged and
+    records a run of its own (as a nightly audit does), so the catalog grows by one run per sample.
+    """
+    scratch = workdir / "runs"
+    scratch.mkdir(parents=True, exist_ok=True)
+    db = scratch / "unchanged.db"
+    remove_sqlite(db)
+    audit = [*mdbatch_command(), "audit", str(campaign.root), "--db", f"sqlite:///{db}", "--quiet"]
+    find = ["find", str(campaign.root), *FIND_STAT]
+    stderr_log("unchanged: first audit (untimed), then a warm-up of each")
+    run_timed(audit, timeout=RUN_TIMEOUT_S, ok_codes=(0, 1))
+    run_timed(audit, timeout=RUN_TIMEOUT_S, ok_codes=(0, 1))
+    run_timed(find, timeout=RUN_TIMEOUT_S)
+    samples: dict[str, list[RunResult]] = {"mdbatch_unchanged": [], "find_stat": []}
+    for rep in range(repeat):
+        summary = scratch / f"unchanged-{rep}.json"
+        order = [("mdbatch_unchanged", [*audit, "--json", str(summary)]), ("find_stat", find)]
+        for name, argv in order if rep % 2 == 0 else order[::-1]:
+            samples[name].append(run_timed(argv, timeout=RUN_TIMEOUT_S, ok_codes=(0, 1)))
+        stderr_log(f"unchanged rep {rep + 1}: " + ", ".join(f"{n} {r[-1].seconds:.2f} s" for n, r in samples.items()))
+    last = json.loads((scratch / f"unchanged-{repeat - 1}.json").read_text(encoding="utf-8"))
+    remove_sqlite(db)
+    stats = {name: describe([r.seconds for r in runs]) for name, runs in samples.items()}
+    to_find = ratio(stats["mdbatch_unchanged"]["median_s"], stats["find_stat"]["median_s"])
+    return {
+        "campaign": campaign.to_dict(),
+        "page_cache": "warm",
+        "find_command": f"find ROOT -printf '{FIND_STAT[1]}'",
+        "contenders": stats,
+        "ratios": {"ratio_to_find": to_find},
+        "targets": {"ratio_to_find": check_target(to_find, "<=", UNCHANGED_MAX_RATIO_TO_FIND)},
+        "mdbatch_last_run": {k: last.get(k) for k in ("elapsed_s", "workers", "in_process", "cache", "timings", "simulations", "files")},
     }
 
 
@@ -526,10 +576,10 @@ def profile_scan(root: Path, sims: int) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", choices=("metadata", "bytes", "all", "none"), default="all")
+    p.add_argument("--profile", choices=(*PROFILES, "unchanged", "all", "none"), default="all")
     p.add_argument("--repeat", type=int, default=5, help="timed runs of mdbatch and of the limit (default 5)")
     p.add_argument("--baseline-repeat", type=int, default=1, help="timed runs of each baseline (default 1; 0 skips them)")
-    p.add_argument("--baseline-modes", default="default,wal", help="comma list of baseline SQLite modes (default, wal)")
+    p.add_argument("--baseline-modes", default="default,wal,fair", help="comma list of baseline modes (default, wal, fair)")
     p.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help=f"campaign cache and scratch (default {DEFAULT_WORKDIR})")
     p.add_argument("--sims", type=int, help="simulations in the campaign of every selected profile")
     p.add_argument("--traj-mb", type=float, help="trajectory size (MiB) of the bytes profile")
@@ -541,8 +591,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scan-sims", type=int, default=SCAN_PROFILE_SIMS, help="simulations for --profile-scan (default 250)")
     args = p.parse_args(argv)
     modes = [m.strip() for m in args.baseline_modes.split(",") if m.strip()]
-    if not modes or any(m not in ("default", "wal") for m in modes):
-        p.error("--baseline-modes takes a comma list of: default, wal")
+    if not modes or any(m not in ("default", "wal", "fair") for m in modes):
+        p.error("--baseline-modes takes a comma list of: default, wal, fair")
     if "default" not in modes:
         p.error("--baseline-modes must include 'default' (the baseline the targets are defined against)")
     args.baseline_modes = modes
@@ -552,6 +602,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def spec_for(name: str, args: argparse.Namespace) -> CampaignSpec:
+    name = "metadata" if name in ("metadata-cold", "unchanged") else name  # one campaign, several profiles
     profile = PROFILES[name]
     sims, traj = QUICK_SIZES[name] if args.quick else (profile.sims, profile.traj_mb)
     if args.sims is not None:
@@ -565,7 +616,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    selected = [] if args.profile == "none" else list(PROFILES) if args.profile == "all" else [args.profile]
+    every = [*PROFILES, "unchanged"]
+    selected = [] if args.profile == "none" else every if args.profile == "all" else [args.profile]
     doc: dict[str, Any] = {
         "benchmark": "mdbatch audit vs serial MDFactory-style baseline vs find|xargs xxhsum limit",
         "machine": {**machine_info(), "source": source_state(Path(__file__).resolve().parents[1])},
@@ -577,6 +629,7 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
             "workdir": str(args.workdir),
             "limit_command": f"find ROOT -type f -print0 | xargs -0 -P {os.cpu_count() or 1} xxhsum -H2",
+            "stat_limit_command": f"find ROOT -printf '{FIND_STAT[1]}'",
         },
         "profiles": {},
     }
@@ -584,6 +637,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in selected:
         campaign = ensure_campaign(args.workdir, spec_for(name, args), log=stderr_log)
         stderr_log(f"{name}: {campaign.simulations} simulations, {campaign.files} files, {campaign.bytes / 1e9:.2f} GB in {campaign.root}")
+        if name == "unchanged":
+            doc["profiles"][name] = bench_unchanged(campaign, repeat=args.repeat, workdir=args.workdir)
+            continue
         result = bench_profile(
             PROFILES[name],
             campaign,

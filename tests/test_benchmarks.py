@@ -46,14 +46,16 @@ def test_quick_benchmark_reports_both_profiles_with_matching_counts(tmp_path: Pa
 
     assert doc["machine"]["nproc"] >= 1
     assert doc["machine"]["versions"]["mdbatch"] and doc["machine"]["versions"]["dask"] and doc["machine"]["versions"]["pyarrow"]
-    assert set(doc["profiles"]) == {"metadata", "bytes"}
+    assert set(doc["profiles"]) == {"metadata", "bytes", "metadata-cold", "unchanged"}
     for name, profile in doc["profiles"].items():
-        assert profile["campaign"]["simulations"] == {"metadata": 30, "bytes": 6}[name]
+        if name == "unchanged":
+            continue
+        assert profile["campaign"]["simulations"] == {"metadata": 30, "bytes": 6, "metadata-cold": 30}[name]
         assert profile["campaign"]["files"] > 0
-        for contender in ("mdbatch", "limit", "baseline", "baseline_wal"):
+        for contender in ("mdbatch", "limit", "baseline", "baseline_wal", "baseline_fair"):
             stats = profile["contenders"][contender]
             assert stats["n"] == 1 and len(stats["samples_s"]) == 1 and stats["median_s"] > 0
-        for key in ("speedup_vs_baseline", "ratio_to_limit", "speedup_vs_baseline_wal"):
+        for key in ("speedup_vs_baseline", "ratio_to_limit", "speedup_vs_baseline_wal", "speedup_vs_baseline_fair"):
             assert profile["ratios"][key] > 0
         for key in ("speedup_vs_baseline", "ratio_to_limit"):
             assert set(profile["targets"][key]) == {"value", "target", "pass"}
@@ -61,16 +63,23 @@ def test_quick_benchmark_reports_both_profiles_with_matching_counts(tmp_path: Pa
         counts = profile["counts"]
         assert counts["match"] is True and counts["findings_match"] is True
         generated = counts["generated"]
-        for tool in ("mdbatch", "baseline", "baseline_wal"):
+        for tool in ("mdbatch", "baseline", "baseline_wal", "baseline_fair"):
             assert counts[tool] == [{"simulations": generated["simulations"], "files": generated["files"], "findings": 0}]
         run = profile["mdbatch_median_run"]
         assert run["elapsed_s"] > 0 and run["workers"] >= 1 and isinstance(run["timings"], dict)
         assert "scan_task_s" in run["timings"]
-        assert set(profile["baseline_median_run"]["baseline"]["phases_s"]) >= {
-            "sha256_inventory",
-            "parquet_full_read",
-            "sqlite_commit_per_row",
-        }
+        phases = {mode: set(profile["baseline_median_run"][mode]["phases_s"]) for mode in ("baseline", "baseline_fair")}
+        assert phases["baseline"] >= {"sha256_inventory", "parquet_full_read", "sqlite_commit_per_row"}
+        assert phases["baseline_fair"] >= {"xxh3_inventory_one_read", "parquet_footer", "sqlite_batch_transaction"}
+        assert not phases["baseline_fair"] & {"sha256_artifacts", "parquet_full_read", "sqlite_commit_per_row"}
+
+    unchanged = doc["profiles"]["unchanged"]
+    assert {n: s["n"] for n, s in unchanged["contenders"].items()} == {"mdbatch_unchanged": 1, "find_stat": 1}
+    assert unchanged["ratios"]["ratio_to_find"] > 0 and set(unchanged["targets"]["ratio_to_find"]) == {"value", "target", "pass"}
+    last = unchanged["mdbatch_last_run"]
+    assert (last["simulations"], last["files"]) == (30, doc["profiles"]["metadata"]["campaign"]["files"])
+    assert (last["cache"]["files_read"], last["cache"]["simulations_kept"]) == (0, 30), last["cache"]
+    assert doc["profiles"]["metadata-cold"]["eviction"]["max_resident_fraction_at_start_of_timed_runs"] <= 0.01
 
     cold = doc["profiles"]["bytes"]["eviction"]
     assert cold["resident_fraction_before"] is not None

@@ -89,6 +89,14 @@ def wait_until(what: str, ready: Callable[[], bool], timeout: float, why: Callab
         time.sleep(0.1)
 
 
+def usr1_pending(pid: int) -> bool:
+    """Whether SIGUSR1 waits for process `pid` (its thread's or its process's pending set)."""
+    bit = 1 << (signal.SIGUSR1 - 1)
+    status = Path(f"/proc/{pid}/status").read_text()
+    pending = [line.split()[1] for line in status.splitlines() if line.startswith(("SigPnd:", "ShdPnd:"))]
+    return any(int(mask, 16) & bit for mask in pending)
+
+
 @dataclass
 class Job:
     """A submitted batch job of one of the shipped scripts, and the directory it runs in."""
@@ -118,6 +126,31 @@ class Job:
     def signal(self) -> None:
         """What Slurm does before the walltime (--signal=B:USR1@300): SIGUSR1 to the batch shell only."""
         subprocess.run(["scancel", "--signal=USR1", "--batch", self.id], check=True, timeout=20)
+
+    def signal_mid_audit(self, root: Path, written: int = 20) -> None:
+        """USR1 once `written` simulations are in the catalog, while the audit cannot finish meanwhile.
+
+        A campaign of this size is audited in seconds, faster than Slurm relays a signal on a loaded
+        machine, so the audit's client is stopped (SIGSTOP) from the moment `written` is reached until
+        the signal the batch shell forwards is pending on it (/proc/PID/status), then continued: it
+        handles the signal before it can write more than the batches already on their way.
+        """
+        wait_until(
+            f"{written} simulations written",
+            lambda: self.running() and count(self.db, "SELECT COUNT(*) FROM MDBATCH_SCANNED") >= written,
+            150,
+            self.text,
+        )
+        pattern = f"-m mdbatch audit {root} "
+        pids = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True, timeout=20).stdout.split()
+        assert len(pids) == 1, f"one audit client expected, found {pids}:\n{self.text()}"
+        pid = int(pids[0])
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            self.signal()
+            wait_until("USR1 pending on the stopped audit client", lambda: usr1_pending(pid), 60, self.text)
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
     def wait_requeued(self, restarts: int = 1) -> None:
         """Until the job is pending again after its `restarts`-th requeue."""
@@ -236,10 +269,7 @@ def test_driver_walltime_signal_mid_audit_requeues_and_completes(campaign, tmp_p
         env={"MDBATCH_JOBS": "1"},
     )
     cleanup.append(job.id)
-    wait_until(
-        "20 simulations written", lambda: job.running() and count(job.db, "SELECT COUNT(*) FROM MDBATCH_SCANNED") >= 20, 150, job.text
-    )
-    job.signal()
+    job.signal_mid_audit(campaign.result.dest)
     job.wait_requeued()
     scanned = count(job.db, "SELECT COUNT(*) FROM MDBATCH_SCANNED")
     assert [status for _, status in runs(job.db)] == ["interrupted"] and 20 <= scanned < SIMS, job.text()
@@ -253,10 +283,7 @@ def test_allocation_walltime_signal_mid_audit_requeues_and_completes(campaign, t
     """Pattern 2 as documented (MDBATCH_INTERFACE, Dask under srun): the same walltime cycle."""
     job = submit(ALLOCATION, campaign.result.dest, tmp_path, "--batch-size", "1", "--no-dashboard", env={"MDBATCH_INTERFACE": "lo"})
     cleanup.append(job.id)
-    wait_until(
-        "20 simulations written", lambda: job.running() and count(job.db, "SELECT COUNT(*) FROM MDBATCH_SCANNED") >= 20, 150, job.text
-    )
-    job.signal()
+    job.signal_mid_audit(campaign.result.dest)
     job.wait_requeued()
     scanned = count(job.db, "SELECT COUNT(*) FROM MDBATCH_SCANNED")
     assert [status for _, status in runs(job.db)] == ["interrupted"] and 20 <= scanned < SIMS, job.text()

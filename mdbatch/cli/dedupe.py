@@ -65,6 +65,13 @@ def register(sub: Any) -> None:
     d.add_argument("--local", action="store_true", help="run every stage in this process (no Dask cluster)")
     d.add_argument("--io-threads", type=positive, default=1, help="reads in flight per task (raise for cold or network storage)")
     d.add_argument(
+        "--listing",
+        choices=("auto", "catalog", "walk"),
+        default="auto",
+        help="where the file list comes from: the catalog's last audit (only candidates re-statted), a walk of the tree, "
+        "or auto (the catalog when it holds an audit of ROOT; default)",
+    )
+    d.add_argument(
         "--link-threads",
         type=positive,
         default=None,
@@ -137,6 +144,7 @@ def _cmd_dedupe(args: argparse.Namespace) -> int:
         mode="local" if args.local else "cluster" if explicit_cluster else "auto",
         io_threads=args.io_threads,
         link_threads=args.link_threads,
+        listing=args.listing,
         progress=not args.quiet,
         arguments=recorded_arguments(args),
     )

@@ -36,6 +36,7 @@ class ListingBatch:
     statuses: tuple[str, ...]
     unreadable: tuple[tuple[str, str], ...]
     elapsed_s: float
+    recorded: bool = False  # stats as an audit recorded them (catalog_listing): re-stat before trusting
 
 
 def list_simulation(sim_dir: str, root: str) -> tuple[str, list[tuple[str, int, int, int, int, int]], list[tuple[str, str]]]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..engine import batches
+from .catalog_listing import CatalogListing
 from .digests import CHANGED, ERROR, FULL, PARTIAL, WHOLE_LIMIT, DigestSource, Item, Outcome, hash_batch, read_cost, split
 from .listing import ListingBatch, list_batch
 from .model import DuplicateGroup, FileRef, FindResult, FindStats, sort_key
@@ -92,17 +93,19 @@ def find_duplicates(
     options: FindOptions | None = None,
     digests: DigestSource | None = None,
     log: Callable[[str], None] | None = None,
+    recorded: CatalogListing | None = None,
 ) -> FindResult:
     """Every group of identical non-empty files (size + xxh3-128) across the simulations of `root`.
 
     `runner_for(stage, estimated_serial_seconds)` picks where each stage runs (default: here).
+    `recorded`: the catalog's listing of the simulations it knows (only their candidates are re-statted).
     """
     options = options or FindOptions()
     runner_for = runner_for or (lambda _stage, _est: LocalRunner())
     say = log or (lambda _msg: None)
     stats = FindStats(simulations=len(sim_dirs))
     t0 = time.perf_counter()
-    refs = _list(root, sim_dirs, runner_for, options, stats)
+    refs = _list(root, sim_dirs, runner_for, options, stats, recorded)
     stats.timings["list_s"] = time.perf_counter() - t0
     say(f"listed {stats.files} files in {stats.simulations} simulations; {stats.size_candidates} share a size")
 
@@ -142,13 +145,19 @@ def find_duplicates(
     return FindResult(root, groups, stats)
 
 
-def _list(root: str, sim_dirs: Sequence[str], runner_for: RunnerFor, options: FindOptions, stats: FindStats) -> list[FileRef]:
+def _list(
+    root: str, sim_dirs: Sequence[str], runner_for: RunnerFor, options: FindOptions, stats: FindStats, recorded: CatalogListing | None
+) -> list[FileRef]:
     """Stage 0+1: list every file, keep non-empty files over min_size whose size occurs twice or more."""
-    runner = runner_for("list", len(sim_dirs) * LIST_COST_PER_SIM_S)
-    size = max(8, min(LIST_BATCH, math.ceil(len(sim_dirs) / max(1, runner.n_workers * 4))))
-    listed: list[ListingBatch] = sorted(
-        runner.stream(list_batch, batches(iter(sim_dirs), size), root, prefix="dedupe-list"), key=lambda b: b.index
-    )
+    listed: list[ListingBatch] = []
+    if recorded is not None:
+        from_catalog, sim_dirs = recorded.split(sim_dirs, root)
+        listed.append(from_catalog)
+    if sim_dirs:
+        runner = runner_for("list", len(sim_dirs) * LIST_COST_PER_SIM_S)
+        size = max(8, min(LIST_BATCH, math.ceil(len(sim_dirs) / max(1, runner.n_workers * 4))))
+        streamed = runner.stream(list_batch, batches(iter(sim_dirs), size), root, prefix="dedupe-list")
+        listed.extend(sorted(streamed, key=lambda b: b.index))
     minimum = max(1, options.min_size)
     counts: Counter[int] = Counter()
     physical: dict[tuple[int, int], int] = {}
@@ -169,9 +178,12 @@ def _list(root: str, sim_dirs: Sequence[str], runner_for: RunnerFor, options: Fi
         for i, s in enumerate(batch.size):
             if s in shared:
                 k = batch.sim[i]
-                refs.append(
-                    FileRef(batch.rel[i], sims[k], statuses[k], s, batch.mtime_ns[i], batch.ctime_ns[i], batch.inode[i], batch.device[i])
+                listed_ref = FileRef(
+                    batch.rel[i], sims[k], statuses[k], s, batch.mtime_ns[i], batch.ctime_ns[i], batch.inode[i], batch.device[i]
                 )
+                ref = recorded.restat(root, listed_ref) if batch.recorded and recorded is not None else listed_ref
+                if ref is not None:
+                    refs.append(ref)
     stats.size_candidates = len(refs)
     return refs
 

@@ -22,6 +22,7 @@ from ..errors import InputError, Interrupted, UsageError
 from ..lifecycle import STOP, RunRecord, new_run_id
 from ..paths import display
 from .apply import Hook, apply_groups
+from .catalog_listing import CatalogListing
 from .digests import DigestSource, InventoryDigests
 from .journal import JOURNAL_DIRNAME, pending_journals, root_lock
 from .model import DEFAULT_STATUSES, LINK_KINDS, ApplyOptions, ApplyResult, DuplicateGroup, FindResult
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 #: and teardown cost about a second; below this the work is done faster in-process).
 CLUSTER_THRESHOLD_S = 2.0
 STATUSES = ("completed", "production", "equilibrated", "build")
+#: Where the listing of files comes from (see `dedupe`).
+LISTINGS = ("auto", "catalog", "walk")
 
 
 @dataclass(slots=True)
@@ -128,6 +131,7 @@ class _Run:
     found: FindResult | None = None
     applied: ApplyResult | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    recorded: CatalogListing | None = None
 
 
 def dedupe(
@@ -152,15 +156,23 @@ def dedupe(
     hook: Hook | None = None,
     chunk_actions: int = 2048,
     link_threads: int | None = None,
+    listing: str = "auto",
 ) -> DedupeResult:
     """Find identical files across the campaign under `root`; link them when `apply` or `store`.
 
     `mode` is "auto" (in-process for small work, the Dask cluster when a stage is big), "local"
     or "cluster". `link_threads`: threads that link (None: 1 or 4, chosen by timing the first
-    chunk). Raises MdbatchError for fatal problems; files that changed are reported, never fatal.
+    chunk). `listing`: "catalog" takes the files of the simulations an audit recorded from the
+    catalog and re-stats only the candidates, "walk" lists the tree, "auto" the catalog when it
+    holds an audit of the root. Raises MdbatchError for fatal problems; files that changed are
+    reported, never fatal.
     """
     started = time.monotonic()
     top = _checked_root(root, link=link, store=store, writable=writable, min_size=min_size)
+    if listing not in LISTINGS:
+        raise UsageError(f"--listing must be one of {', '.join(LISTINGS)}")
+    if listing == "catalog" and not db:
+        raise UsageError("--listing catalog needs a catalog (--db)")
     acting = (apply or store is not None) and not dry_run
     planning = apply or store is not None or dry_run
     installed = STOP.install()
@@ -170,7 +182,7 @@ def dedupe(
         try:
             _open_record(run, db, arguments)
             _lock_and_recover(run, stack, acting=acting, dry_run=dry_run)
-            found = _find(run, stack, digests, cluster, mode, FindOptions(min_size=min_size, io_threads=io_threads))
+            found = _find(run, stack, digests, cluster, mode, FindOptions(min_size=min_size, io_threads=io_threads), listing)
             if groups_path:
                 write_groups(groups_path, found.groups)
             if planning:
@@ -269,9 +281,18 @@ def _find(
     cluster: ClusterOptions | None,
     mode: str,
     options: FindOptions,
+    listing: str,
 ) -> FindResult:
-    """Find the duplicate groups under the root, reusing the catalog's digests when none are given."""
+    """Find the duplicate groups under the root, reusing the catalog's listing and digests when it has them."""
     t_cat = time.monotonic()
+    if run.catalog is not None and listing != "walk":
+        run.recorded = CatalogListing.load(run.catalog, run.top)
+        if not run.recorded.files:
+            if listing == "catalog":
+                raise InputError(f"the catalog holds no audit of {display(run.top)}: run `mdbatch audit` first, or --listing walk")
+            run.recorded = None
+        elif digests is None:
+            digests = run.recorded.digests
     if digests is None and run.catalog is not None:
         digests = InventoryDigests.from_catalog(run.catalog, run.top)
         run.say(f"reusing {len(digests)} digests from the audit catalog")
@@ -280,10 +301,31 @@ def _find(
     t_disc = time.monotonic()
     sims = list(walk_root(run.top, disc))
     run.timings["discovery_s"] = time.monotonic() - t_disc
+    if run.recorded is not None:
+        run.say(
+            "listing the audited simulations from the catalog (their files as last audited; files added to them "
+            "since are not seen: --listing walk lists the tree)"
+        )
     run.runners = _Runners(stack, cluster, mode, run.say)
-    found = run.found = find_duplicates(run.top, sims, run.runners, options, digests, run.say)
+    found = run.found = find_duplicates(run.top, sims, run.runners, options, digests, run.say, run.recorded)
     run.say(f"{len(found.groups)} groups, {found.duplicate_files} files, {found.reclaimable_bytes} bytes reclaimable")
     return found
+
+
+def _listing_summary(run: _Run) -> dict[str, Any]:
+    """Where the listing came from and what the re-stat found (the summary's `listing`)."""
+    recorded = run.recorded
+    if recorded is None:
+        return {"source": "walk"}
+    return {
+        "source": "catalog",
+        "simulations_from_catalog": recorded.used,
+        "simulations_walked": recorded.walked,
+        "candidates_restatted": recorded.restatted,
+        "changed_since_audit": recorded.changed,
+        "vanished_since_audit": len(recorded.vanished),
+        "vanished_examples": [display(p) for p in recorded.vanished[:10]],
+    }
 
 
 def _apply(run: _Run, groups: list[DuplicateGroup], options: ApplyOptions, hook: Hook | None) -> None:
@@ -349,6 +391,7 @@ def _summary(
         "modify_statuses": sorted(statuses) if statuses is not None else "all",
         "physical_bytes": found.stats.physical_bytes if found else 0,
         **stats,
+        "listing": _listing_summary(run),
         "workers": runners.workers if runners else None,
         "catalog": run.catalog.display_url if run.catalog is not None else None,
         "apply": applied.to_dict() if applied else None,
