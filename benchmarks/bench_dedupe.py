@@ -11,7 +11,10 @@ included), interleaved repetition by repetition with the order rotating:
 - mdbatch-cluster:  the same with `--workers <cores>`: every stage on a LocalCluster (skip: --no-cluster);
 - rmlint:           `rmlint -T df --hidden -F -o json:R ROOT` (duplicate files only, hidden files
                     included, symlinks ignored, empty files excluded: the same scope as mdbatch);
-- jdupes:           `jdupes -r -q ROOT` (byte-verified; hard links are not duplicates by default).
+- jdupes:           `jdupes -r -q ROOT` (byte-verified; hard links are not duplicates by default);
+- mdbatch-db:       `mdbatch dedupe ROOT --db CATALOG --listing catalog` after an (untimed) audit into
+                    CATALOG: the audited files listed from the catalog, only candidates re-stat'ed;
+- mdbatch-db-walk:  the same catalog as a digest source only (`--listing walk`): the tree is listed.
 
 `warm`: one untimed run of each contender first, then the timed runs. `cold`: every regular file of
 the campaign is dropped from the page cache (posix_fadvise DONTNEED, checked with mincore) before
@@ -60,6 +63,7 @@ from common import (  # noqa: E402 - the benchmarks directory is not a package
     median_index,
     ratio,
     regular_files,
+    remove_sqlite,
     run_timed,
     stderr_log,
 )
@@ -132,6 +136,15 @@ def bench_find(campaign: Campaign, *, repeat: int, scratch: Path, cluster: bool)
     }
     if cluster:
         contenders["mdbatch-cluster"] = lambda tag: run_mdbatch(campaign.root, scratch, tag, ["--workers", str(cores)])
+    # After an audit: the catalog as the listing (only candidates re-stat'ed), and as a digest source for a walk.
+    catalog = scratch / "audited.db"
+    remove_sqlite(catalog)
+    stderr_log("auditing the campaign into a catalog for the --db contenders (untimed)")
+    audit = [*mdbatch_command(), "audit", str(campaign.root), "--db", f"sqlite:///{catalog}", "--quiet"]
+    run_timed(audit, timeout=RUN_TIMEOUT_S, ok_codes=(0, 1))
+    db = ["--db", f"sqlite:///{catalog}"]
+    contenders["mdbatch-db"] = lambda tag: run_mdbatch(campaign.root, scratch, tag, [*db, "--listing", "catalog"])
+    contenders["mdbatch-db-walk"] = lambda tag: run_mdbatch(campaign.root, scratch, tag, [*db, "--listing", "walk"])
     files = regular_files(campaign.root)
     out: dict[str, Any] = {}
     last: dict[str, RunResult] = {}
@@ -169,10 +182,13 @@ def bench_find(campaign: Campaign, *, repeat: int, scratch: Path, cluster: bool)
         groups["differences"] = {"only_mdbatch": only_ours, "only_rmlint": only_theirs}  # type: ignore[assignment]
     if "mdbatch-cluster" in last:
         groups["cluster_identical"] = last["mdbatch-cluster"].extra["path_sets"] == ours  # type: ignore[assignment]
+    for name in ("mdbatch-db", "mdbatch-db-walk"):
+        groups[f"{name}_identical"] = last[name].extra["path_sets"] == ours  # type: ignore[assignment]
     targets = {
         "groups_identical_to_rmlint": {"value": ours == theirs, "target": "== rmlint", "pass": ours == theirs},
         "warm_time_vs_rmlint": check_target(ratio(out["warm"]["mdbatch"]["median_s"], out["warm"]["rmlint"]["median_s"]), "<=", 1.0),
         "cold_time_vs_rmlint": check_target(ratio(out["cold"]["mdbatch"]["median_s"], out["cold"]["rmlint"]["median_s"]), "<=", 1.0),
+        "warm_db_time_vs_jdupes": check_target(ratio(out["warm"]["mdbatch-db"]["median_s"], out["warm"]["jdupes"]["median_s"]), "<=", 0.25),
     }
     return {"campaign": campaign.to_dict(), **out, "groups": groups, "targets": targets}
 
@@ -189,6 +205,9 @@ def _summarize_runs(runs: dict[str, list[RunResult]]) -> dict[str, Any]:
     if runs.get("rmlint") and runs.get("mdbatch"):
         summary["speedup_vs_rmlint"] = ratio(summary["rmlint"]["median_s"], summary["mdbatch"]["median_s"])
         summary["speedup_vs_jdupes"] = ratio(summary["jdupes"]["median_s"], summary["mdbatch"]["median_s"])
+    for name in ("mdbatch-db", "mdbatch-db-walk"):
+        if runs.get(name) and runs.get("jdupes"):
+            summary[f"{name}_ratio_to_jdupes"] = ratio(summary[name]["median_s"], summary["jdupes"]["median_s"])
     return summary
 
 

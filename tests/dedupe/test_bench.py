@@ -52,10 +52,19 @@ def test_quick_benchmark_reports_groups_times_and_apply_rate(tmp_path: Path) -> 
         assert profile["groups"]["identical_to_rmlint"] is True
         assert profile["groups"]["mdbatch"]["groups"] > 0
         for temperature in ("warm", "cold"):
-            for tool in ("mdbatch", "rmlint", "jdupes"):
+            for tool in ("mdbatch", "rmlint", "jdupes", "mdbatch-db", "mdbatch-db-walk"):
                 assert profile[temperature][tool]["n"] == 1 and profile[temperature][tool]["median_s"] > 0
+            assert profile[temperature]["mdbatch-db_ratio_to_jdupes"] > 0
+            stages = profile[temperature]["mdbatch-db"]["median_run"]["stages"]
+            assert stages["digests_reused"] == stages["distinct_inodes"] and stages["full_hashed"] == 0  # nothing read
+        assert profile["groups"]["mdbatch-db_identical"] is True and profile["groups"]["mdbatch-db-walk_identical"] is True
         assert profile["cold"]["eviction"]["max_resident_fraction_after"] <= 0.01
-        assert set(profile["targets"]) == {"groups_identical_to_rmlint", "warm_time_vs_rmlint", "cold_time_vs_rmlint"}
+        assert set(profile["targets"]) == {
+            "groups_identical_to_rmlint",
+            "warm_time_vs_rmlint",
+            "cold_time_vs_rmlint",
+            "warm_db_time_vs_jdupes",
+        }
     apply = doc["apply"]
     assert apply["targets"]["all_links_made"]["pass"] is True
     assert apply["runs"][0]["links"] == apply["tree"]["expected_links"] == 2000
