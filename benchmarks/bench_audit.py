@@ -156,7 +156,14 @@ def run_limit(campaign: Campaign, cores: int) -> RunResult:
 
 
 def bench_profile(
-    profile: Profile, campaign: Campaign, *, repeat: int, baseline_repeat: int, baseline_modes: list[str], workdir: Path
+    profile: Profile,
+    campaign: Campaign,
+    *,
+    repeat: int,
+    baseline_repeat: int,
+    baseline_modes: list[str],
+    workdir: Path,
+    fair_repeat: int = 0,
 ) -> dict[str, Any]:
     """Run the interleaved repetitions of one profile and summarize them."""
     cores = os.cpu_count() or 1
@@ -172,7 +179,8 @@ def bench_profile(
         baseline_modes = []
     for mode in baseline_modes:
         name = "baseline" if mode == "default" else f"baseline_{mode}"
-        contenders[name] = (baseline_repeat, functools.partial(_run_baseline_tagged, campaign, scratch, mode))
+        reps = max(baseline_repeat, fair_repeat) if mode == "fair" else baseline_repeat
+        contenders[name] = (reps, functools.partial(_run_baseline_tagged, campaign, scratch, mode))
 
     eviction: dict[str, Any] = {}
     if profile.cold:
@@ -579,6 +587,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", choices=(*PROFILES, "unchanged", "all", "none"), default="all")
     p.add_argument("--repeat", type=int, default=5, help="timed runs of mdbatch and of the limit (default 5)")
     p.add_argument("--baseline-repeat", type=int, default=1, help="timed runs of each baseline (default 1; 0 skips them)")
+    p.add_argument("--fair-repeat", type=int, default=3, help="timed runs of the fair serial baseline (default 3)")
     p.add_argument("--baseline-modes", default="default,wal,fair", help="comma list of baseline modes (default, wal, fair)")
     p.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help=f"campaign cache and scratch (default {DEFAULT_WORKDIR})")
     p.add_argument("--sims", type=int, help="simulations in the campaign of every selected profile")
@@ -625,6 +634,7 @@ def main(argv: list[str] | None = None) -> int:
             "profiles": selected,
             "repeat": args.repeat,
             "baseline_repeat": args.baseline_repeat,
+            "fair_repeat": args.fair_repeat,
             "baseline_modes": args.baseline_modes,
             "quick": args.quick,
             "workdir": str(args.workdir),
@@ -647,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
             baseline_repeat=args.baseline_repeat,
             baseline_modes=args.baseline_modes,
             workdir=args.workdir,
+            fair_repeat=args.fair_repeat,
         )
         doc["profiles"][name] = result
         ok &= bool(result["counts"]["match"])

@@ -29,6 +29,8 @@ def test_quick_benchmark_reports_both_profiles_with_matching_counts(tmp_path: Pa
             "1",
             "--baseline-repeat",
             "1",
+            "--fair-repeat",
+            "1",
             "--workdir",
             str(tmp_path / "work"),
             "--json-out",
