@@ -246,7 +246,9 @@ class Fanout:
                     threads_per_worker=1,
                     processes=True,
                     host="127.0.0.1",
-                    silence_logs=logging.ERROR,
+                    # A worker's own log lines (e.g. a heartbeat failing while the cluster shuts down after
+                    # a stop signal) are noise to the user: task errors reach the client as exceptions.
+                    silence_logs=logging.ERROR if log.isEnabledFor(logging.DEBUG) else logging.CRITICAL,
                     preload=["mdbatch.batch", "mdbatch.engine"],
                     scheduler_kwargs=_dashboard_options(self.want_dashboard and _have_bokeh(), opts.dashboard_address),
                 )
