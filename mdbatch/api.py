@@ -191,8 +191,9 @@ class Catalog:
         e.g. ("simulation_type", "parametrization")); a simulation lacks an item when it has no
         ANALYSIS_OVERVIEW row for it while others of its group have one. One row per group and item:
         the `by` columns, item_type (analysis|artifact), item_name, simulations, have (status ok),
-        faulty (registered, not ok), lacking, then the faulty per status: missing, mismatch,
-        unreadable, unsafe (int64; have + faulty + lacking == simulations). `status` and
+        faulty (registered, not ok), lacking, stale (registered with a stale dependency, see
+        `lineage`), then the faulty per status: missing, mismatch, unreadable, unsafe (int64;
+        have + faulty + lacking == simulations). `status` and
         `simulation_type` keep only those simulations (status="completed": which completed runs
         lack what other completed runs have); `root` the simulations under it.
         """
@@ -211,6 +212,16 @@ class Catalog:
         (of `item_name` only when given): hash, directory, simulation_type, parametrization, status,
         item_type, item_name."""
         return queries.lacking(self.backend, _root(root), by, status=status, simulation_type=simulation_type, item_name=item_name)
+
+    # -- lineage ----------------------------------------------------------------------------------
+
+    def lineage(self, hash: str | None = None, *, state: str | None = None) -> pd.DataFrame:
+        """The edges of a simulation's dependency graph (`extras.depends_on`, see docs/lineage.md) as
+        the audits recorded them: one row per edge with hash, simulation, item (the dependent,
+        ``analysis:<name>`` or ``artifact:<name>``), depends_on (its upstream), state (ok, stale,
+        missing, cycle), detail and root. Every simulation's edges when `hash` is None; `state`
+        keeps one state."""
+        return queries.lineage(self.backend, hash, state=state)
 
     # -- storage ----------------------------------------------------------------------------------
 

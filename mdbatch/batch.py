@@ -96,6 +96,17 @@ FILES_SCHEMA = pa.schema(
     ]
 )
 FINDINGS_SCHEMA = pa.schema([("simulation", pa.string()), ("kind", pa.string()), ("item", pa.string()), ("detail", pa.string())])
+#: The edges of each scanned simulation's dependency graph (see `lineage.check_lineage`).
+LINEAGE_SCHEMA = pa.schema(
+    [
+        ("hash", pa.string()),
+        ("simulation", pa.string()),
+        ("item", pa.string()),
+        ("depends_on", pa.string()),
+        ("state", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +137,8 @@ class BatchResult:
     read_s: float = 0.0
     known: int = 0
     cold: int = 0
+    #: Lineage edges of the scanned simulations (none for `kept` ones: the catalog's edges stand).
+    lineage: pa.Table = field(default_factory=LINEAGE_SCHEMA.empty_table)
 
     @property
     def simulations(self) -> int:
@@ -207,6 +220,7 @@ def to_tables(scans: Sequence[SimulationScan], index: int = 0, elapsed_s: float 
         for f in s.files
     ]
     found = [(f.simulation, f.kind, f.item, f.detail) for s in scans for f in s.findings]
+    edges = [(s.hash, s.simulation, e.item, e.depends_on, e.state, e.detail) for s in scans for e in s.lineage]
     return BatchResult(
         index=index,
         systems=tuples_table(systems, SYSTEMS_SCHEMA),
@@ -215,6 +229,7 @@ def to_tables(scans: Sequence[SimulationScan], index: int = 0, elapsed_s: float 
         files=tuples_table(files, FILES_SCHEMA),
         findings=tuples_table(found, FINDINGS_SCHEMA),
         elapsed_s=elapsed_s,
+        lineage=tuples_table(edges, LINEAGE_SCHEMA),
         reads=sum(s.reads for s in scans),
         read_s=sum(s.read_s for s in scans),
         known=sum(s.known for s in scans),

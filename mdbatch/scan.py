@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import time
 from collections.abc import Mapping
@@ -19,15 +18,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from . import findings as fk
 from .errors import RegistryCorruptError
 from .findings import Finding
+from .footer import read_footer
 from .hashcache import HASH_CACHE_VERSION, CacheEntry, content_facts, footer_facts, lookup
 from .hashing import FileDigest, NotRegularFile, digest_file
 from .identity import build_input_name, identity
 from .inventory import fingerprint, loose_parquets, odd_salt, registry_absence, simulation_status, top_level, walk
+from .lineage import Edge, check_lineage
 from .naming import is_valid_name
 from .paths import contained, display, raw_bytes, relative_to_root
 from .registry.format import ANALYSIS_DIRNAME, REGISTRY_FILENAME, parse_registry
@@ -67,7 +67,7 @@ class ScanOptions:
 def scan_salt(options: ScanOptions) -> str:
     """What besides the files shapes a scan's result, salted into every fingerprint: a new mdbatch
     or hash-cache version, or other scan options, make every recorded fingerprint differ."""
-    return f"mdbatch {__version__}|cache {HASH_CACHE_VERSION}|hash {int(options.hash_files)}|input {options.max_input_bytes}"
+    return f"mdbatch {__version__}|cache {HASH_CACHE_VERSION}|hash {int(options.hash_files)}|input {options.max_input_bytes}|lineage 1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +149,8 @@ class SimulationScan:
     read_s: float = 0.0
     known: int = 0
     cold: int = 0
+    #: The registry's dependency graph (`extras.depends_on`, see `lineage`); its findings are in `findings`.
+    lineage: tuple[Edge, ...] = ()
 
     @property
     def bytes(self) -> int:
@@ -277,34 +279,10 @@ def _footer(ctx: _Ctx, rel: str, abspath: str) -> tuple[int, tuple[str, ...]] | 
     if size == 0:
         return "empty file"
     try:
-        data = ctx.data.get(rel)
-        meta = _footer_metadata(data) if data is not None else pq.read_metadata(abspath)
-        names = meta.schema.names
-        index_cols = _pandas_index_columns(meta.metadata)
-        columns = tuple(n for n in names if n not in index_cols and not n.startswith("__index_level_"))
-        ctx.facts[rel] = (meta.num_rows, columns)
-        return meta.num_rows, columns
+        ctx.facts[rel] = read_footer(ctx.data.get(rel), abspath)
     except (OSError, ValueError, pa.ArrowException) as exc:
         return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-
-
-def _footer_metadata(data: bytes) -> pq.FileMetaData:
-    """A parquet file's footer from its bytes already in memory (the reader alone: no ParquetFile)."""
-    from pyarrow._parquet import ParquetReader
-
-    reader = ParquetReader()
-    reader.open(pa.BufferReader(data))
-    return reader.metadata
-
-
-def _pandas_index_columns(meta: dict[bytes, bytes] | None) -> frozenset[str]:
-    if not meta or b"pandas" not in meta:
-        return frozenset()
-    try:
-        cols = json.loads(meta[b"pandas"]).get("index_columns", [])
-    except (ValueError, AttributeError):
-        return frozenset()
-    return frozenset(c for c in cols if isinstance(c, str))
+    return ctx.facts[rel]
 
 
 def _check_analyses(ctx: _Ctx, registry: dict[str, Any], files: dict[str, str]) -> tuple[list[AnalysisEntry], set[str]]:
@@ -501,6 +479,8 @@ def scan_simulation(
             for e in inventory
         ]
     digest, sim_type, engine, param, input_data, input_type = identity(sim, top, ctx.data, opts.max_input_bytes)
+    edges, found = check_lineage(ctx.name, registry, {e.path: e.mtime_ns for e in inventory}) if registry is not None else ((), ())
+    ctx.findings.extend(found)
     return SimulationScan(
         simulation=ctx.name,
         directory=display(os.path.abspath(sim)),
@@ -522,6 +502,7 @@ def scan_simulation(
         read_s=ctx.read_s,
         known=ctx.known,
         cold=ctx.cold,
+        lineage=edges,
     )
 
 

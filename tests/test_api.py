@@ -102,7 +102,8 @@ def test_completeness_counts_what_the_registries_hold(cat: Any, audited: dict[st
     root = str(audited["campaign"].dest)
     keys = (by,) if isinstance(by, str) else by
     frame = cat.completeness(root, by=by)
-    assert list(frame.columns) == [*keys, "item_type", "item_name", "simulations", "have", "faulty", "lacking", *FAULTS]
+    assert list(frame.columns) == [*keys, "item_type", "item_name", "simulations", "have", "faulty", "lacking", "stale", *FAULTS]
+    assert int(frame["stale"].sum()) == 0  # no registry declares a dependency (tests/test_lineage.py counts stale ones)
     assert all(str(frame[c].dtype) == "int64" for c in frame.columns[len(keys) + 2 :])
     counts, lacking = expected_completeness(cat.systems(), audited["second"].findings(), root, keys)
     got = {tuple(r[: len(keys) + 2]): tuple(r[len(keys) + 3 : len(keys) + 6]) for r in frame.itertuples(index=False)}

@@ -29,7 +29,7 @@ from mdbatch.catalog import Upsert, open_catalog, schema
 from mdbatch.catalog.writes import run_row
 from mdbatch.cli import main
 from mdbatch.engine import ClusterOptions
-from mdbatch.generate import generate_campaign
+from mdbatch.generate import STRAY_PARQUET, generate_campaign, inject_fault
 from mdbatch.naming import is_valid_name
 from mdbatch.report import gather, render_html, write_report
 from mdbatch.report.fmt import human_bytes, human_duration, script_json, shorten
@@ -70,6 +70,15 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     base = tmp_path_factory.mktemp("report")
     campaign = generate_campaign(base / "campaign", 24, seed=3, faults=True, nested=True, hostile=True)
     _add_hostile_names(campaign.dest)
+    # One artifact made from an analysis redone since: the completeness table's stale column counts it.
+    faulted = {f["simulation"] for f in campaign.expected_findings}
+    manifest = json.loads(campaign.manifest_path.read_text())
+    clean = next(
+        s["dir"]
+        for s in manifest["simulations"]
+        if s["status"] == "completed" and s["dir"] not in faulted and not s["dir"].startswith("group_0/")
+    )
+    inject_fault(campaign.dest / clean, "stale_dependency")
     url = f"sqlite:///{base / 'cat.db'}"
     first = audit(campaign.dest, db=url, cluster=LOCAL, progress=False)
     victim = next(p for p in sorted(campaign.dest.rglob("prod.gro")))
@@ -136,6 +145,24 @@ def test_report_of_an_earlier_run_and_history(audited: dict[str, Any], tmp_path:
     assert "First audit of this root: nothing to compare with." in html
     assert {r["kind"] for r in decoded(payload(html)["tables"]["findings"])} == {k for k, n in first.summary["findings"].items() if n}
     assert audited["second"].run_id in html  # the history lists every audit of the root
+
+
+def test_history_counts_new_and_resolved_findings(tmp_path: Path) -> None:
+    campaign = generate_campaign(tmp_path / "c", 4, seed=2)
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    sim = campaign.dest / next(s for s in campaign.simulations if (campaign.dest / s / ".analysis" / "metadata.json").is_file())
+    runs = [audit(campaign.dest, db=url, cluster=LOCAL, progress=False)]
+    inject_fault(sim, "extra_file")  # a stray parquet: one new finding
+    runs.append(audit(campaign.dest, db=url, cluster=LOCAL, progress=False))
+    (sim / STRAY_PARQUET).unlink()  # gone again: resolved
+    runs.append(audit(campaign.dest, db=url, cluster=LOCAL, progress=False))
+    write_report(url, tmp_path / "r.html")
+    rows = decoded(payload((tmp_path / "r.html").read_text(encoding="utf-8"))["tables"]["history"])
+    assert [(r["run_id"], r["findings_total"], r["findings_new"], r["findings_resolved"]) for r in rows] == [
+        (runs[2].run_id, 0, 0, 1),
+        (runs[1].run_id, 1, 1, 0),
+        (runs[0].run_id, 0, 0, 0),
+    ]
 
 
 def test_no_external_resources(audited: dict[str, Any]) -> None:
@@ -470,6 +497,7 @@ def test_renders_in_chromium_without_errors(audited: dict[str, Any], tmp_path: P
     table = [{**r, **{k: int(r[k]) for k in ("simulations", "have", "faulty", "lacking")}} for r in csv_rows(dom, "completeness", run_id)]
     assert completeness_rows({"columns": [{"key": k} for k in table[0]], "rows": [list(r.values()) for r in table], "dicts": {}}) == counts
     assert {(r["simulation"], r["item_type"], r["item_name"]) for r in csv_rows(dom, "lacking", run_id)} == lacking
+    assert [(r["item_type"], int(r["stale"])) for r in table if int(r["stale"])] == [("artifact", 1)]  # the injected stale_dependency
     sims = csv_rows(dom, "simulations", run_id)
     assert int(sims[0]["findings"]) > 0 and f"'{FORMULA_NAME}" in {r["simulation"] for r in sims}  # no formula for a spreadsheet
     assert re.search(r'<th class="n" aria-sort="descending"><button type="button">Findings</button>', dom)
@@ -609,6 +637,13 @@ def test_100k_simulations_stay_responsive(tmp_path: Path) -> None:
             want.setdefault((*group, "artifact", "snapshot"), [0, 0, 0])[0] += 1
     assert completeness_rows(data["tables"]["completeness"]) == {k: tuple(v) for k, v in want.items()}
     assert data["tables"]["lacking"]["total"] == len(data["tables"]["lacking"]["rows"]) == 10_000
+    # topol.top comes in 3 variants, each copied in a third of the simulations: 10 paths of each listed, not 33,333.
+    groups = [r for r in decoded(data["tables"]["duplicates"]) if r["name"] == "topol.top"]
+    assert sorted((r["files"], r["all"].count("\n"), r["all"].rsplit("\n", 1)[1]) for r in groups) == [
+        (33_333, 10, "… and 33,323 more"),
+        (33_333, 10, "… and 33,323 more"),
+        (33_334, 10, "… and 33,324 more"),
+    ]
     result, _ = chromium(page, "--dump-dom", "--virtual-time-budget=10000", timeout=300)
     attrs = rendered(result.stdout)
     assert attrs.get("data-rendered") == "1" and attrs.get("data-errors") == "0"

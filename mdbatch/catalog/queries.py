@@ -346,8 +346,22 @@ def prune_removed(catalog: CatalogBackend, root: str | None = None, older_than_d
     keys = pa.concat_tables(gone) if gone else schema.arrow_schema(schema.SIMULATIONS, ["root", "simulation"]).empty_table()
     if keys.num_rows == 0:
         return 0, 0
-    counts = catalog.apply([Delete(schema.SIMULATIONS.name, keys), Delete(schema.FILES.name, keys)])
+    counts = catalog.apply([Delete(schema.SIMULATIONS.name, keys), Delete(schema.FILES.name, keys), Delete(schema.LINEAGE.name, keys)])
     return keys.num_rows, counts[1]
+
+
+# -- lineage --------------------------------------------------------------------------------------
+
+LINEAGE_COLUMNS = ["hash", "simulation", "item", "depends_on", "state", "detail", "root"]
+
+
+def lineage(catalog: CatalogBackend, hash: str | None = None, *, state: str | None = None) -> pd.DataFrame:
+    """The dependency edges the audits recorded (MDBATCH_LINEAGE): of the simulation `hash` (every
+    simulation when None), of one `state` (ok, stale, missing, cycle) when given, sorted by
+    simulation, item and depends_on."""
+    where = {k: v for k, v in (("hash", hash), ("state", state)) if v is not None}
+    out = frame(catalog, schema.LINEAGE.name, where, LINEAGE_COLUMNS)
+    return out.sort_values(["root", "simulation", "item", "depends_on"], ignore_index=True)
 
 
 # -- analysis completeness ----------------------------------------------------------------------
@@ -360,7 +374,9 @@ ITEM_FAULTS = ("missing", "mismatch", "unreadable", "unsafe")
 LACKING = "lacking"
 #: A group value the catalog does not record (NULL).
 UNKNOWN_GROUP = "(unknown)"
-COMPLETENESS_COLUMNS = ["item_type", "item_name", "simulations", "have", "faulty", LACKING, *ITEM_FAULTS]
+#: Simulations whose item has at least one stale dependency (MDBATCH_LINEAGE state `stale`), whatever its state.
+STALE = "stale"
+COMPLETENESS_COLUMNS = ["item_type", "item_name", "simulations", "have", "faulty", LACKING, STALE, *ITEM_FAULTS]
 LACKING_COLUMNS = ["hash", "directory", *COMPLETENESS_GROUPS, "item_type", "item_name"]
 CompletenessBy = str | Sequence[str]
 
@@ -383,8 +399,9 @@ def item_states(
     simulation_type: str | None = None,
 ) -> pa.Table:
     """One row per simulation and per analysis or artifact that some simulation of its group has
-    registered: hash, directory, the COMPLETENESS_GROUPS, item_type, item_name and `state` (the
-    ANALYSIS_OVERVIEW status: ok, missing, mismatch, unreadable, unsafe; or `lacking`).
+    registered: hash, directory, the COMPLETENESS_GROUPS, item_type, item_name, `state` (the
+    ANALYSIS_OVERVIEW status: ok, missing, mismatch, unreadable, unsafe; or `lacking`) and `stale`
+    (true when the item has a stale dependency in MDBATCH_LINEAGE).
 
     Simulations are RUN_DATABASE rows (of one status / simulation type when given, filtered in the
     database; under `root` when given); a NULL group value is UNKNOWN_GROUP. Entries with names that
@@ -409,7 +426,19 @@ def item_states(
     pairs = sims.join(expected, keys, join_type="inner")
     states = pairs.join(rows, ["hash", *item], join_type="left outer")
     states = states.set_column(states.schema.get_field_index("state"), "state", pc.fill_null(states["state"], LACKING))
-    return states.select([*LACKING_COLUMNS, "state"]).sort_by([(k, "ascending") for k in (*keys, *item, "directory")])
+    states = states.append_column(STALE, _stale_items(catalog, states))
+    return states.select([*LACKING_COLUMNS, "state", STALE]).sort_by([(k, "ascending") for k in (*keys, *item, "directory")])
+
+
+def _stale_items(catalog: CatalogBackend, states: pa.Table) -> pa.Array:
+    """For each row of `states`, whether its item has a stale edge in MDBATCH_LINEAGE (looked up by state in the database)."""
+    if states.num_rows == 0 or schema.LINEAGE.name not in catalog.tables():
+        return pa.array([False] * states.num_rows, pa.bool_())
+    stale = table(catalog, schema.LINEAGE.name, {"state": "stale"}, ["hash", "item"])
+    keys = pc.binary_join_element_wise(stale["hash"], stale["item"], "\x00")
+    wanted = pc.binary_join_element_wise(states["hash"], states["item_type"], "\x00")
+    wanted = pc.binary_join_element_wise(wanted, states["item_name"], ":")
+    return pc.fill_null(pc.is_in(wanted, value_set=keys.combine_chunks() if keys.num_chunks else pa.array([], pa.string())), False)
 
 
 def completeness(
@@ -424,8 +453,9 @@ def completeness(
 
     Columns: the `by` columns, item_type, item_name, simulations (in the group), have (status ok),
     faulty (registered but not ok), lacking (not registered, while others of the group have it),
-    then the faulty ones per status (missing, mismatch, unreadable, unsafe). have + faulty +
-    lacking == simulations. See `item_states` for the arguments.
+    stale (registered with a stale dependency, whether ok or faulty: see `lineage`), then the faulty
+    ones per status (missing, mismatch, unreadable, unsafe). have + faulty + lacking == simulations.
+    See `item_states` for the arguments.
     """
     keys = completeness_groups(by)
     return completeness_of(item_states(catalog, root, keys, status=status, simulation_type=simulation_type), keys)
@@ -446,11 +476,23 @@ def completeness_of(states: pa.Table, by: Sequence[str]) -> pd.DataFrame:
     faults = [c for c in wide.columns if c not in ("ok", LACKING)]
     out["faulty"] = wide[faults].sum(axis=1) if faults else 0
     out[LACKING] = wide[LACKING] if LACKING in wide.columns else 0
+    out[STALE] = _stale_counts(states, [*keys, *item]).reindex(out.index, fill_value=0) if STALE in states.column_names else 0
     for name in ITEM_FAULTS:
         out[name] = wide[name] if name in wide.columns else 0
     out["simulations"] = out["have"] + out["faulty"] + out[LACKING]
     frame = out.reset_index()[columns]
     return frame.astype({c: "int64" for c in COMPLETENESS_COLUMNS[2:]}).sort_values([*keys, *item], ignore_index=True)
+
+
+def _stale_counts(states: pa.Table, keys: list[str]) -> pd.Series:
+    """Rows of `states` with `stale` true, counted per `keys` (a Series indexed like the pivot)."""
+    import pandas as pd
+
+    rows = states.filter(pc.fill_null(states[STALE], False))
+    if rows.num_rows == 0:
+        return pd.Series(dtype="int64")
+    counts = rows.group_by(keys).aggregate([("hash", "count")]).to_pandas()
+    return counts.set_index(keys)["hash_count"]
 
 
 def lacking(

@@ -33,7 +33,9 @@ from ..naming import is_valid_name
 #: Version 4: `MDBATCH_SIMULATIONS.fingerprint`; an index on `MDBATCH_FINDINGS` (run_id, simulation).
 #: Version 5: runs record `pid`, `heartbeat_at` and `job`; removed simulations keep their rows, marked by
 #: `removed_run` (`MDBATCH_SIMULATIONS`, `MDBATCH_FILES`) and `removed_at`.
-SCHEMA_VERSION = 5
+#: Version 6: `MDBATCH_REGISTRY_SNAPSHOTS`: the exact bytes of every registry `mdbatch repair` replaced, before and after.
+#: `MDBATCH_LINEAGE`: the edges of each simulation's dependency graph (`extras.depends_on`) and their state.
+SCHEMA_VERSION = 6
 
 #: Run statuses. `running` until it ends; `abandoned` when its process died without recording an end
 #: (see `lifecycle.reap_abandoned`); `refused` when it would have recorded something it cannot vouch for.
@@ -185,6 +187,45 @@ STAGES = Table(
     Column("errors", BigInteger),
     Column("detail", Text),
 )
+
+#: Every registry a repair, an undo or a restore replaced: its exact bytes before and after, with their
+#: sha256 (NULL bytes and sha: there was no registry file). `seq` numbers the registries of one run.
+REGISTRY_SNAPSHOTS = Table(
+    "MDBATCH_REGISTRY_SNAPSHOTS",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("root", Text),
+    Column("simulation", Text),
+    Column("hash", Text),
+    Column("directory", Text, nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("sha256_before", String(64)),
+    Column("bytes_before", LargeBinary),
+    Column("sha256_after", String(64)),
+    Column("bytes_after", LargeBinary),
+    Column("taken_at", DateTime(timezone=True), nullable=False),
+    #: What changed, as JSON: the fixes applied ({kind, item, detail}) or the run undone/restored.
+    Column("detail", Text),
+)
+Index("ix_registry_snapshots_directory", REGISTRY_SNAPSHOTS.c.directory)
+
+#: The edges of each simulation's dependency graph (see `lineage`): `item` (``analysis:<name>`` or
+#: ``artifact:<name>``) was made from `depends_on`; `state` ok, stale, missing or cycle. An audit
+#: replaces a scanned simulation's edges (those of a simulation it kept unscanned stand).
+LINEAGE = Table(
+    "MDBATCH_LINEAGE",
+    metadata,
+    Column("root", Text, primary_key=True),
+    Column("simulation", Text, primary_key=True),
+    Column("item", Text, primary_key=True),
+    Column("depends_on", Text, primary_key=True),
+    Column("hash", Text),
+    Column("state", String(16), nullable=False),
+    Column("detail", Text),
+)
+#: `Catalog.lineage(hash)` looks a simulation's edges up by its hash.
+Index("ix_lineage_hash", LINEAGE.c.hash)
 
 SCHEMA_INFO = Table(
     "MDBATCH_SCHEMA",

@@ -152,6 +152,22 @@ def batch_ops(run_id: str, root: str, batch: BatchResult, keep_inventory: frozen
         elif kind == "artifact":
             ops.append(Upsert(name, rows))
     ops.extend(_inventory_ops(run_id, root, batch, batch.systems.column("simulation").to_pylist(), keep_inventory))
+    ops.extend(lineage_ops(root, batch))
+    return ops
+
+
+def lineage_ops(root: str, batch: BatchResult) -> list[Op]:
+    """Replace the lineage edges of every simulation the batch scanned (kept ones keep theirs: their
+    registry and file mtimes are what the recorded fingerprint vouches for)."""
+    sims = [s for s in batch.systems.column("simulation").to_pylist() if s not in batch.kept]
+    if not sims:
+        return []
+    roots = pa.repeat(pa.scalar(root), len(sims))
+    ops: list[Op] = [Delete(schema.LINEAGE.name, pa.table({"root": roots, "simulation": pa.array(sims, pa.string())}))]
+    edges = batch.lineage
+    if edges.num_rows:
+        rows = edges.add_column(0, "root", pa.repeat(pa.scalar(root), edges.num_rows))
+        ops.append(Upsert(schema.LINEAGE.name, typed(schema.LINEAGE, rows)))
     return ops
 
 

@@ -12,6 +12,14 @@ A reference is *live* while the campaign path still is what the apply made it: t
 the object (hardlink), a symlink to the object (symlink), or a regular file of the object's size
 (reflink: clones own their extents, so deleting a reflinked object never loses data). An object
 with no live reference is an orphan; `gc` deletes orphans, re-checking each one just before.
+
+Lineage (docs/lineage.md): `gc` never deletes an orphan that a live registry entry depends on, that
+is, an object one of whose recorded paths is `<simulation>/.analysis/<file>` where `<file>` is a
+file of an analysis or artifact U that the simulation's registry (as on disk now) lists, and some
+entry D of that registry names U in `extras.depends_on` and predates U's current bytes (D is stale
+with respect to U, or has no registry time). The campaign path was rewritten (U was redone) after
+D was made, so the object may be the only copy of the bytes D was made from. Once D is redone, the
+object goes. An object whose simulation registry cannot be read is kept (its lineage is unknown).
 """
 
 from __future__ import annotations
@@ -25,14 +33,17 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
 
 from ..atomic import atomic_write_bytes, fsync_dir
-from ..errors import MdbatchError, UsageError
+from ..errors import MdbatchError, RegistryCorruptError, UsageError
 from ..hashing import digest_file
+from ..lineage import SECTIONS, depended_files, entry_files
 from ..paths import display
+from ..registry.format import ANALYSIS_DIRNAME, REGISTRY_FILENAME, parse_registry, read_registry_file
 from .journal import Journal, append_and_close, pending_journals
 
 STORE_VERSION = 1
@@ -69,6 +80,8 @@ class GcResult:
     deleted: int = 0
     freed_bytes: int = 0
     kept_after_recheck: int = 0
+    #: Orphans kept because a live registry entry depends on them: digest, object, size, and `why`.
+    kept_by_lineage: list[dict[str, Any]] = field(default_factory=list)
     refs_before: int = 0
     refs_after: int = 0
     journal: str | None = None
@@ -86,6 +99,8 @@ class GcResult:
             "refs_after": self.refs_after,
             "journal": self.journal,
             "orphan_objects": self.orphans,
+            "kept_by_lineage": len(self.kept_by_lineage),
+            "kept_objects": self.kept_by_lineage,
         }
 
 
@@ -308,13 +323,27 @@ class Store:
             result.refs_before = sum(len(v) for v in refs.values())
             live_refs: list[Ref] = []
             orphans: list[tuple[str, str, os.stat_result]] = []
+            lineage = _Lineage()
             for digest, path, st in self.objects():
                 result.objects += 1
-                live = [r for r in refs.get(digest, ()) if self.is_live(r, st)]
+                recorded = refs.get(digest, [])
+                live = [r for r in recorded if self.is_live(r, st)]
                 live_refs.extend(live)
-                if not live:
-                    orphans.append((digest, path, st))
-                    result.orphans.append({"digest": digest, "object": path, "size": st.st_size, "links": st.st_nlink})
+                if live:
+                    continue
+                row = {"digest": digest, "object": path, "size": st.st_size, "links": st.st_nlink}
+                needed = lineage.needs(recorded)
+                if needed:
+                    result.kept_by_lineage.append({**row, "why": needed})
+                    live_refs.extend(recorded)  # their paths are what the lineage rule keeps it for
+                    continue
+                orphans.append((digest, path, st))
+                why = (
+                    f"none of its {len(recorded)} recorded paths still links to it"
+                    if recorded
+                    else "no campaign path was ever recorded for it"
+                )
+                result.orphans.append({**row, "why": why})
             if dry_run:
                 result.refs_after = result.refs_before
                 return result
@@ -346,6 +375,10 @@ class Store:
                 result.kept_after_recheck += 1
                 journal.write({"t": "skip", "id": i, "reason": "referenced again"})
                 continue
+            if _Lineage().needs(refs.get(digest, [])):  # a registry declared the dependency since the listing
+                result.kept_after_recheck += 1
+                journal.write({"t": "skip", "id": i, "reason": "a live registry entry depends on it"})
+                continue
             os.unlink(path)
             result.deleted += 1
             # A hardlinked object with other names frees nothing; only a last name frees the bytes.
@@ -358,6 +391,60 @@ class Store:
         atomic_write_bytes(self.refs_path, ("\n".join(lines) + "\n" if lines else "").encode("ascii"), mode=0o644)
 
 
+class _Lineage:
+    """Which recorded campaign paths a live registry entry depends on (registries read once each)."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, dict[str, list[str]] | None] = {}
+
+    def needs(self, refs: list[Ref]) -> list[str]:
+        """Why the object of `refs` must be kept ("<path>: analysis:rmsd <- artifact:plot"), or [] when nothing depends on it."""
+        out: list[str] = []
+        for ref in refs:
+            marker = f"/{ANALYSIS_DIRNAME}/"
+            at = ref.path.rfind(marker)
+            if at < 0:
+                continue
+            sim, rel = ref.path[:at], ref.path[at + len(marker) :]
+            files = self._depended(sim)
+            if files is None:
+                out.append(f"{display(ref.path)}: the registry of {display(sim)} cannot be read, so its lineage cannot be checked")
+            else:
+                out.extend(f"{display(ref.path)}: {why}" for why in files.get(rel, []))
+        return out
+
+    def _depended(self, sim: str) -> dict[str, list[str]] | None:
+        if sim not in self._files:
+            path = os.path.join(sim, ANALYSIS_DIRNAME, REGISTRY_FILENAME)
+            try:
+                data = read_registry_file(Path(path))
+                registry = {} if data is None else parse_registry(data, path)
+                self._files[sim] = depended_files(registry, _mtimes(sim, registry)) if registry else {}
+            except (OSError, RegistryCorruptError):
+                self._files[sim] = None
+        return self._files[sim]
+
+
+def _mtimes(sim: str, registry: dict[str, Any]) -> dict[str, int]:
+    """The mtimes of the registry's files as they are now (the lineage's "bytes changed" rule)."""
+    out: dict[str, int] = {}
+    for kind, section in SECTIONS.items():
+        for entry in registry[section].values():
+            for rel in entry_files(kind, entry) if isinstance(entry, dict) else []:
+                try:
+                    out[f"{ANALYSIS_DIRNAME}/{rel}"] = os.stat(os.path.join(sim, ANALYSIS_DIRNAME, rel)).st_mtime_ns
+                except OSError:
+                    continue
+    return out
+
+
 def describe_orphans(result: GcResult, limit: int = 20) -> list[str]:
-    """Human lines for the first orphans of a gc result."""
-    return [f"  {o['digest']}  {o['size']} bytes  {display(o['object'])}" for o in result.orphans[:limit]]
+    """Human lines for the first orphans of a gc result (each with why it goes), then the objects
+    kept because a live registry entry depends on them (each with the dependency)."""
+    lines = [f"  {o['digest']}  {o['size']} bytes  {display(o['object'])}  ({o['why']})" for o in result.orphans[:limit]]
+    if result.kept_by_lineage:
+        lines.append(f"kept {len(result.kept_by_lineage)} unreferenced objects a live registry entry depends on (lineage):")
+        for kept in result.kept_by_lineage[:limit]:
+            lines.append(f"  {kept['digest']}  {kept['size']} bytes  {display(kept['object'])}")
+            lines.extend(f"    {why}" for why in kept["why"])
+    return lines

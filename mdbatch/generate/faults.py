@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -131,11 +132,38 @@ def inject_fault(sim_dir: str | os.PathLike[str], kind: str, variant: int = 0) -
         os.chmod(sim / UNREADABLE_FILE, 0)
         item, rewrite = UNREADABLE_FILE, False
         extra["requires_non_root"] = True
+    elif kind in findings.LINEAGE_KINDS:
+        item = _lineage_fault(kind, registry, first, artifact_name)
     else:
         raise UsageError(f"cannot inject fault kind {kind!r}")
     if rewrite:
         registry_path.write_bytes(registry_bytes(registry))
     return {"kind": kind, "item": item, **extra}
+
+
+#: The analysis a `dependency_missing` fault makes an artifact depend on (never registered).
+ABSENT_UPSTREAM = "never_computed"
+
+
+def _lineage_fault(kind: str, registry: dict[str, Any], first: str, artifact_name: str) -> str:
+    """Declare dependencies (`extras.depends_on`) so the graph holds one lineage fault; returns its item.
+
+    Stale: the artifact depends on the first analysis, registered a day after it. Missing: the
+    artifact depends on an analysis that is not registered. Cycle: the two depend on each other.
+    """
+    analysis, artifact = registry["analyses"][first], registry["artifacts"][artifact_name]
+    up, down = f"analysis:{first}", f"artifact:{artifact_name}"
+    if kind == findings.STALE_DEPENDENCY:
+        made = datetime.fromisoformat(artifact["updated_at"])
+        analysis["updated_at"] = (made + timedelta(days=1)).isoformat()
+        artifact.setdefault("extras", {})["depends_on"] = [up]
+        return f"{down} -> {up}"
+    if kind == findings.DEPENDENCY_MISSING:
+        artifact.setdefault("extras", {})["depends_on"] = [f"analysis:{ABSENT_UPSTREAM}"]
+        return f"{down} -> analysis:{ABSENT_UPSTREAM}"
+    artifact.setdefault("extras", {})["depends_on"] = [up]
+    analysis.setdefault("extras", {})["depends_on"] = [down]
+    return f"{up}, {down}"
 
 
 def add_hostile_entry(sim_dir: str | os.PathLike[str], kind: str) -> str:

@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePath
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
-from ..atomic import atomic_write_bytes, atomic_writer
+from ..atomic import atomic_write_bytes, atomic_writer, fsync_dir
 from ..errors import (
     InvalidNameError,
     RegistryCorruptError,
@@ -30,6 +30,7 @@ from ..errors import (
     UsageError,
 )
 from ..hashing import sha256_file
+from ..lineage import check_references
 from ..naming import is_valid_name
 from ..paths import contained
 
@@ -52,6 +53,9 @@ from .format import (
     parse_registry,
     read_registry_file,
 )
+
+#: What `depends_on` accepts: references "analysis:<name>" / "artifact:<name>", or None.
+Dependencies = Iterable[str] | None
 
 # --------------------------------------------------------------------------- the registry
 
@@ -110,13 +114,18 @@ class Registry:
         data = read_registry_file(self.path)
         return empty_registry() if data is None else parse_registry(data, str(self.path))
 
-    def add_analysis(self, name: str, data: TableLike, **extras: Any) -> dict[str, Any]:
-        """Write `.analysis/<name>.parquet` and register it (raise if registered); return the entry."""
-        return self._put_analysis(name, data, extras, create=True, write=True)
+    def add_analysis(self, name: str, data: TableLike, *, depends_on: Dependencies = None, **extras: Any) -> dict[str, Any]:
+        """Write `.analysis/<name>.parquet` and register it (raise if registered); return the entry.
 
-    def update_analysis(self, name: str, data: TableLike, **extras: Any) -> dict[str, Any]:
-        """Write `.analysis/<name>.parquet` and (re-)register it, keeping `created_at`."""
-        return self._put_analysis(name, data, extras, create=False, write=True)
+        `depends_on` lists what it was made from, ``"analysis:<name>"`` or ``"artifact:<name>"`` of
+        this simulation (written as ``extras.depends_on``; see docs/lineage.md).
+        """
+        return self._put_analysis(name, data, extras, create=True, write=True, depends_on=depends_on)
+
+    def update_analysis(self, name: str, data: TableLike, *, depends_on: Dependencies = None, **extras: Any) -> dict[str, Any]:
+        """Write `.analysis/<name>.parquet` and (re-)register it, keeping `created_at`. Without
+        `depends_on` the recorded dependencies are kept; ``depends_on=[]`` clears them."""
+        return self._put_analysis(name, data, extras, create=False, write=True, depends_on=depends_on)
 
     def get_analysis(self, name: str) -> dict[str, Any]:
         """The entry of analysis `name`; RegistryEntryNotFoundError if absent."""
@@ -130,13 +139,13 @@ class Registry:
         """Unregister analysis `name` and, by default, delete its parquet file afterwards."""
         self._remove("analyses", "analysis", name, "filename" if delete_file else None)
 
-    def add_entry(self, name: str, df: TableLike, **extras: Any) -> dict[str, Any]:
+    def add_entry(self, name: str, df: TableLike, *, depends_on: Dependencies = None, **extras: Any) -> dict[str, Any]:
         """MDFactory's add_entry: record `df`'s metadata only; the caller wrote the parquet."""
-        return self._put_analysis(name, df, extras, create=True, write=False)
+        return self._put_analysis(name, df, extras, create=True, write=False, depends_on=depends_on)
 
-    def update_entry(self, name: str, df: TableLike, **extras: Any) -> dict[str, Any]:
+    def update_entry(self, name: str, df: TableLike, *, depends_on: Dependencies = None, **extras: Any) -> dict[str, Any]:
         """MDFactory's update_entry: record `df`'s metadata only, keeping `created_at`."""
-        return self._put_analysis(name, df, extras, create=False, write=False)
+        return self._put_analysis(name, df, extras, create=False, write=False, depends_on=depends_on)
 
     def remove_entry(self, name: str) -> None:
         """MDFactory's remove_entry: unregister analysis `name`, leaving its file alone."""
@@ -144,8 +153,11 @@ class Registry:
 
     get_entry = get_analysis
 
-    def _put_analysis(self, name: str, data: TableLike, extras: dict[str, Any], *, create: bool, write: bool) -> dict[str, Any]:
+    def _put_analysis(
+        self, name: str, data: TableLike, extras: dict[str, Any], *, create: bool, write: bool, depends_on: Dependencies
+    ) -> dict[str, Any]:
         _check_new_entry(name, extras)
+        refs = None if depends_on is None else check_references(depends_on)
         table = _as_table(data, convert=write)
         if table is not None:
             rows, columns = table.num_rows, data_columns(table.schema)
@@ -160,19 +172,35 @@ class Registry:
                 _write_parquet_atomic(table, target)
 
         fields = {"filename": target.name, "row_count": rows, "columns": columns}
-        return self._put("analyses", "analysis", name, fields, extras, create, write_file)
+        return self._put("analyses", "analysis", name, fields, extras, create, write_file, refs)
 
-    def add_artifact(self, name: str, files: PathList, checksums: Mapping[str, str] | None = None, **extras: Any) -> dict[str, Any]:
+    def add_artifact(
+        self,
+        name: str,
+        files: PathList,
+        checksums: Mapping[str, str] | None = None,
+        *,
+        depends_on: Dependencies = None,
+        **extras: Any,
+    ) -> dict[str, Any]:
         """Register existing files under `.analysis` as artifact `name`; raise if it exists.
 
         `files` are paths relative to `.analysis`; without `checksums` each file's sha256 is
-        computed. Returns the new entry.
+        computed; `depends_on` as for `add_analysis`. Returns the new entry.
         """
-        return self._put_artifact(name, files, checksums, extras, create=True)
+        return self._put_artifact(name, files, checksums, extras, create=True, depends_on=depends_on)
 
-    def update_artifact(self, name: str, files: PathList, checksums: Mapping[str, str] | None = None, **extras: Any) -> dict[str, Any]:
-        """Register or re-register artifact `name`, keeping `created_at`."""
-        return self._put_artifact(name, files, checksums, extras, create=False)
+    def update_artifact(
+        self,
+        name: str,
+        files: PathList,
+        checksums: Mapping[str, str] | None = None,
+        *,
+        depends_on: Dependencies = None,
+        **extras: Any,
+    ) -> dict[str, Any]:
+        """Register or re-register artifact `name`, keeping `created_at` (and, without `depends_on`, its dependencies)."""
+        return self._put_artifact(name, files, checksums, extras, create=False, depends_on=depends_on)
 
     def get_artifact(self, name: str) -> dict[str, Any]:
         """The entry of artifact `name`; RegistryEntryNotFoundError if absent."""
@@ -199,8 +227,10 @@ class Registry:
         extras: dict[str, Any],
         *,
         create: bool,
+        depends_on: Dependencies = None,
     ) -> dict[str, Any]:
         _check_new_entry(name, extras)
+        refs = None if depends_on is None else check_references(depends_on)
         # Stored normalized, exactly as the scanner will look them up.
         paths = [_safe(PurePath(f).as_posix() if isinstance(f, os.PathLike) else f) for f in files]
         if not paths:
@@ -215,7 +245,7 @@ class Registry:
             if not all(isinstance(value, str) for value in sums.values()):
                 raise UsageError("checksums must map paths to hex strings")
         fields = {"files": paths, "checksums": sums}
-        return self._put("artifacts", "artifact", name, fields, extras, create, None)
+        return self._put("artifacts", "artifact", name, fields, extras, create, None, refs)
 
     def _checksum(self, rel: str) -> str:
         try:
@@ -238,8 +268,12 @@ class Registry:
         extras: dict[str, Any],
         create: bool,
         write_file: Callable[[_FileEffects], None] | None,
+        depends_on: list[str] | None = None,
     ) -> dict[str, Any]:
-        """Create or update one entry, keeping `created_at` and any keys mdbatch does not know."""
+        """Create or update one entry, keeping `created_at` and any keys mdbatch does not know.
+
+        `depends_on` (checked references) becomes `extras.depends_on`; None keeps the recorded one,
+        [] drops it."""
         written: dict[str, Any] = {}
 
         def change(registry: dict[str, Any]) -> _FileEffects:
@@ -252,7 +286,7 @@ class Registry:
             now = datetime.now(UTC).isoformat()
             entry = dict(old) if old is not None else {}
             entry.update(fields, created_at=entry.get("created_at", now), updated_at=now)
-            entry["extras"] = extras
+            entry["extras"] = _with_dependencies(extras, old, depends_on)
             registry[section][name] = entry
             written.update(entry)
             return effects
@@ -307,6 +341,40 @@ class Registry:
         finally:
             lock.release()
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the lock every mutation takes, for the block (RegistryLockError after `lock_timeout`).
+
+        For callers that must read, check and replace the registry's exact bytes as one step
+        (`mdbatch repair`): inside, `read_bytes` and `replace_bytes` see no other writer.
+        """
+        self._analysis_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.lock_path), timeout=self.lock_timeout)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise RegistryLockError(f"{self.lock_path}: not acquired within {self.lock_timeout:g} s (another writer?)") from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def read_bytes(self) -> bytes | None:
+        """The registry file's exact bytes, None when there is none (not parsed: a corrupt one reads too)."""
+        return read_registry_file(self.path)
+
+    def replace_bytes(self, data: bytes | None) -> None:
+        """Replace the registry by exactly `data`, atomically, keeping its permissions (None: remove it).
+
+        The caller holds `locked()` and has checked what it replaces.
+        """
+        if data is None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+                fsync_dir(self._analysis_dir)
+            return
+        atomic_write_bytes(self.path, data, _new_file_mode(self.path))
+
     def check_integrity(self) -> dict[str, Any]:
         """Compare the registry with the files on disk, in MDFactory's result shape.
 
@@ -352,6 +420,19 @@ class Registry:
                 actual = _measure(sha256_file, self._analysis_dir, rel)
                 result["artifact_checksum_mismatches"].append({"name": name, "file": rel, "expected": expected, "actual": actual})
         return result
+
+
+def _with_dependencies(extras: dict[str, Any], old: Mapping[str, Any] | None, depends_on: list[str] | None) -> dict[str, Any]:
+    """The extras to write: `extras` plus `depends_on`, or the old entry's when None (an update that
+    does not say what it was made from keeps what it was made from)."""
+    out = dict(extras)
+    if depends_on is None:
+        previous = old.get("extras") if old is not None else None
+        if isinstance(previous, dict) and "depends_on" in previous:
+            out["depends_on"] = previous["depends_on"]
+    elif depends_on:
+        out["depends_on"] = list(depends_on)
+    return out
 
 
 def _split_item(item: str) -> tuple[str, str]:

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 #: Rows embedded per table; a campaign with more simulations or findings gets the first ones and a note.
 MAX_TABLE_ROWS = 250_000
+#: Paths listed per duplicate group (a group can have a copy in every simulation; the catalog has them all).
+DUPLICATE_PATHS = 10
 #: Status order in plots (MDFactory's life cycle), then anything else alphabetically.
 STATUS_ORDER = ("build", "equilibrated", "production", "completed")
 UNKNOWN = "(unknown)"
@@ -85,7 +87,7 @@ class ReportData:
     #: The statuses of `history` points' `by_status`, in life-cycle order.
     history_statuses: list[str]
     changes: dict[str, Any]
-    #: {simulations, lacking_simulations, faulty_items}: the completeness section's headline.
+    #: {simulations, lacking_simulations, faulty_simulations, stale_simulations, items}: the completeness section's headline.
     completeness_totals: dict[str, int]
     #: The interactive tables, by the name the page mounts them under.
     tables: dict[str, TableData]
@@ -321,6 +323,7 @@ def completeness_table(states: pa.Table) -> TableData:
             ("have", "Have", "num"),
             ("faulty", "Faulty", "num"),
             ("lacking", "Lacking", "num"),
+            ("stale", "Stale", "num"),
             ("faults", "Faulty as", "text"),
         ],
     )
@@ -334,8 +337,9 @@ def lacking_table(states: pa.Table, root: str) -> TableData:
 
 
 def completeness_totals(states: pa.Table, simulations: int) -> dict[str, int]:
-    """{simulations, lacking_simulations, faulty_simulations, items}: of the root's `simulations`, how many
-    lack or have faulty at least one item, and how many items are registered."""
+    """{simulations, lacking_simulations, faulty_simulations, stale_simulations, items}: of the root's
+    `simulations`, how many lack, have faulty, or have stale (a dependency updated after it was made)
+    at least one item, and how many items are registered."""
     state = states["state"]
     lacking = states.filter(pc.equal(state, queries.LACKING))["hash"]
     faulty = states.filter(pc.and_(pc.not_equal(state, queries.LACKING), pc.not_equal(state, "ok")))["hash"]
@@ -343,6 +347,7 @@ def completeness_totals(states: pa.Table, simulations: int) -> dict[str, int]:
         "simulations": simulations,
         "lacking_simulations": len(pc.unique(lacking)),
         "faulty_simulations": len(pc.unique(faulty)),
+        "stale_simulations": len(pc.unique(states.filter(pc.fill_null(states[queries.STALE], False))["hash"])),
         "items": len(states.group_by(["item_type", "item_name"]).aggregate([])),
     }
 
@@ -414,7 +419,8 @@ def duplicate_table(groups: list[dict[str, Any]]) -> TableData:
             **g,
             "name": g["paths"][0].rsplit("/", 1)[-1] if g["paths"] else "",
             "example": (g["paths"] or [""])[0],
-            "all": "\n".join(g["paths"]),
+            "all": "\n".join(g["paths"][:DUPLICATE_PATHS])
+            + (f"\n… and {len(g['paths']) - DUPLICATE_PATHS:,} more" if len(g["paths"]) > DUPLICATE_PATHS else ""),
         }
         for g in groups
     ]
@@ -426,7 +432,7 @@ def duplicate_table(groups: list[dict[str, Any]]) -> TableData:
         ("reclaimable_bytes", "Reclaimable", "bytes"),
         ("example", "Example path", "text"),
         ("xxh3_128", "xxh3-128", "text"),
-        ("all", "All paths", "text"),
+        ("all", f"Paths (the first {DUPLICATE_PATHS})", "text"),
     ]
     return _table(pd.DataFrame(rows, columns=[c[0] for c in columns]), columns)
 

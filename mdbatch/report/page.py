@@ -277,9 +277,11 @@ def completeness_section(data: ReportData) -> str:
     return (
         head + f"<p>{human_count(t['lacking_simulations'])} of {human_count(t['simulations'])} simulations lack an analysis or "
         f"artifact that others of their type, parametrization and status have; {human_count(t['faulty_simulations'])} "
-        f"have one registered but faulty (missing, mismatched, unreadable or unsafe). {human_count(t['items'])} items "
+        f"have one registered but faulty (missing, mismatched, unreadable or unsafe); {human_count(t.get('stale_simulations', 0))} "
+        f"have one whose dependency was updated after it was made. {human_count(t['items'])} items "
         'are registered in all.</p><p class="note">Have: registered and intact. Faulty: registered, but not intact. '
-        "Lacking: not registered. Click a Lacking count to list those simulations.</p>"
+        "Lacking: not registered. Stale: registered, with an upstream (extras.depends_on) updated after it was made. "
+        "Click a Lacking count to list those simulations.</p>"
         '<div id="table-completeness"></div><h3 class="gap" id="lacking">Simulations lacking an item</h3>'
         '<div id="table-lacking"></div></section>'
     )

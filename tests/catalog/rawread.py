@@ -190,3 +190,32 @@ def _pg_query(url: str, query: str, params: Sequence[Any] = ()) -> list[tuple[An
     with closing(_pg_connect(url)) as conn, conn.cursor() as cur:
         cur.execute(query, params)
         return cur.fetchall()
+
+
+# -- making an older catalog ------------------------------------------------------------------------
+
+
+def make_older(url: str, version: int, drop: Sequence[str]) -> None:
+    """Turn a catalog into one of an older schema `version` without mdbatch: drop the tables that
+    version did not have (those of `drop` present) and record the version (for migration tests)."""
+    assert all(_NAME.fullmatch(t) for t in drop), drop
+    kind = backend(url)
+    present = stored_tables(url)
+    if kind == "csv":
+        base = _csv_dir(url)
+        for table in drop:
+            if table in present:
+                (base / f"{table}.csv").unlink()
+        (base / "MDBATCH_SCHEMA.csv").write_text(f'key,value\n"schema_version","{version}"\n', encoding="utf-8")
+        return
+    statements = [f'DROP TABLE "{t}"' for t in drop if t in present]
+    statements.append(f"UPDATE \"MDBATCH_SCHEMA\" SET value = '{version}' WHERE key = 'schema_version'")
+    if kind == "sqlite":
+        with closing(sqlite3.connect(_sqlite_file(url), timeout=60)) as conn, conn:
+            for statement in statements:
+                conn.execute(statement)
+        return
+    with closing(_pg_connect(url)) as conn, conn.cursor() as cur:
+        cur.execute(f'SET search_path TO "{_pg_schema(url)}"')
+        for statement in statements:
+            cur.execute(statement)

@@ -634,3 +634,62 @@ def test_group_counts_count_rows_and_distinct_tuples_in_the_database(catalog_url
             schema.FILES.name, {"root": "/r", "removed_run": None}, ["size", "xxh3_128"], ["device", "inode"], min_count=2
         )
         assert many.to_pylist() == [{"size": 10, "xxh3_128": "d1", "count": 3, "distinct": 2}]
+
+
+# -- lineage: MDBATCH_LINEAGE -----------------------------------------------------------------------
+
+
+def lineage_rows(root: str, edges: dict[str, list[tuple[str, str, str, str]]]) -> list[dict]:
+    """The whole MDBATCH_LINEAGE rows an audit writes for `edges` ({simulation: [(item, depends_on, state, detail)]})."""
+    return [
+        full_row(schema.LINEAGE.c.keys(), root=root, simulation=sim, item=i, depends_on=d, hash=f"h-{sim}", state=s, detail=detail)
+        for sim, rows in edges.items()
+        for i, d, s, detail in rows
+    ]
+
+
+LINEAGE_KEY = ["root", "simulation", "item", "depends_on"]
+
+
+def test_lineage_edges_are_written_per_scanned_simulation_and_replaced(catalog_url, tmp_path):
+    from ..test_lineage import EXPECTED_EDGES, constructed
+
+    root = constructed(tmp_path / "campaign")
+    names = ["clean", "cycle", "missing", "stale"]
+    batch = scan_batch([str(root / n) for n in names], str(root))
+    with open_catalog(catalog_url) as cat:
+        cat.apply(batch_ops("r1", str(root), batch))
+        cat.apply(batch_ops("r1", str(root), batch))  # a re-written batch replaces, never duplicates
+        got = queries.lineage(cat, "h-cycle")
+        assert [(r.item, r.depends_on, r.state) for r in got.itertuples()] == [e[:3] for e in EXPECTED_EDGES["cycle"]]
+    assert_stored(catalog_url, schema.LINEAGE.name, lineage_rows(str(root), EXPECTED_EDGES), LINEAGE_KEY)
+    # The clean simulation's registry drops its dependencies: its next scan leaves it no edge; the others stand.
+    registry = json.loads((root / "clean" / ".analysis" / "metadata.json").read_text())
+    for entry in (*registry["analyses"].values(), *registry["artifacts"].values()):
+        entry["extras"] = {}
+    (root / "clean" / ".analysis" / "metadata.json").write_text(json.dumps(registry))
+    with open_catalog(catalog_url) as cat:
+        cat.apply(batch_ops("r2", str(root), scan_batch([str(root / "clean")], str(root))))
+        assert queries.lineage(cat, "h-clean").empty
+    left = {k: v for k, v in EXPECTED_EDGES.items() if k != "clean"}
+    assert_stored(catalog_url, schema.LINEAGE.name, lineage_rows(str(root), left), LINEAGE_KEY)
+
+
+def test_catalog_of_schema_5_gains_the_lineage_table(catalog_url):
+    from mdbatch.api import Catalog
+
+    from .rawread import make_older
+
+    with open_catalog(catalog_url) as cat:
+        cat.init_schema()
+    make_older(catalog_url, 5, [schema.LINEAGE.name, "MDBATCH_REGISTRY_SNAPSHOTS"])
+    assert schema.LINEAGE.name not in stored_tables(catalog_url)
+    with Catalog(catalog_url) as cat:  # opening migrates (as every command does)
+        assert cat.lineage().empty
+        assert cat.backend.schema_version() == schema.SCHEMA_VERSION == 6
+        assert {t.name for t in schema.FIXED_TABLES} <= set(cat.tables())
+        row = lineage_rows("/r", {"s": [("artifact:plot", "analysis:rdf", "stale", "rdf was updated after plot")]})
+        cat.backend.apply([Upsert(schema.LINEAGE.name, rows_table(schema.LINEAGE, row))])
+        assert cat.lineage("h-s")[["item", "depends_on", "state"]].values.tolist() == [["artifact:plot", "analysis:rdf", "stale"]]
+    assert_stored(catalog_url, schema.LINEAGE.name, row, LINEAGE_KEY)
+    assert_stored(catalog_url, "MDBATCH_SCHEMA", [{"key": "schema_version", "value": str(schema.SCHEMA_VERSION)}], ["key"])
