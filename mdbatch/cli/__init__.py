@@ -24,7 +24,7 @@ from .common import Parser, add_global_flags
 
 #: Subcommand modules, in the order `mdbatch --help` lists them (imported by `build_parser`, inside
 #: `main`: a stop signal during start-up is then an Interrupted that `main` turns into exit 3).
-MODULES = ("audit", "status", "findings", "runs", "sync", "dedupe", "report", "completion")
+MODULES = ("audit", "status", "findings", "runs", "sync", "dedupe", "repair", "registry", "report", "completion")
 
 
 def build_parser() -> argparse.ArgumentParser:
