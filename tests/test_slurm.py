@@ -1,4 +1,4 @@
-"""The shipped sbatch scripts on a real Slurm, submitted as deploy/README.md shows, through walltime signals.
+"""The shipped sbatch scripts on a real Slurm, submitted as docs/slurm.md shows, through walltime signals.
 
 Each test submits deploy/slurm/audit-driver.sbatch (pattern 1: dask-jobqueue worker jobs) or
 deploy/slurm/audit-allocation.sbatch (pattern 2: Dask under srun in one allocation) with `sbatch`
@@ -183,7 +183,7 @@ class Job:
 def submit(
     script: str, root: Path, workdir: Path, *audit_args: str, sbatch_args: tuple[str, ...] = (), env: dict[str, str] | None = None
 ) -> Job:
-    """`sbatch [sbatch_args] deploy/slurm/SCRIPT ROOT [audit_args]` run from `workdir`, as the README shows.
+    """`sbatch [sbatch_args] deploy/slurm/SCRIPT ROOT [audit_args]` run from `workdir`, as docs/slurm.md shows.
 
     The environment is the user's with the venv's bin first (what the scripts' "Site setup" does
     with `source venv/bin/activate`); TMPDIR keeps scheduler files and worker scratch in `workdir`.
