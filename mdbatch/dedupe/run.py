@@ -293,6 +293,7 @@ def _find(
             run.recorded = None
         elif digests is None:
             digests = run.recorded.digests
+            run.say(f"reusing {len(run.recorded.digests)} digests from the audit catalog")
     if digests is None and run.catalog is not None:
         digests = InventoryDigests.from_catalog(run.catalog, run.top)
         run.say(f"reusing {len(digests)} digests from the audit catalog")
