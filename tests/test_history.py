@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from mdbatch.auditing import audit
 from mdbatch.engine import ClusterOptions
 from mdbatch.generate import inject_fault
 from mdbatch.scan import ScanOptions
+
+from .signals import signal_held
 
 pytestmark = pytest.mark.integration
 LOCAL = ClusterOptions(workers=2, dashboard=False)
@@ -204,7 +207,8 @@ def test_interrupted_run_leaves_history_consistent(make_campaign, tmp_path):
             if conn.execute("SELECT COUNT(*) FROM MDBATCH_SCANNED").fetchone()[0] >= 10:
                 break
         time.sleep(0.02)
-    proc.terminate()
+    assert proc.poll() is None, "the audit ended before it could be signalled"
+    signal_held(proc.pid, signal.SIGTERM)
     proc.communicate(timeout=120)
     assert proc.returncode == 3
     (result.dest / result.simulations[-1] / "late.txt").write_text("after the interruption\n")

@@ -17,6 +17,8 @@ import pytest
 from mdbatch.auditing import audit
 from mdbatch.engine import ClusterOptions
 
+from .signals import signal_held
+
 pytestmark = pytest.mark.integration
 
 
@@ -63,7 +65,8 @@ def test_sigterm_saves_completed_batches_and_resume_finishes(make_campaign, tmp_
     deadline = time.monotonic() + 120
     while count(db, "SELECT COUNT(*) FROM MDBATCH_SCANNED") < 20 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
+    assert proc.poll() is None, "the audit ended before it could be signalled"
+    signal_held(proc.pid, signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 3, err
     assert "--resume" in err and "Traceback" not in err

@@ -33,6 +33,7 @@ from mdbatch.engine import ClusterOptions
 from mdbatch.generate import GenerateResult, generate_campaign
 
 from .conftest import expected, need_service
+from .signals import signal_held
 from .test_resilience import catalog_snapshot, count
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -89,14 +90,6 @@ def wait_until(what: str, ready: Callable[[], bool], timeout: float, why: Callab
         time.sleep(0.1)
 
 
-def usr1_pending(pid: int) -> bool:
-    """Whether SIGUSR1 waits for process `pid` (its thread's or its process's pending set)."""
-    bit = 1 << (signal.SIGUSR1 - 1)
-    status = Path(f"/proc/{pid}/status").read_text()
-    pending = [line.split()[1] for line in status.splitlines() if line.startswith(("SigPnd:", "ShdPnd:"))]
-    return any(int(mask, 16) & bit for mask in pending)
-
-
 @dataclass
 class Job:
     """A submitted batch job of one of the shipped scripts, and the directory it runs in."""
@@ -144,13 +137,7 @@ class Job:
         pattern = f"-m mdbatch audit {root} "
         pids = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True, timeout=20).stdout.split()
         assert len(pids) == 1, f"one audit client expected, found {pids}:\n{self.text()}"
-        pid = int(pids[0])
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            self.signal()
-            wait_until("USR1 pending on the stopped audit client", lambda: usr1_pending(pid), 60, self.text)
-        finally:
-            os.kill(pid, signal.SIGCONT)
+        signal_held(int(pids[0]), signal.SIGUSR1, send=self.signal)
 
     def wait_requeued(self, restarts: int = 1) -> None:
         """Until the job is pending again after its `restarts`-th requeue."""

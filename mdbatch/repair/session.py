@@ -18,7 +18,7 @@ from typing import Any
 from ..catalog.base import CatalogBackend
 from ..catalog.ops import Op
 from ..errors import Interrupted
-from ..lifecycle import RunRecord
+from ..lifecycle import STOP, RunRecord
 from .commit import Batch, Target, commit
 from .journal import Journal, root_lock
 from .model import Outcome
@@ -90,23 +90,23 @@ def session(
     try:
         lock = root_lock(root)
         try:
-            s.recovery = recover_pending(catalog, root)
-            journal = Journal(root, rec.run_id, action)
-            s.batch = Batch(catalog, journal, rec.run_id, root, action)
-            try:
-                yield s
-                s.status = s.end_as or "completed"
-            except Interrupted:
-                s.status = "interrupted"
-                raise
-            finally:
+            with STOP.deferred():  # a stop signal here is raised once the journal can be finished
+                s.recovery = recover_pending(catalog, root)
+                journal = Journal(root, rec.run_id, action)
+                s.batch = Batch(catalog, journal, rec.run_id, root, action)
+            yield s
+            s.status = s.end_as or "completed"
+        except Interrupted:  # a stop signal at any point of the run, its set-up included
+            s.status = "interrupted"
+            raise
+        finally:
+            if journal is not None:
                 # Interrupted is raised between batches (each batch is one deferred section): all resolved.
                 resolved = s.status != "failed"
                 if resolved:
                     journal.finish(s.status)
                 else:
                     journal.close()
-        finally:
             lock.release()
     finally:
         s.summary = {"run_id": rec.run_id, "outcome": s.status, **s.describe(s), **recovery_summary(s.recovery)}

@@ -22,6 +22,7 @@ import pytest
 from mdbatch.cli import render
 from mdbatch.cli.audit import render_summary
 
+from ..signals import signal_held
 from .conftest import mdbatch, one_line_error
 
 pytestmark = pytest.mark.integration
@@ -186,7 +187,8 @@ def test_a_resumed_audits_progress_counts_what_the_run_has_done(make_campaign, t
             if "MDBATCH_SCANNED" in tables and conn.execute("SELECT COUNT(*) FROM MDBATCH_SCANNED").fetchone()[0] >= 10:
                 break
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    assert proc.poll() is None, "the audit ended before it could be signalled"
+    signal_held(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 3, err
     with sqlite3.connect(db) as conn:

@@ -21,6 +21,7 @@ from mdbatch import findings as fk
 from mdbatch.auditing import audit
 from mdbatch.generate import generate_campaign, inject_fault
 
+from ..signals import signal_held
 from .conftest import NEVER_FIXED, kinds_of, registries
 
 KILLS = 20
@@ -115,5 +116,57 @@ def test_sigkill_at_random_instants_leaves_every_registry_before_or_repaired(tmp
     snaps = _snapshots(db)
     assert sorted(Path(d).name for d, _b, _a in snaps) == sorted(to_fix)
     assert all(b == original[Path(d).name] and a == now[Path(d).name] for d, b, a in snaps)
+    again = audit(root, db=db, progress=False)
+    assert kinds_of(again.summary["findings"]) == NEVER_FIXED
+
+
+def _snapshot_count(db: str) -> int:
+    with sqlite3.connect(db.removeprefix("sqlite:///"), timeout=30) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM MDBATCH_REGISTRY_SNAPSHOTS").fetchone()[0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", ["set-up", "after the first batch"])
+def test_sigterm_records_interrupted_and_a_rerun_completes(tmp_path: Path, moment: str) -> None:
+    """SIGTERM as the run opens its journal (before any plan), or once its first batch of registries is
+    committed: the batch in hand completes (snapshots and files agree), the run is `interrupted`, exit 3
+    with one line; the next repair finishes the rest."""
+    root = tmp_path / "campaign"
+    _campaign(root)
+    db = f"sqlite:///{tmp_path / 'catalog.db'}"
+    audit(root, db=db, progress=False)
+    original = registries(root)
+    cmd = [sys.executable, "-m", "mdbatch", "repair", str(root), "--db", db, "--yes", "--accept-checksums", "--rebuild-corrupt"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+
+    def reached() -> bool:
+        if moment == "set-up":
+            return bool(list(root.glob(".mdbatch-repair/*.active.jsonl")))
+        return _snapshot_count(db) > 0
+
+    while not reached():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.001)
+    assert proc.poll() is None, "the repair ended before it could be signalled"
+    signal_held(proc.pid, signal.SIGTERM)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == ["error: stopped by SIGTERM"] and "Traceback" not in err
+    with sqlite3.connect(db.removeprefix("sqlite:///")) as conn:
+        statuses = conn.execute("SELECT status FROM MDBATCH_RUNS WHERE command = 'repair'").fetchall()
+    assert statuses == [("interrupted",)]
+    assert not list(root.glob(".mdbatch-repair/*.active.jsonl"))  # the batch in hand finished; nothing to recover
+    snaps = _snapshots(db)
+    now = registries(root)
+    changed = {sim for sim, data in now.items() if data != original[sim]}
+    assert sorted(Path(d).name for d, _b, _a in snaps) == sorted(changed)  # every replaced registry, and no other
+    assert all(a == now[Path(d).name] for d, _b, a in snaps)
+    if moment == "set-up":
+        assert changed == set()
+    else:
+        assert len(changed) >= 64  # at least the first batch
+    final = _repair(root, db)
+    assert final.wait(timeout=120) in (0, 1), final.stderr.read() if final.stderr else ""
     again = audit(root, db=db, progress=False)
     assert kinds_of(again.summary["findings"]) == NEVER_FIXED
