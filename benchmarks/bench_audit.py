@@ -408,24 +408,24 @@ def _profile_categories(stats: Any, files: int) -> dict[str, Any]:
     def cum(module_suffix: str, func: str) -> float:
         return sum(v[3] for k, v in entries.items() if k[0].endswith(module_suffix) and k[2] == func)
 
-    digest_keys = {k for k in entries if k[0].endswith("hashing.py") and k[2] == "digest_file"}
+    digest_keys = {k for k in entries if k[0].endswith("hashing.py") and k[2] in ("digest_file", "_read_cached")}
 
     def under_digest(match: Callable[[str], bool]) -> float:
         return sum(c[2] for key, value in entries.items() if match(key[2]) for caller, c in value[4].items() if caller in digest_keys)
 
-    total = cum("records.py", "scan_batch")
+    total = cum("batch.py", "scan_batch")
     cats = {
-        "walk (scandir, DirEntry checks, sort)": cum("scan.py", "_walk"),
+        "walk (scandir, DirEntry checks, sort)": cum("inventory.py", "walk"),
         "open + fstat x2 + close": under_digest(lambda f: any(s in f for s in ("posix.open", "posix.fstat", "posix.close"))),
-        "os.read": under_digest(lambda f: "posix.read" in f),
+        "os.read": under_digest(lambda f: "posix.read" in f or "posix.preadv" in f),
         "xxh3-128": under_digest(lambda f: "xxh" in f),
         "sha256 (artifacts)": under_digest(lambda f: "sha256" in f or "_hashlib" in f),
         "parquet footer (_footer)": cum("scan.py", "_footer"),
-        "registry JSON (parse_registry)": cum("registry.py", "parse_registry"),
-        "identity (metadata.json, yaml)": cum("scan.py", "_identity"),
-        "arrow conversion (to_tables)": cum("records.py", "to_tables"),
+        "registry JSON (parse_registry)": cum("format.py", "parse_registry"),
+        "identity (metadata.json, yaml)": cum("identity.py", "identity"),
+        "arrow conversion (to_tables)": cum("batch.py", "to_tables"),
     }
-    digest_total = sum(entries[k][3] for k in digest_keys)
+    digest_total = sum(entries[k][3] for k in digest_keys if k[2] == "digest_file")
     io_parts = sum(cats[k] for k in ("open + fstat x2 + close", "os.read", "xxh3-128", "sha256 (artifacts)"))
     cats["digest_file Python overhead"] = max(0.0, digest_total - io_parts)
     cats["bookkeeping (records, paths, checks)"] = max(0.0, total - sum(cats.values()))
