@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from filelock import FileLock, Timeout
 
 from ..atomic import fsync_dir
 from ..errors import MdbatchError
+from ..journal import AppendLog, dumps, now_iso, pending, read_records
 
 JOURNAL_DIRNAME = ".mdbatch-journal"
 JOURNAL_VERSION = 1
@@ -49,12 +47,7 @@ def journal_dir(root: str) -> str:
 
 def pending_journals(root: str) -> list[str]:
     """Journals of `root` that were not closed (an apply that was killed), oldest first."""
-    d = journal_dir(root)
-    try:
-        names = sorted(n for n in os.listdir(d) if n.endswith(ACTIVE_SUFFIX))
-    except FileNotFoundError:
-        return []
-    return [os.path.join(d, n) for n in names]
+    return pending(journal_dir(root), ACTIVE_SUFFIX)
 
 
 def root_lock(root: str, timeout: float = 0.0) -> FileLock:
@@ -73,43 +66,19 @@ def root_lock(root: str, timeout: float = 0.0) -> FileLock:
 _encode_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 
-def _dumps(record: dict[str, Any]) -> str:
-    # ensure_ascii keeps lone surrogates (undecodable name bytes) as \udcXX escapes: exact round trip.
-    return json.dumps(record, ensure_ascii=True, separators=(",", ":"))
-
-
-class Journal:
-    """Append-only writer; `sync()` makes everything written so far durable."""
+class Journal(AppendLog):
+    """The apply journal of one run (see the module docstring); `sync()` makes everything written durable."""
 
     def __init__(self, root: str, run_id: str, header: dict[str, Any]) -> None:
         d = journal_dir(root)
-        os.makedirs(d, exist_ok=True)
-        self.path = os.path.join(d, f"{run_id}{ACTIVE_SUFFIX}")
         self.final_path = os.path.join(d, f"{run_id}{DONE_SUFFIX}")
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        self._buf: list[str] = []
         self._next_id = 0
-        begin = {
-            "t": "begin",
-            "v": JOURNAL_VERSION,
-            "run_id": run_id,
-            "root": root,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "started_at": datetime.now(UTC).isoformat(),
-            **header,
-        }
-        self.write(begin)
-        self.sync()
-        fsync_dir(d)
+        begin = {"v": JOURNAL_VERSION, "run_id": run_id, "root": root, **header}
+        super().__init__(os.path.join(d, f"{run_id}{ACTIVE_SUFFIX}"), begin, exclusive=True, mode=0o644)
 
     def new_id(self) -> int:
         self._next_id += 1
         return self._next_id
-
-    def write(self, record: dict[str, Any]) -> None:
-        """Buffer one record (durable after the next `sync`)."""
-        self._buf.append(_dumps(record))
 
     def write_link(self, r: dict[str, Any]) -> None:
         """Buffer a `link` intent (the hot path: strings escaped by the C encoder, no dict walk)."""
@@ -124,49 +93,15 @@ class Journal:
         """Buffer the `done` record of an action (the hot path: no JSON encoder)."""
         self._buf.append(f'{{"t":"done","id":{int(action_id)}}}')
 
-    def sync(self) -> None:
-        """Write buffered records and fsync the journal."""
-        if self._buf:
-            data = ("\n".join(self._buf) + "\n").encode("ascii")
-            self._buf.clear()
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
-        os.fsync(self._fd)
-
     def close(self, status: str) -> str:
         """Write the end record, fsync, and rename the journal to its closed name; returns that path."""
-        self.write({"t": "end", "status": status, "ended_at": datetime.now(UTC).isoformat()})
+        self.write({"t": "end", "status": status, "ended_at": now_iso()})
         self.sync()
         os.close(self._fd)
         self._fd = -1
         os.replace(self.path, self.final_path)
         fsync_dir(os.path.dirname(self.path))
         return self.final_path
-
-    def abandon(self) -> None:
-        """Close the descriptor without closing the journal (it stays pending for recovery)."""
-        if self._fd >= 0:
-            try:
-                self.sync()
-            except OSError:
-                pass
-            os.close(self._fd)
-            self._fd = -1
-
-
-def read_records(path: str) -> Iterator[dict[str, Any]]:
-    """Every complete record of a journal; a torn last line (crash mid-write) is ignored."""
-    with open(path, "rb") as handle:
-        for line in handle:
-            if not line.endswith(b"\n"):
-                break
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                break
-            if isinstance(rec, dict):
-                yield rec
 
 
 @dataclass(slots=True)
@@ -205,8 +140,8 @@ def append_and_close(path: str, records: list[dict[str, Any]], status: str) -> s
     try:
         # A torn last line from the crash would glue onto our first record: start on a fresh line.
         size = os.fstat(fd).st_size
-        lines = [_dumps(r) for r in records]
-        lines.append(_dumps({"t": "end", "status": status, "ended_at": datetime.now(UTC).isoformat()}))
+        lines = [dumps(r) for r in records]
+        lines.append(dumps({"t": "end", "status": status, "ended_at": now_iso()}))
         data = ("\n" if size and not _ends_with_newline(path) else "") + "\n".join(lines) + "\n"
         os.write(fd, data.encode("ascii"))
         os.fsync(fd)

@@ -17,18 +17,15 @@ the catalog's MDBATCH_REGISTRY_SNAPSHOTS holds the same bytes.
 from __future__ import annotations
 
 import base64
-import json
 import os
-import socket
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from filelock import FileLock, Timeout
 
 from ..atomic import fsync_dir
 from ..errors import MdbatchError
+from ..journal import AppendLog, now_iso, pending, read_records
 
 JOURNAL_DIRNAME = ".mdbatch-repair"
 JOURNAL_VERSION = 1
@@ -47,12 +44,7 @@ def journal_dir(root: str) -> str:
 
 def pending_journals(root: str) -> list[str]:
     """Journals a killed repair of `root` left open, oldest first."""
-    d = journal_dir(root)
-    try:
-        names = sorted(n for n in os.listdir(d) if n.endswith(ACTIVE_SUFFIX))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    return [os.path.join(d, n) for n in names]
+    return pending(journal_dir(root), ACTIVE_SUFFIX)
 
 
 def root_lock(root: str) -> FileLock:
@@ -75,45 +67,16 @@ def decode_bytes(text: str | None) -> bytes | None:
     return None if text is None else base64.b64decode(text)
 
 
-class Journal:
+class Journal(AppendLog):
     """Append-only writer of one run's journal; `sync()` makes what was written durable."""
 
     def __init__(self, root: str, run_id: str, action: str) -> None:
-        d = journal_dir(root)
-        os.makedirs(d, exist_ok=True)
-        self.path = os.path.join(d, f"{run_id}{ACTIVE_SUFFIX}")
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        self._buf: list[str] = []
-        begin = {
-            "t": "begin",
-            "v": JOURNAL_VERSION,
-            "run_id": run_id,
-            "root": root,
-            "action": action,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "started_at": datetime.now(UTC).isoformat(),
-        }
-        self.write(begin)
-        self.sync()
-        fsync_dir(d)
-
-    def write(self, record: dict[str, Any]) -> None:
-        """Buffer one record (durable after the next `sync`)."""
-        self._buf.append(json.dumps(record, ensure_ascii=True, separators=(",", ":")))
-
-    def sync(self) -> None:
-        """Write the buffered records and fsync the journal."""
-        if self._buf:
-            view = memoryview(("\n".join(self._buf) + "\n").encode("ascii"))
-            self._buf.clear()
-            while view:
-                view = view[os.write(self._fd, view) :]
-        os.fsync(self._fd)
+        begin = {"v": JOURNAL_VERSION, "run_id": run_id, "root": root, "action": action}
+        super().__init__(os.path.join(journal_dir(root), f"{run_id}{ACTIVE_SUFFIX}"), begin, exclusive=False, mode=0o600)
 
     def finish(self, status: str) -> None:
         """Record the end, then delete the journal: every snapshot it holds is in the catalog."""
-        self.write({"t": "end", "status": status, "ended_at": datetime.now(UTC).isoformat()})
+        self.write({"t": "end", "status": status, "ended_at": now_iso()})
         self.sync()
         self.close()
         os.unlink(self.path)
@@ -121,27 +84,7 @@ class Journal:
 
     def close(self) -> None:
         """Close the descriptor, leaving the journal pending for recovery."""
-        if self._fd >= 0:
-            try:
-                self.sync()
-            except OSError:
-                pass
-            os.close(self._fd)
-            self._fd = -1
-
-
-def read_records(path: str) -> Iterator[dict[str, Any]]:
-    """Every complete record of a journal; a torn last line (a crash mid-write) is ignored."""
-    with open(path, "rb") as handle:
-        for line in handle:
-            if not line.endswith(b"\n"):
-                break
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                break
-            if isinstance(rec, dict):
-                yield rec
+        self.abandon()
 
 
 @dataclass(slots=True)
