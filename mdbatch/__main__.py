@@ -1,11 +1,18 @@
 """`python -m mdbatch`: the CLI, with the stop signals handled from the first instant."""
 
+import sys
+
+from mdbatch.errors import Interrupted
 from mdbatch.lifecycle import STOP
 
-STOP.install()
-
-import sys  # noqa: E402 - after the handlers, so a walltime signal during start-up is not lost
-
-from mdbatch.cli import main  # noqa: E402
+try:
+    STOP.install()
+    # The CLI's imports take a second; a walltime signal then is raised once they are done, here:
+    # one line and exit 3 (the sbatch scripts requeue on it), not a traceback from inside an import.
+    with STOP.deferred():
+        from mdbatch.cli import main
+except Interrupted as exc:
+    print(f"error: {exc}", file=sys.stderr)
+    sys.exit(Interrupted.exit_code)
 
 sys.exit(main())

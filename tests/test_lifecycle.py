@@ -439,3 +439,33 @@ def test_a_catalog_of_an_older_schema_is_not_reaped(catalog, tmp_path, no_job):
     with open_catalog(f"sqlite:///{tmp_path / 'c.db'}") as again:
         assert reap_abandoned(again) == []
     assert runs(tmp_path)["gone"]["status"] == "running"
+
+
+HOOK = '''
+import importlib.abc, os, signal, sys
+
+class SignalDuringImport(importlib.abc.MetaPathFinder):
+    """Sends this process {sig} as module {module!r} starts importing (once)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r} and not getattr(self, "sent", False):
+            self.sent = True
+            os.kill(os.getpid(), signal.{sig})
+        return None
+
+sys.meta_path.insert(0, SignalDuringImport())
+'''
+
+
+@pytest.mark.parametrize("module", ["mdbatch.cli", "mdbatch.cli.common"])
+@pytest.mark.parametrize("sig", ["SIGUSR1", "SIGTERM"])
+def test_a_signal_while_python_m_mdbatch_imports_its_cli_is_one_line_and_exit_3(tmp_path: Path, module: str, sig: str) -> None:
+    """What a walltime signal does to `python -m mdbatch` during its imports (a real signal, sent at a
+    chosen import by an import hook): one line, exit 3 (the sbatch scripts requeue on 3), no traceback."""
+    import subprocess
+    import sys
+
+    (tmp_path / "sitecustomize.py").write_text(HOOK.format(module=module, sig=sig))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "mdbatch", "audit", str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
+    assert (proc.returncode, proc.stderr) == (3, f"error: stopped by {sig}\n")
