@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import IO, Any, Protocol, runtime_checkable
 
 from .errors import ClusterError
+from .lifecycle import STOP
 
 log = logging.getLogger("mdbatch")
 
@@ -365,18 +366,22 @@ class Fanout:
             item = source.take()
             if item is None:
                 return False
-            future = self.client.submit(fn, item, *args, index=index, key=f"{prefix}-{index:06d}-{token}", pure=False)
-            self._pending.add(future)
+            # Dask wraps whatever is raised while it serializes a task (a stop signal too) in its own
+            # TypeError: a signal here is raised once the task is submitted, as Interrupted.
+            with STOP.deferred():
+                future = self.client.submit(fn, item, *args, index=index, key=f"{prefix}-{index:06d}-{token}", pure=False)
+                self._pending.add(future)
             index += 1
             return True
 
         while self._pending.count() < limit() and submit_next():
             pass
         for future in self._pending:
-            try:
-                result = future.result()
-            finally:
-                future.release()
+            with STOP.deferred():  # fetching and deserializing a result: not cut by a stop signal either
+                try:
+                    result = future.result()
+                finally:
+                    future.release()
             yield result
             # Handling the result may have given `work` more to run (follow-ups): top the queue up.
             while self._pending.count() < limit() and submit_next():
@@ -388,7 +393,8 @@ class Fanout:
         now = time.monotonic()
         if now - self._workers_at >= 1.0 and self.client is not None:
             self._workers_at = now
-            self._workers = max(1, len(self.client.scheduler_info().get("workers", {})))
+            with STOP.deferred():
+                self._workers = max(1, len(self.client.scheduler_info().get("workers", {})))
             self.n_workers = max(self.n_workers, self._workers)
         return self._workers or max(1, self.n_workers)
 

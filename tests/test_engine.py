@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
 from mdbatch.engine import ClusterOptions, Fanout, Inline, inline_is_faster
+from mdbatch.errors import Interrupted
+from mdbatch.lifecycle import STOP
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +98,26 @@ def test_workers_that_join_late_are_used(make_campaign, tmp_path):
     result = box["result"]
     assert result.summary["outcome"] == "completed" and result.summary["simulations"] == 400
     assert result.summary["workers"] == 3 and len(executed) == 3 and all(n > 0 for n in executed.values()), executed
+
+
+class SignalsWhenSerialized:
+    """A task argument that sends this process SIGUSR1 while Dask serializes the task carrying it."""
+
+    def __reduce__(self) -> tuple[type, tuple[int]]:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        return (int, (3,))
+
+
+def test_a_stop_signal_while_a_task_is_serialized_is_interrupted_not_a_dask_error() -> None:
+    """A walltime signal that lands while Dask pickles a task: Dask wraps whatever is raised there in its
+    own TypeError ('Could not serialize object'), which the CLI reported as an internal error (exit 2)
+    instead of an interruption (exit 3, requeued by the sbatch scripts)."""
+    installed = STOP.install()
+    try:
+        with Fanout(ClusterOptions(workers=1, dashboard=False)) as fan, pytest.raises(Interrupted, match="stopped by SIGUSR1"):
+            for _ in fan.stream(square, [SignalsWhenSerialized(), 1, 2], in_flight=1):
+                pass
+    finally:
+        if installed:
+            STOP.uninstall()
+        STOP.reset()

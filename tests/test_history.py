@@ -209,8 +209,8 @@ def test_interrupted_run_leaves_history_consistent(make_campaign, tmp_path):
         time.sleep(0.02)
     assert proc.poll() is None, "the audit ended before it could be signalled"
     signal_held(proc.pid, signal.SIGTERM)
-    proc.communicate(timeout=120)
-    assert proc.returncode == 3
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
     (result.dest / result.simulations[-1] / "late.txt").write_text("after the interruption\n")
     third = run(result, db)
     ch = third.summary["changes"]
