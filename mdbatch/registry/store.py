@@ -318,13 +318,7 @@ class Registry:
         Files `change` reports as obsolete are deleted after the registry is durable; files it
         reports as created are deleted if writing the registry fails.
         """
-        self._analysis_dir.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.lock_path), timeout=self.lock_timeout)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise RegistryLockError(f"{self.lock_path}: not acquired within {self.lock_timeout:g} s (another writer?)") from None
-        try:
+        with self.locked():
             registry = self.load()
             effects = change(registry)
             registry.setdefault("schema_version", SCHEMA_VERSION)
@@ -338,8 +332,6 @@ class Registry:
             for obsolete in effects.obsolete:
                 with contextlib.suppress(FileNotFoundError):
                     obsolete.unlink()
-        finally:
-            lock.release()
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
