@@ -19,19 +19,18 @@ from typing import IO, Any
 
 import pyarrow as pa
 
-from ..catalog import open_catalog, queries, schema
+from ..catalog import queries, schema
 from ..catalog.base import CatalogBackend
 from ..config import resolve_url
 from ..engine import ClusterOptions, Fanout, Inline, inline_is_faster
 from ..engine import plan as size_plan
 from ..errors import UsageError
-from ..lifecycle import STOP, open_catalog_for_command
 from ..registry.format import ANALYSIS_DIRNAME, REGISTRY_FILENAME
 from .commit import Decision, Target
 from .fixes import build_after, parsed, plan_group, recheck
 from .journal import pending_journals
 from .model import FLAGGED_KINDS, REPAIRABLE, RepairResult, SimPlan, SimTask, Skip
-from .session import Session, counts, session
+from .session import Session, command_catalog, counts, session
 
 #: Seconds one simulation's plan takes (a registry, a footer or two): sizes the fan-out.
 PLAN_S = 0.004
@@ -63,9 +62,7 @@ def repair(
     """
     started = time.monotonic()
     say = _say(progress, log_stream or sys.stderr)
-    installed = STOP.install()
-    catalog = open_catalog(db, must_exist=True) if dry_run else open_catalog_for_command(db, must_exist=True)
-    try:
+    with command_catalog(db, read_only=dry_run) as catalog:
         audit = _audit_run(catalog, root, run)
         top = str(audit["root"])
         allowed = _allowed(kinds, accept_checksums, rebuild_corrupt)
@@ -83,10 +80,6 @@ def repair(
             else:
                 s.replace(_targets(catalog, top, plans))
         return RepairResult(s.run_id, s.summary, s.outcomes)
-    finally:
-        catalog.close()
-        if installed:
-            STOP.uninstall()
 
 
 def _say(progress: bool, stream: IO[str]) -> Callable[[str], None]:

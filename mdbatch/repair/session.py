@@ -75,6 +75,25 @@ def counts(outcomes: Sequence[Outcome]) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
+def command_catalog(db: str | None, *, read_only: bool = False) -> Iterator[CatalogBackend]:
+    """The stop signals handled and the catalog open for one repair, undo or restore command; both
+    undone at its end. `read_only` (a dry run) neither migrates the catalog nor reaps dead runs."""
+    from ..catalog import open_catalog
+    from ..lifecycle import open_catalog_for_command
+
+    installed = STOP.install()
+    try:
+        catalog = open_catalog(db, must_exist=True) if read_only else open_catalog_for_command(db, must_exist=True)
+        try:
+            yield catalog
+        finally:
+            catalog.close()
+    finally:
+        if installed:
+            STOP.uninstall()
+
+
+@contextlib.contextmanager
 def session(
     catalog: CatalogBackend, root: str, action: str, arguments: dict[str, Any], url: str, *, record: RunRecord | None = None
 ) -> Iterator[Session]:

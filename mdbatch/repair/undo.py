@@ -19,11 +19,10 @@ from ..catalog import open_catalog, queries
 from ..catalog.base import CatalogBackend
 from ..config import resolve_url
 from ..errors import UsageError
-from ..lifecycle import STOP, open_catalog_for_command
 from . import snapshots
 from .commit import Decision, Target
 from .model import RepairResult, sha256_bytes
-from .session import Session, counts, session
+from .session import Session, command_catalog, counts, session
 from .snapshots import Snapshot
 
 
@@ -41,9 +40,7 @@ def undo(
     A registry changed since that run is a conflict and is left alone, unless `force`.
     """
     started = time.monotonic()
-    installed = STOP.install()
-    catalog = open_catalog_for_command(db, must_exist=True)
-    try:
+    with command_catalog(db) as catalog:
         row = queries.resolve_run(catalog, run, command="repair")
         taken = snapshots.of_run(catalog, str(row["run_id"]))
         if not taken:
@@ -55,10 +52,6 @@ def undo(
         if progress:
             (log_stream or sys.stderr).write(f"mdbatch repair: undid {s.summary['registries_changed']} registries of {row['run_id']}\n")
         return RepairResult(s.run_id, s.summary, s.outcomes)
-    finally:
-        catalog.close()
-        if installed:
-            STOP.uninstall()
 
 
 def _undoer(snap: Snapshot, force: bool) -> Callable[[bytes | None], Decision]:
@@ -90,9 +83,7 @@ def restore(
 ) -> RepairResult:
     """Put back the bytes the registry of `sim_dir` had before snapshot `snapshot_id` (RUN:SEQ) was taken."""
     started = time.monotonic()
-    installed = STOP.install()
-    catalog = open_catalog_for_command(db, must_exist=True)
-    try:
+    with command_catalog(db) as catalog:
         snap = snapshots.one(catalog, snapshot_id)
         directory = os.path.abspath(os.fspath(sim_dir))
         if snap.directory != directory:
@@ -103,10 +94,6 @@ def restore(
             s.describe = _describer("restore", root, started, snapshot=snap.id)
             s.replace([Target(snap.simulation or "", directory, snap.hash, lambda _current: Decision(True, snap.bytes_before, fix))])
         return RepairResult(s.run_id, s.summary, s.outcomes)
-    finally:
-        catalog.close()
-        if installed:
-            STOP.uninstall()
 
 
 def _describer(mode: str, root: str, started: float, **extra: Any) -> Callable[[Session], dict[str, Any]]:
