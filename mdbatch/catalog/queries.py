@@ -95,13 +95,14 @@ def list_runs(catalog: CatalogBackend, root: str | None = None) -> pd.DataFrame:
 def resolve_run(catalog: CatalogBackend, run: str, root: str | None = None, command: str | None = None) -> dict[str, Any]:
     """The run record for an id, or for 'last' (the newest, optionally of `root`/`command`)."""
     rows = _runs(catalog, root, command)
+    by = f" by `mdbatch {command}`" if command else ""  # the catalog may well hold runs of other commands
     if not rows:
-        raise UsageError("no runs recorded in this catalog" + (f" for {root}" if root else ""))
+        raise UsageError("no runs recorded in this catalog" + by + (f" for {root}" if root else ""))
     if run == "last":
         return rows[-1]
     found = [r for r in rows if r["run_id"] == run]
     if not found:
-        raise UsageError(f"no run {run!r} in this catalog")
+        raise UsageError(f"no run {run!r}{by} in this catalog")
     return found[0]
 
 

@@ -80,3 +80,8 @@ def test_argument_errors_are_one_line(audited, capsys) -> None:  # type: ignore[
     assert "no completed audit of" in capsys.readouterr().err
     assert main(["registry", "restore", str(a.root), "--to", "nonsense", "--db", a.db]) == 2
     assert "a snapshot is named RUN:SEQ" in capsys.readouterr().err
+    # A catalog with audits but no repair yet: the answer names the command, not "no runs" at all.
+    assert main(["repair", "--undo", "last", "--db", a.db]) == 2
+    assert capsys.readouterr().err == "error: no runs recorded in this catalog by `mdbatch repair`\n"
+    assert main(["repair", "--undo", a.audit_run, "--db", a.db]) == 2
+    assert capsys.readouterr().err == f"error: no run {a.audit_run!r} by `mdbatch repair` in this catalog\n"
